@@ -1,0 +1,48 @@
+"""Progress reporting and cooperative cancellation shared by every long-running step."""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from .errors import Cancelled
+
+ProgressCallback = Callable[[float, str], None]
+"""Called with a fraction in [0, 1] and a short human-readable message."""
+
+
+def ignore_progress(fraction: float, message: str) -> None:
+    """A progress callback that does nothing."""
+
+
+class CancelToken:
+    """A thread-safe flag that long work checks between units (one slice, one chunk)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask the running work to stop at its next check."""
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        """Raise :class:`Cancelled` if :meth:`cancel` was called."""
+        if self._event.is_set():
+            raise Cancelled("The run was cancelled; nothing was written.")
+
+
+class StageProgress:
+    """Maps the progress of one stage onto its share [start, end] of the whole run."""
+
+    def __init__(self, callback: ProgressCallback, start: float, end: float) -> None:
+        self._callback = callback
+        self._start = start
+        self._end = end
+
+    def __call__(self, fraction: float, message: str) -> None:
+        fraction = min(max(fraction, 0.0), 1.0)
+        self._callback(self._start + (self._end - self._start) * fraction, message)
