@@ -1,0 +1,80 @@
+"""Command-line options that choose the model, the method settings and the intensity rule."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .cli_reporting import Reporter
+from .engine import EngineOptions, FateSamEngine
+from .errors import InputError
+from .model_loading import load_model
+from .model_registry import DEFAULT_MODEL
+from .orientation import SLICE_AXES
+from .pipeline import Normalization
+from .progress import CancelToken
+
+PRESETS = {
+    # The reference implementation's defaults (FATE-SAM paper): Hiera-L at 1024, top-3 supports.
+    "paper": {"model": "sam2.1-large", "image_size": 1024, "top_k": 3},
+}
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by every command that runs the model."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--preset", choices=sorted(PRESETS), help="named set of defaults (paper: the reference's)")
+    group.add_argument("--model", default=None, help=f"SAM2 model name (default {DEFAULT_MODEL}; see 'fatesam models')")
+    group.add_argument("--checkpoint", type=Path, help="local checkpoint file instead of the downloaded one")
+    group.add_argument(
+        "--random-weights", action="store_true", help="seeded random weights, for tests only: masks are meaningless"
+    )
+    group.add_argument("--image-size", type=int, default=None, help="model input size (default the model's, 1024)")
+    group.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, cuda:1, mps or cpu")
+    group.add_argument("--top-k", type=int, default=None, help="support slices retrieved per query slice (default 3)")
+    group.add_argument(
+        "--slice-axis", default="auto", choices=("auto", *SLICE_AXES), help="auto: the axis of coarsest spacing"
+    )
+    group.add_argument("--normalization", default="percentile", choices=("percentile", "window"))
+    group.add_argument("--percentiles", nargs=2, type=float, default=(0.5, 99.5), metavar=("LOW", "HIGH"))
+    group.add_argument("--window", nargs=2, type=float, metavar=("LEVEL", "WIDTH"), help="fixed window, e.g. CT")
+    group.add_argument(
+        "--naive", action="store_true", help="re-encode supports for every query slice, as the reference code does"
+    )
+    group.add_argument("--encoder-batch-size", type=int, default=None, help="slices per encoder batch")
+
+
+def normalization_from_args(args: argparse.Namespace) -> Normalization:
+    """The intensity rule the options ask for."""
+    if args.normalization == "window":
+        if not args.window:
+            raise InputError("--normalization window needs --window LEVEL WIDTH (e.g. --window 40 400 for CT).")
+        return Normalization(window=tuple(args.window))
+    return Normalization(percentiles=tuple(args.percentiles))
+
+
+def engine_from_args(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> FateSamEngine:
+    """Load the model the options name and wrap it in an engine with the options' method settings."""
+    preset = PRESETS.get(args.preset or "", {})
+    top_k = args.top_k if args.top_k is not None else preset.get("top_k", 3)
+    if top_k < 1:
+        raise InputError(f"--top-k must be at least 1 (got {top_k}).")
+    loaded = load_model(
+        name=model_name_from_args(args),
+        checkpoint=args.checkpoint,
+        random_weights=args.random_weights,
+        image_size=args.image_size or preset.get("image_size"),
+        device=args.device,
+        progress=reporter.progress,
+        cancel=cancel,
+    )
+    if loaded.random_weights:
+        reporter.warning("RANDOM WEIGHTS: the model is untrained, its masks are meaningless (tests and smoke runs).")
+    batch = args.encoder_batch_size or (8 if loaded.device.type == "cuda" else 1)
+    options = EngineOptions(top_k=top_k, reuse_features=not args.naive, encoder_batch_size=batch)
+    return FateSamEngine(loaded.model, loaded.device, loaded.image_size, options)
+
+
+def model_name_from_args(args: argparse.Namespace) -> str:
+    """The model the options name, directly or through a preset."""
+    return args.model or PRESETS.get(args.preset or "", {}).get("model", DEFAULT_MODEL)
