@@ -21,6 +21,7 @@ from .progress import CancelToken, StageProgress
 from .run_options import add_model_arguments, engine_from_args, model_name_from_args, normalization_from_args
 from .volumes import read_image
 
+
 def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> int:
     """``fatesam segment``: read, segment, write the label volume (and stats) atomically."""
     started = time.perf_counter()
@@ -79,13 +80,19 @@ def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToke
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="fatesam", description="Few-shot 3D segmentation with frozen SAM2 (FATE-SAM).")
+    parser = argparse.ArgumentParser(
+        prog="fatesam", description="Few-shot 3D segmentation with frozen SAM2 (FATE-SAM)."
+    )
     parser.add_argument("--version", action="version", version=f"fatesam {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
 
     segment = subparsers.add_parser("segment", help="segment a query volume from labelled support volumes")
     segment.add_argument(
-        "--support", nargs=2, action="append", required=True, metavar=("IMAGE", "LABELS"),
+        "--support",
+        nargs=2,
+        action="append",
+        required=True,
+        metavar=("IMAGE", "LABELS"),
         help="a support image and its label map or .seg.nrrd (repeat for more supports)",
     )
     segment.add_argument("--query", required=True, help="the volume to segment (NIfTI, NRRD, MHA or a DICOM folder)")

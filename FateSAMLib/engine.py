@@ -11,10 +11,10 @@ import numpy as np
 import torch
 
 from .errors import InputError
-from .features import SliceEncoder, StackFeatures
+from .features import FeatureCache, SliceEncoder, StackFeatures
 from .normalization import logits_to_slice, masks_to_model_input, to_model_input
 from .progress import CancelToken, ProgressCallback, StageProgress, ignore_progress
-from .retrieval import SupportSliceRef, rank_support_slices
+from .retrieval import top_k_slices
 from .tracking import Memory, SlicePrediction, SliceTracker
 
 STAGES = ("encode", "retrieval", "memory_encoding", "attention_decoding")
@@ -67,16 +67,17 @@ class StageClock:
 
 
 def propagation_order(num_slices: int) -> list[tuple[int, bool]]:
-    """(slice, reverse) in FATE-SAM's order: the middle slice, down to the first, then up from the middle to the last."""
+    """(slice, reverse) in FATE-SAM's order: from the middle slice down to the first, then up to the last."""
     start = num_slices // 2
     return [(i, True) for i in range(start, -1, -1)] + [(i, False) for i in range(start + 1, num_slices)]
 
 
-def _candidates(supports: list[SupportStack], label_values: list[int]) -> list[SupportSliceRef]:
+def support_candidates(supports: list[SupportStack], label_values: list[int]) -> list[tuple[int, int]]:
+    """(support, slice) of every support slice that shows at least one of the labels: the only ones retrieval ranks."""
     refs = []
     for s, support in enumerate(supports):
         has_label = np.isin(support.labels, label_values).reshape(support.labels.shape[0], -1).any(axis=1)
-        refs.extend(SupportSliceRef(s, int(i)) for i in np.flatnonzero(has_label))
+        refs.extend((s, int(i)) for i in np.flatnonzero(has_label))
     if not refs:
         raise InputError("No support slice contains any of the requested labels; check the support label maps.")
     return refs
@@ -93,11 +94,23 @@ def _assemble_labels(logits: torch.Tensor, label_values: list[int]) -> np.ndarra
 class FateSamEngine:
     """Runs FATE-SAM with one SAM2 model on a query stack and its support stacks."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, image_size: int, options: EngineOptions) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: torch.device,
+        image_size: int,
+        options: EngineOptions,
+        feature_cache: FeatureCache | None = None,
+    ) -> None:
         self.model = model
         self.device = device
         self.image_size = image_size
         self.options = options
+        self.feature_cache = feature_cache
+        if device.type == "cuda":
+            # TF32 for the float32 parts (bf16 autocast covers the rest), as SAM2's own examples set it.
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
 
     def segment(
         self,
@@ -107,99 +120,127 @@ class FateSamEngine:
         progress: ProgressCallback = ignore_progress,
         cancel: CancelToken | None = None,
     ) -> StackSegmentation:
-        """Segment ``query`` (S, H, W, intensities in [0, 1]) with the labels ``label_values`` of ``supports``."""
+        """Segment ``query`` (S, H, W, intensities in [0, 1]) with the labels ``label_values`` of ``supports``.
+
+        Only support slices that show a label are encoded (once; from the disk cache when one is set). Query slices
+        are encoded in batches in the order they are tracked and dropped once predicted, so memory stays bounded.
+        """
         cancel = cancel or CancelToken()
         clock = StageClock(self.device)
         encoder = SliceEncoder(self.model, self.device, self.options.encoder_batch_size)
-        candidates = _candidates(supports, label_values)
-
-        query_inputs = to_model_input(query, self.image_size)
+        refs = support_candidates(supports, label_values)
         with clock.stage("encode"):
-            support_features = [
-                encoder.encode_stack(
-                    to_model_input(support.image, self.image_size),
-                    StageProgress(progress, 0.4 * s / (len(supports) + 1), 0.4 * (s + 1) / (len(supports) + 1)),
-                    cancel,
-                    f"support {s + 1}",
-                )
-                for s, support in enumerate(supports)
-            ]
-            query_features = encoder.encode_stack(
-                query_inputs, StageProgress(progress, 0.4 * len(supports) / (len(supports) + 1), 0.4), cancel, "query"
-            )
-        support_passes = encoder.passes - query.shape[0]
+            support_features = self._encode_supports(supports, refs, encoder, StageProgress(progress, 0, 0.3), cancel)
+        support_passes = encoder.passes
+        tracker: SliceTracker | None = None
+        memories: dict[int, Memory] = {}
 
-        tracker = SliceTracker(self.model, encoder.geometry, self.device, query.shape[0])
-        support_memories: dict[SupportSliceRef, Memory] = {}
         num_slices, height, width = query.shape
         labels = np.zeros(query.shape, dtype=np.int64)
         object_scores = np.zeros((num_slices, len(label_values)), dtype=np.float32)
         ious = np.zeros((num_slices, len(label_values)), dtype=np.float32)
         order = propagation_order(num_slices)
-        start = num_slices // 2
-        for step, (index, reverse) in enumerate(order):
-            cancel.raise_if_cancelled()
-            with clock.stage("retrieval"):
-                retrieved = rank_support_slices(
-                    query_features, index, support_features, candidates, self.options.top_k
-                )
-            memories = [
-                self._support_memory(ref, supports, support_features, label_values, tracker, encoder, clock,
-                                     support_memories)
-                for ref in retrieved
-            ]
-            query_levels = (
-                query_features.slice_levels(index)
-                if self.options.reuse_features
-                else encoder.encode_one(query_inputs[index])
-            )
-            with clock.stage("attention_decoding"):
-                prediction, current_out, feats = tracker.attend_and_decode(index, query_levels, memories, reverse)
-            with clock.stage("memory_encoding"):
-                tracker.remember(index, current_out, feats, keep_near=start if reverse else index)
-            labels[index] = self._slice_labels(prediction, label_values, height, width)
-            object_scores[index] = prediction.object_scores.cpu().numpy()
-            ious[index] = prediction.ious.cpu().numpy()
-            progress(0.4 + 0.6 * (step + 1) / num_slices, f"Segmenting slice {step + 1}/{num_slices}")
+        batch = self.options.encoder_batch_size
+        done = 0
+        for first in range(0, num_slices, batch):
+            chunk = order[first : first + batch]
+            with clock.stage("encode"):
+                chunk_features = encoder.encode(to_model_input(query[[i for i, _ in chunk]], self.image_size), cancel)
+            tracker = tracker or SliceTracker(self.model, encoder.geometry, self.device, num_slices)
+            for row, (index, reverse) in enumerate(chunk):
+                cancel.raise_if_cancelled()
+                query_levels = chunk_features.slice_levels(row)
+                with clock.stage("retrieval"):
+                    retrieved = top_k_slices(query_levels, support_features, self.options.top_k)
+                support_memories = [
+                    self._support_memory(
+                        r, refs, supports, support_features, label_values, tracker, encoder, clock, memories
+                    )
+                    for r in retrieved
+                ]
+                if not self.options.reuse_features:
+                    with clock.stage("encode"):
+                        query_levels = encoder.encode(
+                            to_model_input(query[index : index + 1], self.image_size), cancel
+                        ).slice_levels(0)
+                with clock.stage("attention_decoding"):
+                    prediction, current_out, feats = tracker.attend_and_decode(
+                        index, query_levels, support_memories, reverse
+                    )
+                with clock.stage("memory_encoding"):
+                    tracker.remember(index, current_out, feats, keep_near=num_slices // 2 if reverse else index)
+                labels[index] = self._slice_labels(prediction, label_values, height, width)
+                object_scores[index] = prediction.object_scores.cpu().numpy()
+                ious[index] = prediction.ious.cpu().numpy()
+                done += 1
+                progress(0.3 + 0.7 * done / num_slices, f"Segmenting slice {done}/{num_slices}")
 
         stats = {
             "encoder_passes": encoder.passes,
             "query_slices": int(num_slices),
             "support_slices_encoded": int(support_passes),
-            "support_slices_retrievable": len(candidates),
+            "support_slices_retrievable": len(refs),
             "labels": list(label_values),
             "seconds": dict(clock.seconds),
         }
         return StackSegmentation(labels, object_scores, ious, list(label_values), stats)
 
+    def _encode_supports(
+        self,
+        supports: list[SupportStack],
+        refs: list[tuple[int, int]],
+        encoder: SliceEncoder,
+        progress: ProgressCallback,
+        cancel: CancelToken,
+    ) -> StackFeatures:
+        """Features of the candidate support slices, one row per entry of ``refs``."""
+        parts = []
+        for s, support in enumerate(supports):
+            slices = [i for owner, i in refs if owner == s]
+            if not slices:
+                continue
+            inputs = to_model_input(support.image[slices], self.image_size)
+            features = self.feature_cache.load(inputs, self.device) if self.feature_cache else None
+            if features is None:
+                stage = StageProgress(progress, s / len(supports), (s + 1) / len(supports))
+                features = encoder.encode(inputs, cancel, stage, f"support {s + 1}")
+                if self.feature_cache:
+                    self.feature_cache.save(inputs, features)
+            parts.append(features)
+        return StackFeatures.concatenate(parts)
+
     def _support_memory(
         self,
-        ref: SupportSliceRef,
+        row: int,
+        refs: list[tuple[int, int]],
         supports: list[SupportStack],
-        support_features: list[StackFeatures],
+        support_features: StackFeatures,
         label_values: list[int],
         tracker: SliceTracker,
         encoder: SliceEncoder,
         clock: StageClock,
-        cache: dict[SupportSliceRef, Memory],
+        cache: dict[int, Memory],
     ) -> Memory:
-        """A support slice's conditioning memory, from the cache when features are reused."""
-        if self.options.reuse_features and ref in cache:
-            return cache[ref]
+        """The conditioning memory of candidate ``row``: from the cache, or re-encoded each time in naive mode."""
+        if row in cache:
+            return cache[row]
+        owner, index = refs[row]
+        support = supports[owner]
         if self.options.reuse_features:
-            levels = support_features[ref.support].slice_levels(ref.slice)
+            levels = support_features.slice_levels(row)
         else:
-            support = supports[ref.support]
             with clock.stage("encode"):
-                levels = encoder.encode_one(to_model_input(support.image[ref.slice : ref.slice + 1], self.image_size)[0])
-        slice_labels = supports[ref.support].labels[ref.slice]
-        masks = masks_to_model_input(np.stack([slice_labels == value for value in label_values]), self.image_size)
+                inputs = to_model_input(support.image[index : index + 1], self.image_size)
+                levels = encoder.encode(inputs, CancelToken()).slice_levels(0)
+        masks = masks_to_model_input(np.stack([support.labels[index] == v for v in label_values]), self.image_size)
         with clock.stage("memory_encoding"):
             memory = tracker.encode_support(levels, masks)
         if self.options.reuse_features:
-            cache[ref] = memory
+            cache[row] = memory
         return memory
 
-    def _slice_labels(self, prediction: SlicePrediction, label_values: list[int], height: int, width: int) -> np.ndarray:
+    def _slice_labels(
+        self, prediction: SlicePrediction, label_values: list[int], height: int, width: int
+    ) -> np.ndarray:
         logits = logits_to_slice(prediction.logits[:, 0].float(), height, width).cpu()
         return _assemble_labels(logits, label_values)

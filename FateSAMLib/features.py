@@ -1,10 +1,13 @@
-"""Image-encoder features of a stack of slices, computed once and reused by retrieval and tracking."""
+"""Image-encoder features of slices, computed once and reused by retrieval and tracking."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import hashlib
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -13,7 +16,7 @@ from .progress import CancelToken, ProgressCallback
 
 @dataclass
 class StackFeatures:
-    """SAM2 backbone features of every slice of one volume, in the flattened layout SAM2's tracking step uses.
+    """SAM2 backbone features of a set of slices, in the flattened layout SAM2's tracking step uses.
 
     ``levels[l]`` has shape (S, HW_l, C_l): slice ``i`` of level ``l`` is ``levels[l][i]``. The high-resolution levels
     already went through the mask decoder's ``conv_s0``/``conv_s1`` projections, as in ``SAM2Base.forward_image``.
@@ -28,6 +31,11 @@ class StackFeatures:
     def slice_levels(self, index: int) -> list[torch.Tensor]:
         """One slice's features as SAM2 expects them: a list of (HW, 1, C) tensors, coarsest level last."""
         return [level[index].unsqueeze(1) for level in self.levels]
+
+    @staticmethod
+    def concatenate(parts: list[StackFeatures]) -> StackFeatures:
+        """The slices of several stacks, in order, as one stack."""
+        return StackFeatures(levels=[torch.cat([p.levels[i] for p in parts]) for i in range(len(parts[0].levels))])
 
 
 @dataclass
@@ -45,6 +53,18 @@ def compute_autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+def encoder_batch_size(device: torch.device, image_size: int, available_bytes: int) -> int:
+    """Slices per image-encoder batch: as many as half the free memory holds on a GPU (at most 16), 1 on a CPU.
+
+    The estimate is about 300 MB of activations per slice at 1024 (bf16 halves it). On a CPU, batching does not
+    speed the encoder up, and one slice at a time keeps the peak memory lowest.
+    """
+    if device.type != "cuda":
+        return 1
+    per_slice = 150 * 1024**2 * (image_size / 1024) ** 2
+    return int(min(16, max(1, available_bytes // 2 // per_slice)))
+
+
 class SliceEncoder:
     """Runs SAM2's image encoder over slices in batches and counts how many slices it encoded."""
 
@@ -53,38 +73,77 @@ class SliceEncoder:
         self.device = device
         self.batch_size = max(1, batch_size)
         self.passes = 0
-        self.geometry: EncoderOutputGeometry | None = None
+        self._geometry: EncoderOutputGeometry | None = None
 
-    def _encode_batch(self, images: torch.Tensor) -> list[torch.Tensor]:
+    @property
+    def geometry(self) -> EncoderOutputGeometry:
+        """Level sizes and positional encodings, known once a slice has been encoded."""
+        if self._geometry is None:
+            raise RuntimeError("Encode a slice before asking for the feature geometry.")
+        return self._geometry
+
+    def _run(self, images: torch.Tensor) -> list[torch.Tensor]:
         with torch.inference_mode(), compute_autocast(self.device):
             backbone_out = self.model.forward_image(images.to(self.device, non_blocking=True))
             _, vision_feats, vision_pos, feat_sizes = self.model._prepare_backbone_features(backbone_out)
-        self.passes += images.shape[0]
-        if self.geometry is None:
-            self.geometry = EncoderOutputGeometry(
+        if self._geometry is None:
+            self._geometry = EncoderOutputGeometry(
                 feat_sizes=[tuple(size) for size in feat_sizes], pos_embeds=[pos[:, :1] for pos in vision_pos]
             )
-        # (HW, B, C) -> (B, HW, C)
-        return [feats.permute(1, 0, 2) for feats in vision_feats]
+        return [feats.permute(1, 0, 2) for feats in vision_feats]  # (HW, B, C) -> (B, HW, C)
 
-    def batches(self, images: torch.Tensor) -> Iterator[tuple[int, list[torch.Tensor]]]:
-        """Yield (first slice index, per-level features of the batch) over the stack of model inputs."""
-        for start in range(0, images.shape[0], self.batch_size):
-            yield start, self._encode_batch(images[start : start + self.batch_size])
-
-    def encode_stack(
-        self, images: torch.Tensor, progress: ProgressCallback, cancel: CancelToken, label: str
+    def encode(
+        self, images: torch.Tensor, cancel: CancelToken, progress: ProgressCallback | None = None, label: str = ""
     ) -> StackFeatures:
-        """Encode every slice of ``images`` (S, 3, size, size) once; checks ``cancel`` between batches."""
-        parts: list[list[torch.Tensor]] = []
+        """Encode every slice of ``images`` (S, 3, size, size) once, in batches; checks ``cancel`` between batches."""
+        parts = []
         total = images.shape[0]
-        for start, levels in self.batches(images):
+        for start in range(0, total, self.batch_size):
             cancel.raise_if_cancelled()
-            parts.append(levels)
-            done = min(start + self.batch_size, total)
-            progress(done / total, f"Encoding {label}: slice {done}/{total}")
-        return StackFeatures(levels=[torch.cat([part[level] for part in parts]) for level in range(len(parts[0]))])
+            batch = images[start : start + self.batch_size]
+            parts.append(StackFeatures(self._run(batch)))
+            self.passes += batch.shape[0]
+            if progress is not None:
+                done = start + batch.shape[0]
+                progress(done / total, f"Encoding {label}: slice {done}/{total}")
+        return StackFeatures.concatenate(parts)
 
-    def encode_one(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """Encode a single slice (3, size, size) and return its levels as (HW, 1, C) tensors."""
-        return [level.permute(1, 0, 2) for level in self._encode_batch(image.unsqueeze(0))]
+
+class FeatureCache:
+    """Support-slice features saved on disk, keyed by the model and the exact model input (so by file content).
+
+    A second run with the same supports (a saved support set) loads their features instead of encoding them.
+    """
+
+    def __init__(self, folder: Path, model_key: str) -> None:
+        self.folder = Path(folder)
+        self.model_key = model_key
+
+    def _path(self, images: torch.Tensor) -> Path:
+        digest = hashlib.sha256(self.model_key.encode())
+        digest.update(str(tuple(images.shape)).encode())
+        digest.update(images.detach().cpu().contiguous().numpy().tobytes())
+        return self.folder / f"{digest.hexdigest()[:32]}.pt"
+
+    def load(self, images: torch.Tensor, device: torch.device) -> StackFeatures | None:
+        """The cached features of these model inputs, or None (also when the cache file is unreadable)."""
+        path = self._path(images)
+        if not path.is_file():
+            return None
+        try:
+            levels = torch.load(path, map_location=device, weights_only=True)
+        except (OSError, RuntimeError, EOFError):
+            return None
+        return StackFeatures(levels=levels)
+
+    def save(self, images: torch.Tensor, features: StackFeatures) -> None:
+        """Store features atomically (temporary file, then rename)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self._path(images)
+        handle, temporary = tempfile.mkstemp(prefix=".features.", suffix=".tmp", dir=self.folder)
+        os.close(handle)
+        try:
+            torch.save([level.cpu() for level in features.levels], temporary)
+            os.replace(temporary, path)
+        finally:
+            Path(temporary).unlink(missing_ok=True)

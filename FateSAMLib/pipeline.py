@@ -186,7 +186,7 @@ def segment_volume(
 
     query_stack = to_slices(normalization.apply(sitk.GetArrayFromImage(query)), query, axis)
     stacks = []
-    for case, remap in zip(supports, remaps):
+    for case, remap in zip(supports, remaps, strict=True):
         labels = _remapped(sitk.GetArrayFromImage(case.labels), remap)
         stacks.append(
             SupportStack(

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from .cli_reporting import Reporter
 from .engine import EngineOptions, FateSamEngine
+from .features import FeatureCache, encoder_batch_size
 from .errors import InputError
-from .model_loading import load_model
+from .model_loading import LoadedModel, available_memory_bytes, load_model
 from .model_registry import DEFAULT_MODEL
 from .orientation import SLICE_AXES
 from .pipeline import Normalization
@@ -41,7 +42,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--naive", action="store_true", help="re-encode supports for every query slice, as the reference code does"
     )
-    group.add_argument("--encoder-batch-size", type=int, default=None, help="slices per encoder batch")
+    group.add_argument(
+        "--encoder-batch-size", type=int, default=None, help="slices per encoder batch (default: sized to free memory)"
+    )
+    group.add_argument(
+        "--feature-cache", type=Path, help="folder for support features on disk: a rerun encodes only the query"
+    )
 
 
 def normalization_from_args(args: argparse.Namespace) -> Normalization:
@@ -70,9 +76,22 @@ def engine_from_args(args: argparse.Namespace, reporter: Reporter, cancel: Cance
     )
     if loaded.random_weights:
         reporter.warning("RANDOM WEIGHTS: the model is untrained, its masks are meaningless (tests and smoke runs).")
-    batch = args.encoder_batch_size or (8 if loaded.device.type == "cuda" else 1)
+    batch = args.encoder_batch_size or encoder_batch_size(
+        loaded.device, loaded.image_size, available_memory_bytes(loaded.device)
+    )
     options = EngineOptions(top_k=top_k, reuse_features=not args.naive, encoder_batch_size=batch)
-    return FateSamEngine(loaded.model, loaded.device, loaded.image_size, options)
+    cache = FeatureCache(args.feature_cache, model_identity(loaded)) if args.feature_cache else None
+    return FateSamEngine(loaded.model, loaded.device, loaded.image_size, options, cache)
+
+
+def model_identity(loaded: LoadedModel) -> str:
+    """What makes two models' features interchangeable: name, input size and the weights' file (or seed)."""
+    if loaded.checkpoint_path is None:
+        weights = "random-seed-0"
+    else:
+        stat = Path(loaded.checkpoint_path).stat()
+        weights = f"{Path(loaded.checkpoint_path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    return f"{loaded.spec.name}|{loaded.image_size}|{weights}"
 
 
 def model_name_from_args(args: argparse.Namespace) -> str:

@@ -24,8 +24,18 @@ FAST = ["--random-weights", "--model", "sam2.1-tiny", "--image-size", str(TEST_I
 def segment_args(output: Path, support=None, query=None, extra=()) -> list[str]:
     image, labels = support or case_paths(HIPPOCAMPUS, "hippocampus_001")
     query = query or case_paths(HIPPOCAMPUS, "hippocampus_004")[0]
-    return ["segment", "--support", str(image), str(labels), "--query", str(query), "--output", str(output),
-            *FAST, *extra]
+    return [
+        "segment",
+        "--support",
+        str(image),
+        str(labels),
+        "--query",
+        str(query),
+        "--output",
+        str(output),
+        *FAST,
+        *extra,
+    ]
 
 
 def test_segment_writes_a_named_seg_nrrd_on_the_query_grid_and_stats(tmp_path, capsys):
@@ -61,7 +71,10 @@ def test_sigterm_cancels_the_run_and_writes_nothing(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
         [sys.executable, "-m", "FateSAMLib.cli", *segment_args(output, extra=["--json-progress"])],
-        stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     events = []
     for line in process.stdout:

@@ -9,6 +9,7 @@ from conftest import HIPPOCAMPUS, case_paths
 
 from FateSAMLib.engine import EngineOptions, FateSamEngine, propagation_order
 from FateSAMLib.errors import Cancelled, InputError
+from FateSAMLib.features import FeatureCache
 from FateSAMLib.pipeline import load_support, merge_segments, segment_volume, select_segments
 from FateSAMLib.progress import CancelToken
 from FateSAMLib.segments import Segment
@@ -41,6 +42,11 @@ def reoriented(image: sitk.Image) -> sitk.Image:
     return out
 
 
+def labelled_slices(case) -> int:
+    labels = sitk.GetArrayFromImage(case.labels)
+    return int((labels.reshape(labels.shape[0], -1) > 0).any(axis=1).sum())
+
+
 def test_propagation_order_covers_every_slice_once_from_the_middle():
     order = propagation_order(7)
     assert [i for i, _ in order] == [3, 2, 1, 0, 4, 5, 6]
@@ -58,7 +64,8 @@ def test_output_lies_on_the_query_grid_and_encodes_each_slice_once(tiny_model, h
     assert labels.GetDirection() == query.image.GetDirection()
     assert set(np.unique(sitk.GetArrayFromImage(labels))) <= {0, 1, 2}
     stats = result.stats
-    distinct_support_slices = sum(case.image.GetSize()[2] for case in supports)  # axial: the z axis here
+    # Only support slices that show a label can be retrieved, so only those are encoded (axial: the array's first axis).
+    distinct_support_slices = sum(labelled_slices(case) for case in supports)
     assert stats["query_slices"] == query.image.GetSize()[2]
     assert stats["support_slices_encoded"] == distinct_support_slices
     assert stats["encoder_passes"] == stats["query_slices"] + distinct_support_slices
@@ -78,6 +85,18 @@ def test_cached_and_naive_modes_give_identical_masks(tiny_model, hippocampus_cas
     slices = cached.stats["query_slices"]
     assert naive.stats["encoder_passes"] >= cached.stats["encoder_passes"] + slices * (1 + 1)
     assert cached.stats["encoder_passes"] == slices + cached.stats["support_slices_encoded"]
+
+
+def test_feature_cache_makes_a_second_run_encode_only_the_query(tiny_model, hippocampus_cases, tmp_path):
+    supports, query = hippocampus_cases
+    cache = FeatureCache(tmp_path / "features", model_key="sam2.1-tiny/random-0/128")
+    engine = FateSamEngine(tiny_model.model, tiny_model.device, tiny_model.image_size, EngineOptions(), cache)
+    first = segment_volume(engine, supports, query.image)
+    second = segment_volume(engine, supports, query.image)
+    assert first.stats["encoder_passes"] == first.stats["query_slices"] + first.stats["support_slices_encoded"]
+    assert second.stats["encoder_passes"] == second.stats["query_slices"]
+    assert len(list((tmp_path / "features").glob("*.pt"))) == len(supports)
+    assert np.array_equal(sitk.GetArrayFromImage(first.labels), sitk.GetArrayFromImage(second.labels))
 
 
 def test_reoriented_query_gives_the_same_labels_in_physical_space(tiny_model, hippocampus_cases):
