@@ -7,8 +7,8 @@ from pathlib import Path
 
 from .cli_reporting import Reporter
 from .engine import EngineOptions, FateSamEngine
-from .features import FeatureCache, encoder_batch_size
 from .errors import InputError
+from .features import FeatureCache, encoder_batch_size
 from .model_loading import LoadedModel, available_memory_bytes, load_model
 from .model_registry import DEFAULT_MODEL
 from .orientation import SLICE_AXES
