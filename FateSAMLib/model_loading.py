@@ -1,0 +1,151 @@
+"""Build the one frozen SAM2 model a run uses: choose the device, fetch or read the weights, load them strictly."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from sam2.modeling.sam2_base import SAM2Base
+
+from .checkpoints import check_checkpoint_file, ensure_checkpoint, load_checkpoint_into
+from .errors import ModelError, ResourceError
+from .model_registry import DEFAULT_MODEL, ModelSpec, build_architecture, check_image_size, get_model_spec
+from .progress import CancelToken, ProgressCallback, StageProgress, ignore_progress
+
+RANDOM_WEIGHTS_WARNING = "SAM2 built with random weights (tests only): its masks are meaningless."
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A frozen SAM2 model ready to run, and what it was built from."""
+
+    model: SAM2Base
+    spec: ModelSpec
+    device: torch.device
+    image_size: int
+    random_weights: bool
+    checkpoint_path: Path | None
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; an explicit device must be available (ModelError)."""
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if _mps_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ModelError(f"Unknown device '{device}'. Use auto, cpu, cuda, cuda:N or mps.") from error
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(
+                f"Device '{device}' was asked for, but CUDA is not available (no NVIDIA GPU or driver, or a PyTorch "
+                "built without CUDA). Use --device auto or --device cpu."
+            )
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise ModelError(
+                f"Device '{device}' does not exist: {torch.cuda.device_count()} CUDA device(s) are visible. "
+                "Use --device cuda (the first one) or a lower index."
+            )
+    elif chosen.type == "mps" and not _mps_available():
+        raise ModelError(f"Device '{device}' was asked for, but Apple MPS is not available. Use --device cpu.")
+    elif chosen.type not in ("cpu", "cuda", "mps"):
+        raise ModelError(f"Device '{device}' is not supported. Use auto, cpu, cuda, cuda:N or mps.")
+    return chosen
+
+
+class _MemoryStatusEx(ctypes.Structure):
+    """Windows MEMORYSTATUSEX, filled by GlobalMemoryStatusEx."""
+
+    _fields_ = [
+        ("dwLength", ctypes.c_ulong),
+        ("dwMemoryLoad", ctypes.c_ulong),
+        ("ullTotalPhys", ctypes.c_ulonglong),
+        ("ullAvailPhys", ctypes.c_ulonglong),
+        ("ullTotalPageFile", ctypes.c_ulonglong),
+        ("ullAvailPageFile", ctypes.c_ulonglong),
+        ("ullTotalVirtual", ctypes.c_ulonglong),
+        ("ullAvailVirtual", ctypes.c_ulonglong),
+        ("ullAvailExtendedVirtual", ctypes.c_ulonglong),
+    ]
+
+
+def _system_available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if sys.platform == "win32":
+        status = _MemoryStatusEx()
+        status.dwLength = ctypes.sizeof(_MemoryStatusEx)
+        if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):
+            return int(status.ullAvailPhys)
+    for pages in ("SC_AVPHYS_PAGES", "SC_PHYS_PAGES"):  # macOS only has the total, an upper bound
+        try:
+            return os.sysconf(pages) * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            continue
+    raise ResourceError("Cannot tell how much memory is free on this system; run on Linux, Windows or macOS.")
+
+
+def available_memory_bytes(device: torch.device) -> int:
+    """Free memory on ``device``: the GPU's for CUDA, the system's for the CPU and MPS (unified memory)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    return _system_available_memory()
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    checkpoint: str | Path | None = None,
+    random_weights: bool = False,
+    image_size: int | None = None,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    progress: ProgressCallback = ignore_progress,
+    cancel: CancelToken | None = None,
+) -> LoadedModel:
+    """Build SAM2 model ``name`` (a SAM2Base with the video tracking settings), frozen and in eval mode.
+
+    Weights come from ``checkpoint`` (a local file), else from the verified cached download; with
+    ``random_weights`` they are seeded random numbers (tests only). ``image_size`` overrides the input size.
+    """
+    cancel = cancel or CancelToken()
+    spec = get_model_spec(name)
+    if image_size is not None:
+        check_image_size(image_size)
+    if random_weights and checkpoint is not None:
+        raise ModelError("--random-weights and --checkpoint exclude each other; leave out one of them.")
+    target = resolve_device(device)
+    checkpoint_path = None
+    if checkpoint is not None:
+        checkpoint_path = Path(checkpoint).expanduser()
+        check_checkpoint_file(checkpoint_path, spec)
+    elif not random_weights:
+        checkpoint_path = ensure_checkpoint(spec, StageProgress(progress, 0.0, 0.8), cancel)
+    cancel.raise_if_cancelled()
+    progress(0.8, f"Building {spec.name}")
+    model = build_architecture(spec, image_size=image_size, device="cpu", seed=seed)
+    if random_weights:
+        warnings.warn(RANDOM_WEIGHTS_WARNING, UserWarning, stacklevel=2)
+    else:
+        cancel.raise_if_cancelled()
+        progress(0.9, f"Loading weights from {checkpoint_path.name}")
+        load_checkpoint_into(model, checkpoint_path, spec)
+    model = model.to(target).eval().requires_grad_(False)
+    progress(1.0, f"{spec.name} ready on {target}")
+    return LoadedModel(model, spec, target, model.image_size, random_weights, checkpoint_path)
