@@ -32,16 +32,12 @@ class LoadedModel:
     checkpoint_path: Path | None
 
 
-def _mps_available() -> bool:
-    return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
-
-
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` picks CUDA, then Apple MPS, then the CPU; an explicit device must be available (ModelError)."""
     if str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        return torch.device("mps" if _mps_available() else "cpu")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
     try:
         chosen = torch.device(device)
     except (RuntimeError, TypeError) as error:
@@ -57,7 +53,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
                 f"Device '{device}' does not exist: {torch.cuda.device_count()} CUDA device(s) are visible. "
                 "Use --device cuda (the first one) or a lower index."
             )
-    elif chosen.type == "mps" and not _mps_available():
+    elif chosen.type == "mps" and not torch.backends.mps.is_available():
         raise ModelError(f"Device '{device}' was asked for, but Apple MPS is not available. Use --device cpu.")
     elif chosen.type not in ("cpu", "cuda", "mps"):
         raise ModelError(f"Device '{device}' is not supported. Use auto, cpu, cuda, cuda:N or mps.")
