@@ -1,0 +1,64 @@
+"""What the Slicer module must install before the engine can run, and how (no installing here: Slicer does it).
+
+torch and torchvision come from the PyTorch extension; the other packages from ``requirements.txt`` next to the
+FateSAMLib package. Standard library plus ``packaging`` (shipped with Slicer's Python) only.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Sequence
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+
+from .errors import InputError
+from .slicer_process import PACKAGE_PARENT
+
+REQUIREMENTS_FILE = PACKAGE_PARENT / "requirements.txt"
+TORCH_VERSION = ">=2.5.1"  # what sam2 1.1.0 needs
+TORCH_REQUIREMENTS = (f"torch{TORCH_VERSION}", "torchvision>=0.20.1")
+PIP_OPTIONS = ("--no-build-isolation",)  # build sam2 against the installed torch, not a second download
+BUILD_ENVIRONMENT = {"SAM2_BUILD_CUDA": "0"}  # sam2's optional CUDA extension needs a compiler: skip it
+
+
+def read_requirements(path: Path = REQUIREMENTS_FILE) -> list[str]:
+    """The requirement lines of a requirements file (comments and blank lines left out)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise InputError(f"Cannot read {path} ({error}); reinstall the FateSAM extension.") from error
+    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+
+
+def unmet_requirements(requirements: Sequence[str]) -> list[str]:
+    """The requirements that are not installed, or installed at a version they exclude."""
+    unmet = []
+    for text in requirements:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement as error:
+            raise InputError(f"Invalid requirement {text!r} ({error}); reinstall the FateSAM extension.") from error
+        try:
+            installed = importlib.metadata.version(requirement.name)
+        except importlib.metadata.PackageNotFoundError:
+            unmet.append(text)
+            continue
+        if not requirement.specifier.contains(installed, prereleases=True):
+            unmet.append(text)
+    return unmet
+
+
+def missing_torch() -> list[str]:
+    """The torch packages still to be installed (through the PyTorch extension)."""
+    return unmet_requirements(TORCH_REQUIREMENTS)
+
+
+def missing_packages(path: Path = REQUIREMENTS_FILE) -> list[str]:
+    """The requirements of ``path`` still to be installed with pip."""
+    return unmet_requirements(read_requirements(path))
+
+
+def pip_arguments(path: Path = REQUIREMENTS_FILE) -> list[str]:
+    """The ``pip install`` arguments that install ``path``'s requirements."""
+    return ["-r", str(path), *PIP_OPTIONS]
