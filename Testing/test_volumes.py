@@ -11,6 +11,7 @@ import slicerio
 from conftest import HIPPOCAMPUS, case_paths
 
 from FateSAMLib.errors import InputError
+from FateSAMLib.label_io import ijk_to_lps
 from FateSAMLib.segments import default_segment
 from FateSAMLib.volumes import check_same_geometry, read_image, read_label_map, read_labels
 
@@ -201,10 +202,7 @@ def test_cropped_aligned_labels_are_padded_onto_the_image(tmp_path: Path) -> Non
 
 def write_seg_nrrd(path: Path, image: sitk.Image, layers: np.ndarray, segments: list[dict]) -> None:
     """A Slicer segmentation file written with slicerio, voxels as (i, j, k) or (layer, i, j, k)."""
-    matrix = np.eye(4)
-    matrix[:3, :3] = np.array(image.GetDirection()).reshape(3, 3) * np.array(image.GetSpacing())
-    matrix[:3, 3] = image.GetOrigin()
-    slicerio.write_segmentation(str(path), {"voxels": layers, "ijkToLPS": matrix, "segments": segments})
+    slicerio.write_segmentation(str(path), {"voxels": layers, "ijkToLPS": ijk_to_lps(image), "segments": segments})
 
 
 def test_seg_nrrd_keeps_names_colours_and_values(tmp_path: Path) -> None:
