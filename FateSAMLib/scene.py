@@ -372,11 +372,14 @@ def read_volume(path: str | Path, name: str | None = None) -> slicer.vtkMRMLScal
 def read_segmentation(path: str | Path, name: str | None = None) -> slicer.vtkMRMLSegmentationNode:
     """A new segmentation node, not yet in a scene, read from a ``.seg.nrrd`` file."""
     path = _existing_file(path)
-    node = slicer.vtkMRMLSegmentationNode()
+    scratch = slicer.vtkMRMLScene()  # the reader wants its node in a scene (for display nodes): not the user's
+    read = scratch.AddNewNodeByClass("vtkMRMLSegmentationNode")
     storage = slicer.vtkMRMLSegmentationStorageNode()
     storage.SetFileName(str(path))
-    if not storage.ReadData(node):
+    if not storage.ReadData(read):
         raise InputError(f"{path} could not be read as a segmentation; check that it is a Slicer .seg.nrrd file.")
+    node = slicer.vtkMRMLSegmentationNode()
+    node.GetSegmentation().DeepCopy(read.GetSegmentation())
     node.SetName(name or _file_stem(path))
     return node
 
