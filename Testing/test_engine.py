@@ -78,7 +78,7 @@ def test_output_lies_on_the_query_grid_and_encodes_each_slice_once(tiny_model, h
 
 def test_cached_and_naive_modes_give_identical_masks(tiny_model, hippocampus_cases):
     supports, query = hippocampus_cases
-    cached = segment_volume(make_engine(tiny_model, encoder_batch_size=4), supports[:1], query.image)
+    cached = segment_volume(make_engine(tiny_model), supports[:1], query.image)
     naive = segment_volume(make_engine(tiny_model, reuse_features=False), supports[:1], query.image)
     assert np.array_equal(sitk.GetArrayFromImage(cached.labels), sitk.GetArrayFromImage(naive.labels))
     # The naive mode re-encodes the query slice and its retrieved supports for every query slice.
