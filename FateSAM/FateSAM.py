@@ -1,0 +1,781 @@
+"""FateSAM: few-shot segmentation of a volume from a few segmented examples, with frozen SAM2 modules (FATE-SAM).
+
+The module is a thin GUI over FateSAMLib: the logic exports the scene's inputs, runs the engine in a separate
+Python process, follows it with a timer, and imports the result (see FateSAMLib.slicer_run).
+"""
+
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+
+def _addEngineToPath() -> None:
+    """Running from a source checkout: FateSAMLib sits next to this module's folder (installed, it is beside it)."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "FateSAMLib").is_dir() and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+
+
+_addEngineToPath()
+
+from FateSAMLib.errors import FateSAMError  # noqa: E402
+from FateSAMLib.scene import (  # noqa: E402
+    add_to_scene,
+    array_to_volume,
+    label_array_to_segmentation,
+    register_segmentation_converters,
+    segment_infos,
+    segmentation_to_label_array,
+    segmentations_with_reference_volume,
+)
+from FateSAMLib.segments import Segment  # noqa: E402
+from FateSAMLib.slicer_deps import (  # noqa: E402
+    BUILD_ENVIRONMENT,
+    TORCH_VERSION,
+    missing_packages,
+    missing_torch,
+    pip_arguments,
+)
+from FateSAMLib.slicer_process import (  # noqa: E402
+    EngineProcess,
+    RunOptions,
+    download_arguments,
+    engine_command,
+)
+from FateSAMLib.slicer_run import SegmentationRun, SupportPair, segment_names  # noqa: E402
+from FateSAMLib.support_set import load_support_set, save_support_set  # noqa: E402
+
+DEVICES = ["auto", "cpu", "cuda", "mps"]
+SLICE_AXES = ["auto", "axial", "coronal", "sagittal"]
+NORMALIZATIONS = ["percentile", "window"]
+POLL_INTERVAL_MS = 200
+
+
+#
+# FateSAM
+#
+
+
+class FateSAM(ScriptedLoadableModule):
+    """Module description shown in Slicer's module panel and help."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("FateSAM")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["FateSAM contributors"]
+        self.parent.helpText = _(
+            "Segment a volume from a few segmented examples (supports), with no prompts and no training, using the "
+            "frozen modules of Meta's SAM2 (FATE-SAM, arXiv 2501.09138). Pick the volume, add supports, press Apply; "
+            "review the result in Segment Editor, starting with the slices of lowest confidence."
+        )
+        self.parent.helpText += self.getDefaultModuleDocumentationLink()
+        self.parent.acknowledgementText = _(
+            "FateSAM implements FATE-SAM (He et al., arXiv 2501.09138) on SAM2 (Ravi et al., Meta AI)."
+        )
+
+
+#
+# FateSAMParameterNode
+#
+
+
+@parameterNodeWrapper
+class FateSAMParameterNode:
+    """The module's state, saved with the scene. Supports are stored as complete (volume, segmentation) pairs."""
+
+    targetVolume: vtkMRMLScalarVolumeNode
+    supportVolumes: list[vtkMRMLScalarVolumeNode]
+    supportSegmentations: list[vtkMRMLSegmentationNode]
+    uncheckedSegments: list[str]
+    model: str = RunOptions().model
+    device: Annotated[str, Choice(DEVICES)] = "auto"
+    topK: Annotated[int, WithinRange(1, 10)] = 3
+    sliceAxis: Annotated[str, Choice(SLICE_AXES)] = "auto"
+    normalization: Annotated[str, Choice(NORMALIZATIONS)] = "percentile"
+    windowLevel: Annotated[float, WithinRange(-5000.0, 5000.0)] = 40.0
+    windowWidth: Annotated[float, WithinRange(1.0, 10000.0)] = 400.0
+    outputSegmentation: vtkMRMLSegmentationNode
+
+
+def supportPairs(parameterNode) -> list:
+    """The parameter node's complete (volume, segmentation) pairs; a node deleted from the scene reads as None."""
+    pairs = zip(parameterNode.supportVolumes, parameterNode.supportSegmentations, strict=True)
+    return [(volume, segmentation) for volume, segmentation in pairs if volume is not None and segmentation is not None]
+
+
+#
+# FateSAMWidget
+#
+
+
+class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The GUI: inputs, model, Apply/Cancel with progress, and review of the result."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._run = None
+        self._lastResult = None
+        self._timer = None
+        self._updatingGui = False
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/FateSAM.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = FateSAMLogic()
+
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_INTERVAL_MS)
+        self._timer.timeout.connect(self.onPollRun)
+
+        self.ui.supportsTable.horizontalHeader().setSectionResizeMode(qt.QHeaderView.Stretch)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.addSupportButton.clicked.connect(self.onAddSupport)
+        self.ui.removeSupportButton.clicked.connect(self.onRemoveSupport)
+        self.ui.addAllSupportsButton.clicked.connect(self.onAddAllSupports)
+        self.ui.saveSupportSetButton.clicked.connect(self.onSaveSupportSet)
+        self.ui.loadSupportSetButton.clicked.connect(self.onLoadSupportSet)
+        self.ui.segmentsList.itemChanged.connect(self.onSegmentItemChanged)
+        self.ui.modelComboBox.currentTextChanged.connect(self.onModelChanged)
+        self.ui.downloadModelButton.clicked.connect(self.onDownloadModel)
+        self.ui.applyButton.clicked.connect(self.onApplyButton)
+        self.ui.showInSegmentEditorButton.clicked.connect(self.onShowInSegmentEditor)
+        self.ui.doubtfulSlicesList.itemClicked.connect(self.onDoubtfulSliceClicked)
+
+        self.initializeParameterNode()
+        self.updateModelList()
+
+    def cleanup(self) -> None:
+        """Called when the application closes and the module widget is destroyed."""
+        if self._run is not None:
+            self._run.cancel()
+        self._timer.stop()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGuiFromParameterNode)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        if self._run is not None:
+            self._run.cancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.targetVolume:
+            self._parameterNode.targetVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGuiFromParameterNode)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGuiFromParameterNode)
+            self.updateGuiFromParameterNode()
+
+    # Supports table and segment list (not bound by connectGui: synchronised here)
+
+    def _newNodeComboBox(self, nodeType: str, node) -> "slicer.qMRMLNodeComboBox":
+        comboBox = slicer.qMRMLNodeComboBox()
+        comboBox.nodeTypes = [nodeType]
+        comboBox.showChildNodeTypes = False
+        comboBox.addEnabled = False
+        comboBox.removeEnabled = False
+        comboBox.noneEnabled = True
+        comboBox.setMRMLScene(slicer.mrmlScene)
+        comboBox.setCurrentNode(node)
+        comboBox.currentNodeChanged.connect(self.onSupportTableChanged)
+        return comboBox
+
+    def _appendSupportRow(self, volume, segmentation) -> None:
+        row = self.ui.supportsTable.rowCount
+        self.ui.supportsTable.insertRow(row)
+        self.ui.supportsTable.setCellWidget(row, 0, self._newNodeComboBox("vtkMRMLScalarVolumeNode", volume))
+        self.ui.supportsTable.setCellWidget(row, 1, self._newNodeComboBox("vtkMRMLSegmentationNode", segmentation))
+
+    def _tablePairs(self) -> list:
+        pairs = []
+        for row in range(self.ui.supportsTable.rowCount):
+            volume = self.ui.supportsTable.cellWidget(row, 0).currentNode()
+            segmentation = self.ui.supportsTable.cellWidget(row, 1).currentNode()
+            if volume is not None and segmentation is not None:
+                pairs.append((volume, segmentation))
+        return pairs
+
+    def _storePairs(self, pairs) -> None:
+        with slicer.util.NodeModify(self._parameterNode):
+            self._parameterNode.supportVolumes = [volume for volume, _ in pairs]
+            self._parameterNode.supportSegmentations = [segmentation for _, segmentation in pairs]
+
+    def onSupportTableChanged(self, node=None) -> None:
+        if not self._updatingGui and self._parameterNode:
+            self._storePairs(self._tablePairs())
+
+    def onAddSupport(self) -> None:
+        segmentation = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
+        volume = None
+        if segmentation is not None:
+            volume = segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole())
+        self._appendSupportRow(volume, segmentation)
+        self.onSupportTableChanged()
+
+    def onRemoveSupport(self) -> None:
+        rows = sorted({index.row() for index in self.ui.supportsTable.selectedIndexes()}, reverse=True)
+        for row in rows or [self.ui.supportsTable.rowCount - 1]:
+            if row >= 0:
+                self.ui.supportsTable.removeRow(row)
+        self.onSupportTableChanged()
+
+    def onAddAllSupports(self) -> None:
+        pairs = self._tablePairs()
+        target = self._parameterNode.targetVolume
+        for volume, segmentation in segmentations_with_reference_volume(slicer.mrmlScene):
+            if volume is not target and (volume, segmentation) not in pairs:
+                pairs.append((volume, segmentation))
+        self._storePairs(pairs)
+
+    def onSegmentItemChanged(self, item) -> None:
+        if self._updatingGui:
+            return
+        unchecked = []
+        for index in range(self.ui.segmentsList.count):
+            listItem = self.ui.segmentsList.item(index)
+            if listItem.checkState() != qt.Qt.Checked:
+                unchecked.append(listItem.text())
+        self._parameterNode.uncheckedSegments = unchecked
+
+    def updateGuiFromParameterNode(self, caller=None, event=None) -> None:
+        """Rebuild the supports table and the segment list, and enable buttons, from the parameter node."""
+        if self._parameterNode is None or self._updatingGui:
+            return
+        self._updatingGui = True
+        try:
+            pairs = supportPairs(self._parameterNode)
+            if pairs != self._tablePairs():
+                self.ui.supportsTable.setRowCount(0)
+                for volume, segmentation in pairs:
+                    self._appendSupportRow(volume, segmentation)
+            unchecked = {name.casefold() for name in self._parameterNode.uncheckedSegments}
+            self.ui.segmentsList.clear()
+            for name in segment_names([segmentation for _, segmentation in pairs]):
+                item = qt.QListWidgetItem(name)
+                item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
+                item.setCheckState(qt.Qt.Unchecked if name.casefold() in unchecked else qt.Qt.Checked)
+                self.ui.segmentsList.addItem(item)
+            window = self._parameterNode.normalization == "window"
+            self.ui.windowLevelSpinBox.enabled = window
+            self.ui.windowWidthSpinBox.enabled = window
+            if self.ui.modelComboBox.currentText != self._parameterNode.model:
+                self.ui.modelComboBox.setCurrentText(self._parameterNode.model)
+            self._updateApplyButton()
+        finally:
+            self._updatingGui = False
+
+    def _updateApplyButton(self) -> None:
+        if self._run is not None:
+            self.ui.applyButton.text = _("Cancel")
+            self.ui.applyButton.toolTip = _("Stop the run; the scene stays as it was.")
+            self.ui.applyButton.enabled = True
+            return
+        self.ui.applyButton.text = _("Apply")
+        ready = self._parameterNode.targetVolume is not None and bool(supportPairs(self._parameterNode))
+        self.ui.applyButton.enabled = ready
+        self.ui.applyButton.toolTip = (
+            _("Segment the volume from the supports.") if ready else _("Select a volume and add at least one support.")
+        )
+
+    # Model
+
+    def updateModelList(self) -> None:
+        """Fill the model list and show whether the chosen model's checkpoint is downloaded."""
+        states = self.logic.modelStates()
+        self.ui.modelComboBox.blockSignals(True)
+        self.ui.modelComboBox.clear()
+        for name in states:
+            self.ui.modelComboBox.addItem(name)
+        self.ui.modelComboBox.setCurrentText(self._parameterNode.model if self._parameterNode else RunOptions().model)
+        self.ui.modelComboBox.blockSignals(False)
+        self._showModelState(states)
+
+    def _showModelState(self, states=None) -> None:
+        states = states if states is not None else self.logic.modelStates()
+        state = states.get(self.ui.modelComboBox.currentText)
+        if state is None:
+            self.ui.modelStatusLabel.text = _("unknown until the dependencies are installed")
+        else:
+            self.ui.modelStatusLabel.text = _("downloaded") if state else _("not downloaded (about 40-900 MB)")
+        self.ui.downloadModelButton.enabled = state is False or state is None
+
+    def onModelChanged(self, name: str) -> None:
+        if self._parameterNode and name and not self._updatingGui:
+            self._parameterNode.model = name
+        self._showModelState()
+
+    def onDownloadModel(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to download the model."), waitCursor=False):
+            if not self.logic.ensureDependencies(askConfirmation=True):
+                return
+            self.logic.downloadModelWithProgress(self.ui.modelComboBox.currentText)
+        self.updateModelList()
+
+    # Run
+
+    def onApplyButton(self) -> None:
+        if self._run is not None:
+            self._run.cancel()
+            self.ui.statusLabel.text = _("Cancelling...")
+            return
+        with slicer.util.tryWithErrorDisplay(_("FateSAM could not start."), waitCursor=True):
+            if not self.logic.ensureDependencies(askConfirmation=True):
+                return
+            self.updateModelList()
+            run = self.logic.createRunFromParameterNode(self._parameterNode)
+            self.ui.logTextEdit.clear()
+            self.ui.doubtfulSlicesList.clear()
+            run.start()
+            self._run = run
+            for warning in run.warnings:
+                self._log(_("Warning: ") + warning)
+            self._log(_("Temporary folder: ") + str(run.folder))
+            self.ui.progressBar.value = 0
+            self._updateApplyButton()
+            self._timer.start()
+
+    def _log(self, message: str) -> None:
+        self.ui.logTextEdit.appendPlainText(message)
+
+    def onPollRun(self) -> None:
+        run = self._run
+        for event in run.poll():
+            if event.kind == "warning":
+                self._log(_("Warning: ") + event.message)
+            elif event.kind in ("log", "error") and event.message:
+                self._log(event.message)
+        self.ui.progressBar.value = int(round(100 * run.fraction))
+        self.ui.statusLabel.text = run.message
+        if run.finished:
+            self._timer.stop()
+            self._run = None
+            self.onRunFinished(run)
+
+    def onRunFinished(self, run: SegmentationRun) -> None:
+        self._updateApplyButton()
+        if run.state == "succeeded":
+            self.logic.showResult(run.result, run.target)
+            self._lastResult = run.result
+            self.ui.showInSegmentEditorButton.enabled = True
+            self.ui.statusLabel.text = _("Done: '{name}'. Review it, starting with the slices below.").format(
+                name=run.result.GetName()
+            )
+            for doubtful in run.doubtful_slices:
+                text = _("{axis} slice {index}: confidence {score:.2f} ({labels})").format(
+                    axis=doubtful.axis,
+                    index=doubtful.slice_index,
+                    score=doubtful.score,
+                    labels=", ".join(doubtful.labels),
+                )
+                item = qt.QListWidgetItem(text)
+                item.setData(qt.Qt.UserRole, list(doubtful.center_ras))
+                self.ui.doubtfulSlicesList.addItem(item)
+        elif run.state == "cancelled":
+            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = _("Cancelled; the scene was not changed.")
+        else:
+            self.ui.statusLabel.text = _("Failed; the scene was not changed.")
+            self._log(str(run.error))
+            slicer.util.errorDisplay(str(run.error), windowTitle=_("FateSAM failed"))
+
+    def onShowInSegmentEditor(self) -> None:
+        result = self._lastResult
+        if result is None or not slicer.mrmlScene.IsNodePresent(result):
+            self.ui.showInSegmentEditorButton.enabled = False
+            return
+        slicer.util.selectModule("SegmentEditor")
+        editorWidget = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+        editorWidget.setSegmentationNode(result)
+        reference = result.GetNodeReference(result.GetReferenceImageGeometryReferenceRole())
+        if reference is not None:
+            editorWidget.setSourceVolumeNode(reference)
+
+    def onDoubtfulSliceClicked(self, item) -> None:
+        r, a, s = item.data(qt.Qt.UserRole)
+        slicer.vtkMRMLSliceNode.JumpAllSlices(slicer.mrmlScene, r, a, s, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+
+    # Support sets
+
+    def onSaveSupportSet(self) -> None:
+        pairs = self._tablePairs()
+        if not pairs:
+            slicer.util.warningDisplay(_("Add supports first."))
+            return
+        folder = qt.QFileDialog.getExistingDirectory(None, _("Choose where to create the support set folder"))
+        if not folder:
+            return
+        name = qt.QInputDialog.getText(None, _("Save support set"), _("Support set name:"))
+        if not name:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to save the support set."), waitCursor=True):
+            saved = self.logic.saveSupportSet(Path(folder) / name, name, pairs, self._parameterNode)
+            self._log(_("Saved support set '{name}' in {folder}").format(name=saved.name, folder=saved.folder))
+
+    def onLoadSupportSet(self) -> None:
+        folder = qt.QFileDialog.getExistingDirectory(None, _("Choose a support set folder"))
+        if not folder:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to load the support set."), waitCursor=True):
+            supportSet, pairs = self.logic.loadSupportSet(folder)
+            self._storePairs(self._tablePairs() + pairs)
+            self._log(_("Loaded support set '{name}' ({count} cases)").format(name=supportSet.name, count=len(pairs)))
+
+
+#
+# FateSAMLogic
+#
+
+
+class FateSAMLogic(ScriptedLoadableModuleLogic):
+    """Scene <-> engine: dependencies, runs in the background or blocking, support sets, showing the result."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        register_segmentation_converters()
+
+    def getParameterNode(self):
+        return FateSAMParameterNode(super().getParameterNode())
+
+    # Dependencies
+
+    @staticmethod
+    def missingDependencies() -> tuple[list[str], list[str]]:
+        """(torch packages for the PyTorch extension to install, other packages for pip to install)."""
+        return missing_torch(), missing_packages()
+
+    def ensureDependencies(self, askConfirmation: bool = True) -> bool:
+        """Install what the engine needs, after one confirmation; False if the user declined.
+
+        Raises FateSAMError when PyTorch is missing and the PyTorch extension is not installed.
+        """
+        torchMissing, packagesMissing = self.missingDependencies()
+        if not torchMissing and not packagesMissing:
+            return True
+        if torchMissing:
+            try:
+                import PyTorchUtils
+            except ImportError as error:
+                raise FateSAMError(
+                    "FateSAM needs PyTorch. Install the 'PyTorch' extension (Extensions Manager), restart Slicer, "
+                    "then press Apply again: it installs the PyTorch build that fits this computer."
+                ) from error
+        items = []
+        if torchMissing:
+            items.append(
+                _("PyTorch ({packages}), through the PyTorch extension").format(packages=", ".join(torchMissing))
+            )
+        items += packagesMissing
+        if askConfirmation and not slicer.app.testingEnabled():
+            message = _(
+                "FateSAM needs these Python packages, which will now be downloaded and installed into Slicer:\n\n"
+                "{items}\n\nThis can take several minutes and a few GB of disk space. Install them now?"
+            ).format(items="\n".join(f"- {item}" for item in items))
+            if not slicer.util.confirmOkCancelDisplay(message, windowTitle=_("FateSAM: install dependencies")):
+                return False
+        with slicer.util.WaitCursor():
+            if torchMissing:
+                torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+                    askConfirmation=False, torchVersionRequirement=TORCH_VERSION
+                )
+                if torch is None:
+                    raise FateSAMError("PyTorch was not installed; install it in the PyTorch Utils module and retry.")
+            if missing_packages():
+                self._pipInstallRequirements()
+        stillMissing = missing_torch() + missing_packages()
+        if stillMissing:
+            raise FateSAMError(
+                f"These packages are still missing after installation: {', '.join(stillMissing)}. "
+                "Restart Slicer and try again; see the Python console for pip's messages."
+            )
+        return True
+
+    @staticmethod
+    def _pipInstallRequirements() -> None:
+        saved = {key: os.environ.get(key) for key in BUILD_ENVIRONMENT}
+        os.environ.update(BUILD_ENVIRONMENT)
+        try:
+            slicer.util.pip_install(pip_arguments())
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    # Models
+
+    @staticmethod
+    def modelStates() -> dict:
+        """Model name -> whether its checkpoint is in the cache (None for every name before torch is installed)."""
+        if missing_torch() or missing_packages():
+            return {RunOptions().model: None}
+        from FateSAMLib.checkpoints import cached_checkpoint_path
+        from FateSAMLib.model_registry import MODELS
+
+        return {name: cached_checkpoint_path(spec).is_file() for name, spec in MODELS.items()}
+
+    @staticmethod
+    def downloadModelWithProgress(model: str) -> None:
+        """Download a checkpoint in a separate process, with a progress dialog whose Cancel stops it."""
+        process = EngineProcess(engine_command(download_arguments(model)))
+        dialog = slicer.util.createProgressDialog(
+            windowTitle=_("FateSAM"), labelText=_("Downloading {model}...").format(model=model), maximum=100
+        )
+        error = None
+        try:
+            while not process.finished:
+                for event in process.poll():
+                    if event.kind == "progress" and event.fraction is not None:
+                        dialog.value = int(round(100 * event.fraction))
+                        dialog.labelText = event.message
+                    elif event.kind == "error":
+                        error = event.message
+                if dialog.wasCanceled:
+                    process.cancel()
+                slicer.app.processEvents()
+                qt.QThread.msleep(50)
+        finally:
+            dialog.close()
+        if process.cancel_requested:
+            return
+        if process.returncode != 0:
+            raise FateSAMError(error or f"The download stopped with exit code {process.returncode}.")
+
+    # Runs
+
+    @staticmethod
+    def createRun(
+        targetVolume,
+        supports,
+        segmentNames=None,
+        outputSegmentation=None,
+        **options,
+    ) -> SegmentationRun:
+        """A background run; call start(), then poll() from a timer until finished (see FateSAMLib.slicer_run).
+
+        supports: (volume, segmentation) pairs. options: RunOptions fields (model, checkpoint, random_weights,
+        image_size, device, top_k, slice_axis, normalization, window).
+        """
+        pairs = [SupportPair(volume, segmentation) for volume, segmentation in supports]
+        return SegmentationRun(
+            slicer.mrmlScene,
+            targetVolume,
+            pairs,
+            segment_names=segmentNames,
+            options=RunOptions(**options),
+            output_node=outputSegmentation,
+        )
+
+    def createRunFromParameterNode(self, parameterNode) -> SegmentationRun:
+        """A background run with the module's current settings."""
+        pairs = supportPairs(parameterNode)
+        unchecked = {name.casefold() for name in parameterNode.uncheckedSegments}
+        names = [name for name in segment_names([s for _, s in pairs]) if name.casefold() not in unchecked]
+        window = (parameterNode.windowLevel, parameterNode.windowWidth)
+        return self.createRun(
+            parameterNode.targetVolume,
+            pairs,
+            segmentNames=names,
+            outputSegmentation=parameterNode.outputSegmentation,
+            model=parameterNode.model,
+            device=parameterNode.device,
+            top_k=parameterNode.topK,
+            slice_axis=parameterNode.sliceAxis,
+            normalization=parameterNode.normalization,
+            window=window if parameterNode.normalization == "window" else None,
+        )
+
+    def process(self, targetVolume, supports, segmentNames=None, outputSegmentation=None, **options):
+        """Segment ``targetVolume`` from ``supports`` and wait for the result (for scripts and batch use).
+
+        Returns the result segmentation node (a new "<volume> FateSAM" node unless ``outputSegmentation`` is
+        given). Raises the engine's error (InputError, ModelError, ...) on failure; the scene is then unchanged.
+        """
+        run = self.createRun(targetVolume, supports, segmentNames, outputSegmentation, **options)
+        result = run.run_blocking(on_poll=lambda _run: slicer.app.processEvents())
+        for warning in run.warnings:
+            logging.warning(warning)
+        self.showResult(result, targetVolume)
+        return result
+
+    @staticmethod
+    def showResult(segmentation, targetVolume) -> None:
+        """Show the result over its volume in the slice views and as surfaces in 3D."""
+        segmentation.CreateDefaultDisplayNodes()
+        segmentation.GetDisplayNode().SetVisibility(True)
+        segmentation.CreateClosedSurfaceRepresentation()
+        slicer.util.setSliceViewerLayers(background=targetVolume)
+
+    # Support sets
+
+    @staticmethod
+    def saveSupportSet(folder, name: str, supports, parameterNode=None):
+        """Save (volume, segmentation) pairs as a support set, with the current settings as model hints."""
+        hints = {}
+        if parameterNode is not None:
+            hints = {
+                "model": parameterNode.model,
+                "top_k": parameterNode.topK,
+                "slice_axis": parameterNode.sliceAxis,
+                "normalization": parameterNode.normalization,
+            }
+        return save_support_set(folder, name, supports, model_hints=hints)
+
+    @staticmethod
+    def loadSupportSet(folder):
+        """Load a support set into the scene; returns (the set, its (volume, segmentation) pairs)."""
+        return load_support_set(slicer.mrmlScene, folder)
+
+
+#
+# FateSAMTest
+#
+
+
+class FateSAMTest(ScriptedLoadableModuleTest):
+    """Runs the whole logic on small synthetic volumes (SAM2 with random weights: no checkpoint download).
+
+    The dependencies (PyTorch extension, sam2...) are installed on first run without asking (testing mode).
+    """
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_processCreatesNamedColouredResultOnTargetGrid()
+        self.setUp()
+        self.test_cancelLeavesSceneUnchanged()
+        self.setUp()
+        self.test_supportSetRoundTrip()
+
+    @staticmethod
+    def _geometry(spacing, angle_degrees):
+        angle = np.radians(angle_degrees)
+        rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+        matrix = np.eye(4)
+        matrix[:3, :3] = rotation @ np.diag(spacing)
+        matrix[:3, 3] = (-20.0, 15.0, 5.0)
+        return matrix
+
+    def _case(self, name, shape, spacing, angle, segments):
+        """A volume with two bright blobs and, for supports, a segmentation of them."""
+        k, j, i = np.indices(shape)
+        centre = np.array(shape) / 2
+        ball = (k - centre[0]) ** 2 / 4 + (j - centre[1]) ** 2 + (i - centre[2] + 5) ** 2 < 36
+        box = (abs(k - centre[0]) < 3) & (abs(j - centre[1]) < 4) & (abs(i - centre[2] - 8) < 3)
+        labels = np.where(ball, 1, np.where(box, 2, 0)).astype(np.uint8)
+        rng = np.random.default_rng(len(name))
+        image = (labels * 300 + rng.normal(200, 20, shape)).astype(np.int16)
+        geometry = self._geometry(spacing, angle)
+        volume = add_to_scene(slicer.mrmlScene, array_to_volume(image, geometry, name))
+        if not segments:
+            return volume, None, labels
+        labelled = label_array_to_segmentation(labels, geometry, segments, f"{name} segmentation")
+        segmentation = add_to_scene(slicer.mrmlScene, labelled)
+        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+        return volume, segmentation, labels
+
+    def _inputs(self):
+        segments = [Segment(1, "Ball", (0.9, 0.2, 0.2)), Segment(2, "Box", (0.2, 0.5, 0.9))]
+        first = self._case("support A", (10, 40, 44), (1.0, 1.0, 2.5), 0, segments)
+        second = self._case("support B", (12, 36, 40), (1.1, 1.1, 2.0), 10, segments)
+        target = self._case("target", (11, 38, 42), (0.9, 0.9, 2.2), -15, None)[0]
+        return target, [first[:2], second[:2]], segments
+
+    def _sceneSnapshot(self):
+        nodes = [slicer.mrmlScene.GetNthNode(index) for index in range(slicer.mrmlScene.GetNumberOfNodes())]
+        return [(node.GetID(), node.GetName()) for node in nodes]
+
+    def test_processCreatesNamedColouredResultOnTargetGrid(self):
+        self.delayDisplay("Segmenting a synthetic volume from two supports")
+        logic = FateSAMLogic()
+        self.assertTrue(logic.ensureDependencies(askConfirmation=False))
+        target, supports, segments = self._inputs()
+        result = logic.process(target, supports, random_weights=True, image_size=128, device="cpu")
+        self.assertEqual(result.GetName(), "target FateSAM")
+        infos = segment_infos(result)
+        self.assertEqual([info.name for info in infos], [segment.name for segment in segments])
+        for info, segment in zip(infos, segments, strict=True):
+            np.testing.assert_allclose(info.color, segment.color, atol=1e-5)
+        labels = segmentation_to_label_array(result, target, {info.segment_id: 1 for info in infos})
+        self.assertEqual(labels.shape, slicer.util.arrayFromVolume(target).shape)
+        self.assertIs(result.GetNodeReference(result.GetReferenceImageGeometryReferenceRole()), target)
+        self.delayDisplay("Test passed")
+
+    def test_cancelLeavesSceneUnchanged(self):
+        self.delayDisplay("Cancelling a run")
+        target, supports, unusedSegments = self._inputs()
+        before = self._sceneSnapshot()
+        run = FateSAMLogic.createRun(target, supports, random_weights=True, image_size=128, device="cpu")
+        run.start()
+        folder = run.folder
+        self.assertTrue(folder.is_dir())
+        run.cancel()
+        while not run.finished:
+            run.poll()
+            slicer.app.processEvents()
+        self.assertEqual(run.state, "cancelled")
+        self.assertEqual(self._sceneSnapshot(), before)
+        self.assertFalse(folder.exists())
+        self.delayDisplay("Test passed")
+
+    def test_supportSetRoundTrip(self):
+        self.delayDisplay("Saving and loading a support set")
+        unusedTarget, supports, segments = self._inputs()
+        with tempfile.TemporaryDirectory() as folder:
+            saved = FateSAMLogic.saveSupportSet(Path(folder) / "set", "Synthetic", supports)
+            self.assertEqual(len(saved.cases), 2)
+            slicer.mrmlScene.Clear()
+            supportSet, pairs = FateSAMLogic.loadSupportSet(Path(folder) / "set")
+        self.assertEqual(supportSet.name, "Synthetic")
+        self.assertEqual([info.name for info in segment_infos(pairs[0][1])], [s.name for s in segments])
+        self.delayDisplay("Test passed")

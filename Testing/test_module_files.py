@@ -1,0 +1,180 @@
+"""The Slicer module's files, checked without Slicer: the widget script, its .ui file, the CMake lists and the icon."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODULE = REPO / "FateSAM"
+ENGINE = REPO / "FateSAMLib"
+SCRIPT = MODULE / "FateSAM.py"
+UI_FILE = MODULE / "Resources" / "UI" / "FateSAM.ui"
+NOT_BUILT = {"CMakeLists.txt", "README_SLICER.md"}  # build description and documentation, not installed files
+
+
+@pytest.fixture(scope="module")
+def script() -> ast.Module:
+    return ast.parse(SCRIPT.read_text(encoding="utf-8"), filename=str(SCRIPT))
+
+
+@pytest.fixture(scope="module")
+def ui_widgets() -> dict[str, str]:
+    """objectName -> class of every widget in the .ui file."""
+    root = ElementTree.parse(UI_FILE).getroot()
+    return {widget.get("name"): widget.get("class") for widget in root.iter("widget")}
+
+
+def classes(tree: ast.Module) -> dict[str, ast.ClassDef]:
+    return {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+
+
+def test_script_has_the_template_structure(script):
+    found = classes(script)
+    bases = {name: [ast.unparse(base) for base in node.bases] for name, node in found.items()}
+    assert bases["FateSAM"] == ["ScriptedLoadableModule"]
+    assert bases["FateSAMWidget"] == ["ScriptedLoadableModuleWidget", "VTKObservationMixin"]
+    assert bases["FateSAMLogic"] == ["ScriptedLoadableModuleLogic"]
+    assert bases["FateSAMTest"] == ["ScriptedLoadableModuleTest"]
+    assert [ast.unparse(d) for d in found["FateSAMParameterNode"].decorator_list] == ["parameterNodeWrapper"]
+    logic = {node.name: node for node in found["FateSAMLogic"].body if isinstance(node, ast.FunctionDef)}
+    arguments = [argument.arg for argument in logic["process"].args.args]
+    assert arguments == ["self", "targetVolume", "supports", "segmentNames", "outputSegmentation"]
+    assert logic["process"].args.kwarg.arg == "options"
+    tests = [node.name for node in found["FateSAMTest"].body if isinstance(node, ast.FunctionDef)]
+    assert {"setUp", "runTest"} <= set(tests) and sum(name.startswith("test_") for name in tests) >= 3
+
+
+def test_every_ui_attribute_the_script_uses_exists_in_the_ui_file(script, ui_widgets):
+    used = {
+        node.attr
+        for node in ast.walk(script)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "ui"
+        and isinstance(node.value.value, ast.Name)
+        and node.value.value.id == "self"
+    }
+    assert {"applyButton", "supportsTable", "segmentsList", "progressBar", "doubtfulSlicesList"} <= used
+    assert sorted(used - set(ui_widgets)) == []
+
+
+def test_bound_widgets_name_parameters_of_the_parameter_node(script):
+    root = ElementTree.parse(UI_FILE).getroot()
+    bound = {}
+    for widget in root.iter("widget"):
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                bound[prop.find("string").text] = widget.get("class")
+    node = classes(script)["FateSAMParameterNode"]
+    fields = {item.target.id: ast.unparse(item.annotation) for item in node.body if isinstance(item, ast.AnnAssign)}
+    assert set(bound) <= set(fields), set(bound) - set(fields)
+    for name, widget_class in bound.items():
+        if widget_class == "QComboBox":  # the parameter node fills a combo box from a Choice annotation
+            assert "Choice(" in fields[name], name
+        if widget_class == "qMRMLNodeComboBox":
+            assert fields[name].startswith("vtkMRML"), name
+
+
+def test_ui_file_declares_every_custom_widget_class(ui_widgets):
+    root = ElementTree.parse(UI_FILE).getroot()
+    declared = {custom.findtext("class") for custom in root.iter("customwidget")}
+    custom = {cls for cls in ui_widgets.values() if not cls.startswith("Q")}
+    assert custom <= declared, custom - declared
+
+
+def cmake_listed_files() -> set[Path]:
+    """Every file in the CMake lists' *_SCRIPTS and *_RESOURCES variables, resolved against their folder."""
+    listed = set()
+    for cmake in (REPO / "CMakeLists.txt", MODULE / "CMakeLists.txt"):
+        text = re.sub(r"#.*", "", cmake.read_text(encoding="utf-8")).replace("${MODULE_NAME}", "FateSAM")
+        for block in re.findall(r"set\(\w+_(?:SCRIPTS|RESOURCES)\s([^)]*)\)", text):
+            listed |= {(cmake.parent / token).resolve() for token in block.split()}
+    return listed
+
+
+def installed_files() -> set[Path]:
+    """The files that must reach the extension: the module's and the engine's, as they are in the folders now."""
+    module_files = {
+        path.resolve()
+        for path in MODULE.rglob("*")
+        if path.is_file() and path.name not in NOT_BUILT and "__pycache__" not in path.parts
+    }
+    return module_files | {path.resolve() for path in ENGINE.glob("*.py")} | {(REPO / "requirements.txt").resolve()}
+
+
+def test_cmake_lists_name_every_module_and_engine_file_and_nothing_else():
+    listed, present = cmake_listed_files(), installed_files()
+    assert sorted(str(p.relative_to(REPO)) for p in present - listed) == [], "files missing from the CMake lists"
+    assert sorted(str(p.relative_to(REPO)) for p in listed - present) == [], "CMake lists name files that are gone"
+
+
+def test_top_level_cmake_has_the_extension_metadata():
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    for variable in (
+        "EXTENSION_HOMEPAGE",
+        "EXTENSION_CATEGORY",
+        "EXTENSION_CONTRIBUTORS",
+        "EXTENSION_DESCRIPTION",
+        "EXTENSION_ICONURL",
+        "EXTENSION_SCREENSHOTURLS",
+    ):
+        assert re.search(rf"set\({variable} \S", text), variable
+    assert 'set(EXTENSION_CATEGORY "Segmentation")' in text and 'set(EXTENSION_DEPENDS "PyTorch")' in text
+    assert "find_package(Slicer REQUIRED)" in text and "add_subdirectory(FateSAM)" in text
+    module_cmake = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert "slicerMacroBuildScriptedModule(" in module_cmake and "slicer_add_python_unittest(" in module_cmake
+
+
+def test_icon_is_a_128_pixel_png_in_both_places():
+    image = pytest.importorskip("PIL.Image")
+    root_icon, module_icon = REPO / "FateSAM.png", MODULE / "Resources" / "Icons" / "FateSAM.png"
+    assert root_icon.read_bytes() == module_icon.read_bytes()
+    with image.open(module_icon) as icon:
+        assert icon.format == "PNG" and icon.size == (128, 128)
+        colours = icon.convert("RGB").getcolors(maxcolors=128 * 128)
+        assert len(colours) > 50  # a drawing, not a flat placeholder
+
+
+def test_engine_modules_for_slicer_import_no_gui_and_no_model_dependencies():
+    """The module imports these at load time, before torch, SimpleITK or sam2 may be installed in Slicer."""
+    for name in ("scene", "slicer_run", "slicer_process", "slicer_deps", "support_set"):
+        tree = ast.parse((ENGINE / f"{name}.py").read_text(encoding="utf-8"))
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        top_level = {module.split(".")[0] for module in imported}
+        assert not top_level & {"qt", "ctk", "torch", "SimpleITK", "sam2", "slicerio"}, name
+        application = {
+            node.attr
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "slicer"
+        } & {"app", "util", "mrmlScene", "modules"}
+        assert not application, (name, application)
+    code = textwrap.dedent(
+        """
+        import importlib.abc, sys
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {"torch", "SimpleITK", "sam2", "slicerio", "qt", "ctk"}:
+                    raise ImportError(f"blocked: {name}")
+        sys.meta_path.insert(0, Block())
+        import FateSAMLib.scene, FateSAMLib.slicer_run, FateSAMLib.slicer_deps, FateSAMLib.support_set
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr
+
+
+def test_readme_for_slicer_gives_the_self_test_and_console_commands():
+    text = (MODULE / "README_SLICER.md").read_text(encoding="utf-8")
+    assert "slicer.testing.runUnitTest(['/path/to/checkout/FateSAM'], 'FateSAM')" in text
+    assert "--additional-module-path /path/to/checkout/FateSAM" in text
+    assert ".process(" in text and "PyTorch" in text
