@@ -225,7 +225,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         comboBox.noneEnabled = True
         comboBox.setMRMLScene(slicer.mrmlScene)
         comboBox.setCurrentNode(node)
-        comboBox.currentNodeChanged.connect(self.onSupportTableChanged)
+        comboBox.connect("currentNodeChanged(vtkMRMLNode*)", self.onSupportTableChanged)
         return comboBox
 
     def _appendSupportRow(self, volume, segmentation) -> None:
@@ -296,13 +296,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.supportsTable.setRowCount(0)
                 for volume, segmentation in pairs:
                     self._appendSupportRow(volume, segmentation)
-            unchecked = {name.casefold() for name in self._parameterNode.uncheckedSegments}
-            self.ui.segmentsList.clear()
-            for name in segment_names([segmentation for _, segmentation in pairs]):
-                item = qt.QListWidgetItem(name)
-                item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
-                item.setCheckState(qt.Qt.Unchecked if name.casefold() in unchecked else qt.Qt.Checked)
-                self.ui.segmentsList.addItem(item)
+            self._updateSegmentList(segment_names([segmentation for _, segmentation in pairs]))
             window = self._parameterNode.normalization == "window"
             self.ui.windowLevelSpinBox.enabled = window
             self.ui.windowWidthSpinBox.enabled = window
@@ -311,6 +305,20 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updateApplyButton()
         finally:
             self._updatingGui = False
+
+    def _updateSegmentList(self, names: list) -> None:
+        """Show the supports' segment names, checked unless unticked; items are rebuilt only when names change."""
+        segmentsList = self.ui.segmentsList
+        if [segmentsList.item(index).text() for index in range(segmentsList.count)] != names:
+            segmentsList.clear()
+            for name in names:
+                item = qt.QListWidgetItem(name)
+                item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
+                segmentsList.addItem(item)
+        unchecked = {name.casefold() for name in self._parameterNode.uncheckedSegments}
+        for index in range(segmentsList.count):
+            item = segmentsList.item(index)
+            item.setCheckState(qt.Qt.Unchecked if item.text().casefold() in unchecked else qt.Qt.Checked)
 
     def _updateApplyButton(self) -> None:
         if self._run is not None:
@@ -387,7 +395,16 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onPollRun(self) -> None:
         run = self._run
-        for event in run.poll():
+        try:
+            events = run.poll()
+        except Exception as error:  # never leave a timer firing on a broken run
+            self._timer.stop()
+            run.cancel()
+            self._run = None
+            self._updateApplyButton()
+            slicer.util.errorDisplay(_("FateSAM stopped: {error}").format(error=error))
+            return
+        for event in events:
             if event.kind == "warning":
                 self._log(_("Warning: ") + event.message)
             elif event.kind in ("log", "error") and event.message:

@@ -107,7 +107,7 @@ def export_inputs(
     """Write the target and the supports into ``folder``; nothing in the scene changes.
 
     Each support's segments are merged into one label map on its volume's grid, with the values of ``segments``
-    (matched by name); a support with none of them is left out with a warning.
+    (matched by name); empty segments are left out, and so is a support with none of them (with a warning).
     """
     if not supports:
         raise InputError("No support: add at least one (volume, segmentation) pair that shows the structures.")
@@ -117,11 +117,11 @@ def export_inputs(
         check_same_frame(pair.segmentation, pair.volume)
         chosen = [info for info in segment_infos(pair.segmentation) if info.name.casefold() in by_name]
         values = {info.segment_id: by_name[info.name.casefold()].value for info in chosen}
-        present = sorted({by_name[info.name.casefold()] for info in chosen}, key=lambda segment: segment.value)
-        if not values:
+        labels = segmentation_to_label_array(pair.segmentation, pair.volume, values)
+        present = [segment for segment in segments if (labels == segment.value).any()]
+        if not present:
             warnings.append(f"Support '{node_label(pair.segmentation)}' has none of the chosen segments; left out.")
             continue
-        labels = segmentation_to_label_array(pair.segmentation, pair.volume, values)
         label_node = label_array_to_segmentation(labels, ijk_to_ras(pair.volume), present, f"support {index}")
         exported.append(
             (

@@ -107,6 +107,13 @@ def test_a_support_without_the_chosen_segments_is_left_out(scene, supports, tmp_
     target = add_to_scene(scene, array_to_volume(np.zeros((4, 5, 6), np.int16), np.eye(4), "target"))
     inputs = export_inputs(tmp_path, target, pairs, plan_segments(pairs, ["Liver"]))
     assert len(inputs.supports) == 1 and "none of the chosen segments" in inputs.warnings[0]
+    empty = pairs[0].segmentation.GetSegmentation().AddEmptySegment("", "Heart")
+    assert empty
+    planned = plan_segments(pairs, ["Liver", "Heart"])
+    inputs = export_inputs(tmp_path / "empty", target, pairs, planned)
+    assert label_values(inputs.supports[0][1]) == {"Liver": 1}  # an empty segment is not exported
+    with pytest.raises(InputError, match="None of the supports"):
+        export_inputs(tmp_path / "only-empty", target, pairs, plan_segments(pairs, ["Heart"]))
     with pytest.raises(InputError, match="None of the supports"):
         export_inputs(tmp_path / "x", target, pairs, [Segment(1, "Heart", (1, 0, 0))])
     with pytest.raises(InputError, match="No support"):
