@@ -112,7 +112,8 @@ def test_segment_arguments_carry_every_option():
 
 
 def test_segment_arguments_are_accepted_by_the_engine_parser():
-    cli = pytest.importorskip("FateSAMLib.cli", reason="the engine's command line is not importable")
+    from FateSAMLib import cli
+
     options = RunOptions(random_weights=True, image_size=128, device="cpu", normalization="window", window=(40, 400))
     arguments = segment_arguments([(Path("a.nrrd"), Path("a.seg.nrrd"))], Path("q.nrrd"), Path("o.seg.nrrd"), options)
     parsed = cli.build_parser().parse_args(arguments)

@@ -3,7 +3,6 @@ whole runs of the real engine (SAM2 with random weights) that succeed, fail or a
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import time
@@ -194,10 +193,6 @@ def test_run_folder_is_removed():
 
 # Whole runs with the real engine in a separate process.
 
-needs_engine = pytest.mark.skipif(
-    importlib.util.find_spec("FateSAMLib.label_io") is None, reason="the engine's output writer is not there yet"
-)
-
 
 def small_supports(scene):
     """Two supports and a target with a bright ball and box, small enough for a CPU run in seconds."""
@@ -232,7 +227,6 @@ def finish(run: SegmentationRun, timeout_s: float = 240) -> list:
     return events
 
 
-@needs_engine
 def test_a_whole_run_imports_a_named_coloured_result_and_cleans_up(scene):
     target, pairs, segments = small_supports(scene)
     before = {node_id for node_id, *_ in scene_snapshot(scene)}
@@ -257,7 +251,6 @@ def test_a_whole_run_imports_a_named_coloured_result_and_cleans_up(scene):
     assert {label for doubtful in run.doubtful_slices for label in doubtful.labels} <= {"Ball", "Box"}
 
 
-@needs_engine
 def test_an_engine_error_leaves_the_scene_unchanged(scene):
     target, pairs, _ = small_supports(scene)
     before = scene_snapshot(scene)
@@ -273,7 +266,6 @@ def test_an_engine_error_leaves_the_scene_unchanged(scene):
         run.start()
 
 
-@needs_engine
 def test_cancel_ends_the_engine_and_leaves_the_scene_unchanged(scene):
     target, pairs, _ = small_supports(scene)
     before = scene_snapshot(scene)
