@@ -6,6 +6,7 @@ Python process, follows it with a timer, and imports the result (see FateSAMLib.
 
 import logging
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -261,7 +262,8 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.onSupportTableChanged()
 
     def onRemoveSupport(self) -> None:
-        rows = sorted({index.row() for index in self.ui.supportsTable.selectedIndexes()}, reverse=True)
+        selected = self.ui.supportsTable.selectionModel().selectedRows()
+        rows = sorted({index.row() for index in selected}, reverse=True)
         for row in rows or [self.ui.supportsTable.rowCount - 1]:
             if row >= 0:
                 self.ui.supportsTable.removeRow(row)
@@ -419,6 +421,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onRunFinished(self, run: SegmentationRun) -> None:
         self._updateApplyButton()
         if run.state == "succeeded":
+            self.updateModelList()  # the run may have downloaded the checkpoint
             self.logic.showResult(run.result, run.target)
             self._lastResult = run.result
             self.ui.showInSegmentEditorButton.enabled = True
@@ -473,7 +476,8 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not name:
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to save the support set."), waitCursor=True):
-            saved = self.logic.saveSupportSet(Path(folder) / name, name, pairs, self._parameterNode)
+            folderName = re.sub(r'[\\/:*?"<>|]+', "_", name).strip(" .") or "support set"
+            saved = self.logic.saveSupportSet(Path(folder) / folderName, name, pairs, self._parameterNode)
             self._log(_("Saved support set '{name}' in {folder}").format(name=saved.name, folder=saved.folder))
 
     def onLoadSupportSet(self) -> None:
