@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from scene_helpers import KIDNEY, LIVER, SPLEEN, make_case, oblique_geometry, scene_snapshot, slicer
 
 from FateSAMLib.errors import Cancelled, InputError, ModelError
@@ -33,6 +34,7 @@ from FateSAMLib.slicer_run import (
     read_doubtful_slices,
     segment_names,
 )
+from FateSAMLib.volumes import read_image, read_label_map
 
 TERMINOLOGY = (
     "Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
@@ -99,6 +101,10 @@ def test_export_assigns_label_values_by_name_and_leaves_the_scene_alone(scene, s
     expected = np.select([labels[1] == SPLEEN.value, labels[1] == KIDNEY.value], [2, 3], 0)
     np.testing.assert_array_equal(second, expected)
     assert (inputs.output.parent, inputs.stats.parent) == (tmp_path, tmp_path) and not inputs.output.exists()
+    # The engine reads the exported pair back as the same labels, named, on the support image's grid.
+    image, segments = read_label_map(inputs.supports[1][1], read_image(inputs.supports[1][0]))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), expected)
+    assert [(segment.value, segment.name) for segment in segments] == [(2, "Spleen"), (3, "Left kidney")]
 
 
 def test_a_support_without_the_chosen_segments_is_left_out(scene, supports, tmp_path):
