@@ -38,7 +38,7 @@ def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToke
     query = read_image(args.query)
     read_seconds = time.perf_counter() - started
 
-    engine = engine_from_args(args, reporter, cancel)
+    engine = engine_from_args(args, reporter, cancel, StageProgress(reporter.progress, 0.01, 0.1))
     model_seconds = time.perf_counter() - started - read_seconds
     result = segment_volume(
         engine,
@@ -47,7 +47,7 @@ def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToke
         segments=args.segments,
         slice_axis=args.slice_axis,
         normalization=normalization,
-        progress=StageProgress(reporter.progress, 0.02, 0.98),
+        progress=StageProgress(reporter.progress, 0.1, 0.98),
         cancel=cancel,
     )
     cancel.raise_if_cancelled()

@@ -64,8 +64,9 @@ def run_crossval(args: argparse.Namespace, reporter: Reporter, cancel: CancelTok
     normalization = normalization_from_args(args)
     supports: list[SupportCase] = [load_support(image, labels) for _, image, labels in cases[: args.shots]]
     queries = cases[args.shots :][: args.cases] if args.cases else cases[args.shots :]
-    engine = engine_from_args(args, reporter, cancel)
+    engine = engine_from_args(args, reporter, cancel, StageProgress(reporter.progress, 0.0, 0.05))
     rows, names = [], {}
+    n = len(queries)
     for q, (name, image, labels) in enumerate(queries):
         query = load_support(image, labels)
         result = segment_volume(
@@ -75,7 +76,7 @@ def run_crossval(args: argparse.Namespace, reporter: Reporter, cancel: CancelTok
             segments=args.segments,
             slice_axis=args.slice_axis,
             normalization=normalization,
-            progress=StageProgress(reporter.progress, q / len(queries), (q + 1) / len(queries)),
+            progress=StageProgress(reporter.progress, 0.05 + 0.95 * q / n, 0.05 + 0.95 * (q + 1) / n),
             cancel=cancel,
         )
         if args.output_dir:

@@ -13,7 +13,7 @@ from .model_loading import LoadedModel, available_memory_bytes, load_model
 from .model_registry import DEFAULT_MODEL
 from .orientation import SLICE_AXES
 from .pipeline import Normalization
-from .progress import CancelToken
+from .progress import CancelToken, ProgressCallback
 
 PRESETS = {
     # The reference implementation's defaults (FATE-SAM paper): Hiera-L at 1024, top-3 supports.
@@ -59,8 +59,10 @@ def normalization_from_args(args: argparse.Namespace) -> Normalization:
     return Normalization(percentiles=tuple(args.percentiles))
 
 
-def engine_from_args(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> FateSamEngine:
-    """Load the model the options name and wrap it in an engine with the options' method settings."""
+def engine_from_args(
+    args: argparse.Namespace, reporter: Reporter, cancel: CancelToken, progress: ProgressCallback
+) -> FateSamEngine:
+    """Load the model the options name (reporting download progress) and wrap it in an engine with the settings."""
     preset = PRESETS.get(args.preset or "", {})
     top_k = args.top_k if args.top_k is not None else preset.get("top_k", 3)
     if top_k < 1:
@@ -71,7 +73,7 @@ def engine_from_args(args: argparse.Namespace, reporter: Reporter, cancel: Cance
         random_weights=args.random_weights,
         image_size=args.image_size or preset.get("image_size"),
         device=args.device,
-        progress=reporter.progress,
+        progress=progress,
         cancel=cancel,
     )
     if loaded.random_weights:
