@@ -111,7 +111,7 @@ def bad_inputs(tmp_path):
         "other_labels": case_paths(HIPPOCAMPUS, "hippocampus_003")[1],
         "empty_labels": write_image(zeros, tmp_path / "empty.nii.gz", reference),
         "flat": write_image(np.zeros((20, 30), np.float32), tmp_path / "flat.nii.gz"),
-        "nan": write_image(nan_image, tmp_path / "nan.nii.gz", reference),
+        "nan": write_image(nan_image, tmp_path / "nan.mha", reference),
         "garbage": tmp_path / "garbage.nii.gz",
         "corrupt": tmp_path / "corrupt.pt",
         "exists": tmp_path / "exists.nii.gz",
