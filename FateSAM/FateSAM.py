@@ -39,6 +39,7 @@ def _addEngineToPath() -> None:
 _addEngineToPath()
 
 from FateSAMLib.errors import FateSAMError  # noqa: E402
+from FateSAMLib.model_registry import MODELS, cached_checkpoint_path  # noqa: E402
 from FateSAMLib.scene import (  # noqa: E402
     add_to_scene,
     array_to_volume,
@@ -350,12 +351,9 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _showModelState(self, states=None) -> None:
         states = states if states is not None else self.logic.modelStates()
-        state = states.get(self.ui.modelComboBox.currentText)
-        if state is None:
-            self.ui.modelStatusLabel.text = _("unknown until the dependencies are installed")
-        else:
-            self.ui.modelStatusLabel.text = _("downloaded") if state else _("not downloaded (about 40-900 MB)")
-        self.ui.downloadModelButton.enabled = state is False or state is None
+        downloaded = states.get(self.ui.modelComboBox.currentText, False)
+        self.ui.modelStatusLabel.text = _("downloaded") if downloaded else _("not downloaded (about 40-900 MB)")
+        self.ui.downloadModelButton.enabled = not downloaded
 
     def onModelChanged(self, name: str) -> None:
         if self._parameterNode and name and not self._updatingGui:
@@ -575,12 +573,7 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def modelStates() -> dict:
-        """Model name -> whether its checkpoint is in the cache (None for every name before torch is installed)."""
-        if missing_torch() or missing_packages():
-            return {RunOptions().model: None}
-        from FateSAMLib.checkpoints import cached_checkpoint_path
-        from FateSAMLib.model_registry import MODELS
-
+        """Model name -> whether its checkpoint is in the cache (the registry needs neither torch nor sam2)."""
         return {name: cached_checkpoint_path(spec).is_file() for name, spec in MODELS.items()}
 
     @staticmethod

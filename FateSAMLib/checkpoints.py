@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
+from .architecture import build_architecture
 from .errors import CheckpointError, ResourceError
-from .model_registry import ModelSpec, build_architecture, model_matching
+from .model_registry import ModelSpec, cache_dir, cached_checkpoint_path, model_matching
 from .progress import CancelToken, ProgressCallback, ignore_progress
 
 CHUNK_BYTES = 1024 * 1024
@@ -25,20 +26,6 @@ DIGESTS_FILE = "checksums.json"
 MIRROR_ENV = "FATESAM_MODEL_MIRROR"
 _TIMEOUT_S = 60
 _MB = 1e6
-
-
-def cache_dir() -> Path:
-    """Where checkpoints are kept: $FATESAM_CACHE_DIR, else $XDG_CACHE_HOME/fatesam, else ~/.cache/fatesam."""
-    if os.environ.get("FATESAM_CACHE_DIR"):
-        return Path(os.environ["FATESAM_CACHE_DIR"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "fatesam"
-    return Path.home() / ".cache" / "fatesam"
-
-
-def cached_checkpoint_path(spec: ModelSpec) -> Path:
-    """The path the model's checkpoint has in the cache folder (whether or not it is there)."""
-    return cache_dir() / spec.filename
 
 
 def download_url(spec: ModelSpec) -> str:

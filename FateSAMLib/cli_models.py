@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from .checkpoints import cache_dir, cached_checkpoint_path, ensure_checkpoint
+from .checkpoints import ensure_checkpoint
 from .cli_reporting import Reporter
-from .model_registry import DEFAULT_MODEL, MODELS, get_model_spec
+from .model_registry import DEFAULT_MODEL, MODELS, cache_dir, cached_checkpoint_path, get_model_spec
 from .progress import CancelToken
 
 _MB = 1e6

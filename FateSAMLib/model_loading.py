@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 from sam2.modeling.sam2_base import SAM2Base
 
+from .architecture import build_architecture
 from .checkpoints import check_checkpoint_file, ensure_checkpoint, load_checkpoint_into
 from .errors import ModelError, ResourceError
-from .model_registry import DEFAULT_MODEL, ModelSpec, build_architecture, check_image_size, get_model_spec
+from .model_registry import DEFAULT_MODEL, ModelSpec, check_image_size, get_model_spec
 from .progress import CancelToken, ProgressCallback, StageProgress, ignore_progress
 
 RANDOM_WEIGHTS_WARNING = "SAM2 built with random weights (tests only): its masks are meaningless."

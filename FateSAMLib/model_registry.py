@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-
-import torch
-from sam2.build_sam import build_sam2
-from sam2.modeling.sam2_base import SAM2Base
+from pathlib import Path
 
 from .errors import ModelError
 
@@ -53,10 +51,6 @@ _PINNED_SHA256 = {
 }
 
 DEFAULT_MODEL = "sam2.1-tiny"
-
-# The video predictor's settings that matter for tracking. build_sam2's own post-processing adds the dynamic
-# multimask fallback (stability delta 0.05, threshold 0.98); fill_hole_area is left out, it belongs to the predictor.
-_TRACKING_OVERRIDES = ["++model.binarize_mask_from_pts_for_mem_enc=true"]
 
 
 def _build_specs() -> dict[str, ModelSpec]:
@@ -109,17 +103,15 @@ def check_image_size(image_size: int) -> None:
         )
 
 
-def build_architecture(
-    spec: ModelSpec, image_size: int | None = None, device: str | torch.device = "cpu", seed: int = 0
-) -> SAM2Base:
-    """The model's SAM2Base with the tracking settings and weights initialised from ``seed``, in eval mode.
+def cache_dir() -> Path:
+    """Where checkpoints are kept: $FATESAM_CACHE_DIR, else $XDG_CACHE_HOME/fatesam, else ~/.cache/fatesam."""
+    if os.environ.get("FATESAM_CACHE_DIR"):
+        return Path(os.environ["FATESAM_CACHE_DIR"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "fatesam"
+    return Path.home() / ".cache" / "fatesam"
 
-    The caller's random number generator is left as it was.
-    """
-    overrides = list(_TRACKING_OVERRIDES)
-    if image_size is not None:
-        check_image_size(image_size)
-        overrides.append(f"++model.image_size={image_size}")
-    with torch.random.fork_rng(devices=[]):  # sam2 initialises the weights on the CPU, then moves the model
-        torch.manual_seed(seed)
-        return build_sam2(spec.config, device=device, mode="eval", hydra_overrides_extra=overrides)
+
+def cached_checkpoint_path(spec: ModelSpec) -> Path:
+    """The path the model's checkpoint has in the cache folder (whether or not it is there)."""
+    return cache_dir() / spec.filename

@@ -145,7 +145,7 @@ def test_icon_is_a_128_pixel_png_in_both_places():
 
 def test_engine_modules_for_slicer_import_no_gui_and_no_model_dependencies():
     """The module imports these at load time, before torch, SimpleITK or sam2 may be installed in Slicer."""
-    for name in ("scene", "slicer_run", "slicer_process", "slicer_deps", "support_set"):
+    for name in ("scene", "slicer_run", "slicer_process", "slicer_deps", "support_set", "model_registry"):
         tree = ast.parse((ENGINE / f"{name}.py").read_text(encoding="utf-8"))
         imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
@@ -166,6 +166,7 @@ def test_engine_modules_for_slicer_import_no_gui_and_no_model_dependencies():
                     raise ImportError(f"blocked: {name}")
         sys.meta_path.insert(0, Block())
         import FateSAMLib.scene, FateSAMLib.slicer_run, FateSAMLib.slicer_deps, FateSAMLib.support_set
+        import FateSAMLib.model_registry
         print("ok")
         """
     )
