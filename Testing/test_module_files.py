@@ -17,7 +17,7 @@ MODULE = REPO / "FateSAM"
 ENGINE = REPO / "FateSAMLib"
 SCRIPT = MODULE / "FateSAM.py"
 UI_FILE = MODULE / "Resources" / "UI" / "FateSAM.ui"
-NOT_BUILT = {"CMakeLists.txt", "README_SLICER.md"}  # build description and documentation, not installed files
+NOT_BUILT = {"CMakeLists.txt"}  # the build description, not an installed file
 
 
 @pytest.fixture(scope="module")
@@ -174,8 +174,8 @@ def test_engine_modules_for_slicer_import_no_gui_and_no_model_dependencies():
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr
 
 
-def test_readme_for_slicer_gives_the_self_test_and_console_commands():
-    text = (MODULE / "README_SLICER.md").read_text(encoding="utf-8")
+def test_readme_gives_the_slicer_self_test_and_console_commands():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
     assert "slicer.testing.runUnitTest(['/path/to/checkout/FateSAM'], 'FateSAM')" in text
     assert "--additional-module-path /path/to/checkout/FateSAM" in text
     assert ".process(" in text and "PyTorch" in text
