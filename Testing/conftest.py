@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HIPPOCAMPUS = DATA / "msd_task04_hippocampus"
@@ -27,3 +29,11 @@ def tiny_model():
     from FateSAMLib.model_loading import load_model
 
     return load_model("sam2.1-tiny", random_weights=True, image_size=TEST_IMAGE_SIZE, device="cpu", seed=0)
+
+
+def assert_same_image(a: sitk.Image, b: sitk.Image) -> None:
+    """Same voxels on the same grid (geometry to file-format precision)."""
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+    np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-6)
+    np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-5)
+    np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=1e-6)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicerio
+from conftest import assert_same_image
 
 from FateSAMLib.errors import InputError
 from FateSAMLib.label_io import SUPPORTED_OUTPUT_SUFFIXES, output_suffix, write_label_map
@@ -30,20 +31,13 @@ def oblique_labels(max_value: int = 7) -> sitk.Image:
     return image
 
 
-def assert_same_grid_and_values(read: sitk.Image, written: sitk.Image) -> None:
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(written))
-    np.testing.assert_allclose(read.GetSpacing(), written.GetSpacing(), atol=1e-6)
-    np.testing.assert_allclose(read.GetOrigin(), written.GetOrigin(), atol=1e-5)
-    np.testing.assert_allclose(read.GetDirection(), written.GetDirection(), atol=1e-6)
-
-
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
 def test_plain_label_map_round_trip(tmp_path: Path, suffix: str) -> None:
     image = oblique_labels()
     path = write_label_map(image, tmp_path / f"out{suffix}", SEGMENTS)
     read = sitk.ReadImage(str(path))
     assert read.GetPixelID() == sitk.sitkUInt8
-    assert_same_grid_and_values(read, image)
+    assert_same_image(read, image)
     assert [p.name for p in tmp_path.iterdir()] == [f"out{suffix}"]  # no temporary file left behind
 
 
@@ -51,7 +45,7 @@ def test_large_label_values_are_written_as_uint16(tmp_path: Path) -> None:
     image = oblique_labels(max_value=300)
     read = sitk.ReadImage(str(write_label_map(image, tmp_path / "big.nii.gz", SEGMENTS)))
     assert read.GetPixelID() == sitk.sitkUInt16
-    assert_same_grid_and_values(read, image)
+    assert_same_image(read, image)
 
 
 def test_seg_nrrd_has_names_colours_and_values_for_slicerio(tmp_path: Path) -> None:
@@ -62,7 +56,7 @@ def test_seg_nrrd_has_names_colours_and_values_for_slicerio(tmp_path: Path) -> N
     assert found == [(2, "left kidney", (0.1, 0.5, 0.9)), (7, "spleen", (0.8, 0.2, 0.3))]
     labels, segments = read_labels(path)
     assert segments == SEGMENTS
-    assert_same_grid_and_values(labels, image)
+    assert_same_image(labels, image)
 
 
 def test_seg_nrrd_is_read_by_slicers_own_reader(tmp_path: Path) -> None:
@@ -104,7 +98,7 @@ def test_existing_file_is_kept_unless_overwrite(tmp_path: Path) -> None:
         write_label_map(oblique_labels(), path, SEGMENTS)
     assert path.read_bytes() == b"the user's file"
     write_label_map(oblique_labels(), path, SEGMENTS, overwrite=True)
-    assert_same_grid_and_values(sitk.ReadImage(str(path)), oblique_labels())
+    assert_same_image(sitk.ReadImage(str(path)), oblique_labels())
 
 
 def test_output_gets_ordinary_permissions_and_missing_folders(tmp_path: Path) -> None:

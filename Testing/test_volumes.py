@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicerio
-from conftest import HIPPOCAMPUS, case_paths
+from conftest import HIPPOCAMPUS, assert_same_image, case_paths
 
 from FateSAMLib.errors import InputError
 from FateSAMLib.label_io import ijk_to_lps
@@ -25,13 +25,6 @@ def make_image(size=(6, 5, 4), spacing=(0.8, 1.0, 2.5), pixel=np.int16, seed=0) 
     image.SetOrigin((10.0, -20.0, 30.5))
     image.SetDirection(DIRECTION)
     return image
-
-
-def assert_same_image(a: sitk.Image, b: sitk.Image) -> None:
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
-    np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-6)
-    np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-5)
-    np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=1e-6)
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"])
