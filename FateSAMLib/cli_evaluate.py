@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 import numpy as np
 
-from .cli_reporting import Reporter
+from .cli_reporting import Reporter, strict_json
 from .metrics import METRICS, evaluate_labels
 from .progress import CancelToken
 from .volumes import on_reference_grid, read_labels
@@ -30,17 +29,13 @@ def format_scores(scores: dict[int, dict[str, float]], names: dict[int, str]) ->
     return "\n".join(lines)
 
 
-def _finite_or_none(row: dict[str, float]) -> dict[str, float | None]:
-    return {key: value if math.isfinite(value) else None for key, value in row.items()}
-
-
 def scores_json(scores: dict[int, dict[str, float]], names: dict[int, str]) -> str:
     """Strict JSON: per label its name and metrics, and the means; an infinite distance is written as null."""
     report = {
-        "labels": {str(label): {"name": names.get(label, ""), **_finite_or_none(row)} for label, row in scores.items()},
-        "mean": _finite_or_none(mean_scores(scores)) if scores else None,
+        "labels": {str(label): {"name": names.get(label, ""), **row} for label, row in scores.items()},
+        "mean": mean_scores(scores) if scores else None,
     }
-    return json.dumps(report, indent=2, allow_nan=False)
+    return json.dumps(strict_json(report), indent=2, allow_nan=False)
 
 
 def run_evaluate(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> int:
