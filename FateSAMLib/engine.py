@@ -199,13 +199,13 @@ class FateSamEngine:
             slices = [i for owner, i in refs if owner == s]
             if not slices:
                 continue
-            inputs = to_model_input(support.image[slices], self.image_size)
-            features = self.feature_cache.load(inputs, self.device) if self.feature_cache else None
+            slices01 = support.image[slices]
+            features = self.feature_cache.load(slices01, self.device) if self.feature_cache else None
             if features is None:
                 stage = StageProgress(progress, s / len(supports), (s + 1) / len(supports))
-                features = encoder.encode(inputs, cancel, stage, f"support {s + 1}")
+                features = encoder.encode(to_model_input(slices01, self.image_size), cancel, stage, f"support {s + 1}")
                 if self.feature_cache:
-                    self.feature_cache.save(inputs, features)
+                    self.feature_cache.save(slices01, features)
             parts.append(features)
         return StackFeatures.concatenate(parts)
 

@@ -9,6 +9,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .progress import CancelToken, ProgressCallback
@@ -112,22 +113,24 @@ class SliceEncoder:
 class FeatureCache:
     """Support-slice features saved on disk, keyed by the model and the exact model input (so by file content).
 
-    A second run with the same supports (a saved support set) loads their features instead of encoding them.
+    The key is the model's identity (name, input size, weights) and the normalised slices, so it follows the files'
+    content, not their names. A second run with the same supports (a saved support set) loads their features
+    instead of encoding them.
     """
 
     def __init__(self, folder: Path, model_key: str) -> None:
         self.folder = Path(folder)
         self.model_key = model_key
 
-    def _path(self, images: torch.Tensor) -> Path:
+    def _path(self, slices01: np.ndarray) -> Path:
         digest = hashlib.sha256(self.model_key.encode())
-        digest.update(str(tuple(images.shape)).encode())
-        digest.update(images.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(str((slices01.shape, slices01.dtype.str)).encode())
+        digest.update(np.ascontiguousarray(slices01).tobytes())
         return self.folder / f"{digest.hexdigest()[:32]}.pt"
 
-    def load(self, images: torch.Tensor, device: torch.device) -> StackFeatures | None:
-        """The cached features of these model inputs, or None (also when the cache file is unreadable)."""
-        path = self._path(images)
+    def load(self, slices01: np.ndarray, device: torch.device) -> StackFeatures | None:
+        """The cached features of these normalised slices, or None (also when the cache file is unreadable)."""
+        path = self._path(slices01)
         if not path.is_file():
             return None
         try:
@@ -136,10 +139,10 @@ class FeatureCache:
             return None
         return StackFeatures(levels=levels)
 
-    def save(self, images: torch.Tensor, features: StackFeatures) -> None:
-        """Store features atomically (temporary file, then rename)."""
+    def save(self, slices01: np.ndarray, features: StackFeatures) -> None:
+        """Store the features of these normalised slices atomically (temporary file, then rename)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self._path(images)
+        path = self._path(slices01)
         handle, temporary = tempfile.mkstemp(prefix=".features.", suffix=".tmp", dir=self.folder)
         os.close(handle)
         try:

@@ -197,7 +197,9 @@ def segment_volume(
     missing = [s.name for s in chosen if not any((stack.labels == s.value).any() for stack in stacks)]
     if missing:
         raise InputError(f"The segments {missing} are empty in every support; choose segments that are drawn.")
-    check_memory(query_stack.shape[0] + sum(s.image.shape[0] for s in stacks), engine.image_size, engine.device)
+    # Support features stay for the whole run; query slices are encoded a batch at a time and dropped.
+    kept_slices = sum(s.image.shape[0] for s in stacks) + engine.options.encoder_batch_size
+    check_memory(kept_slices, engine.image_size, engine.device)
 
     result = engine.segment(query_stack, stacks, values, StageProgress(progress, 0.0, 0.98), cancel)
     label_image = labels_on_grid(result.labels, query, axis)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from .cli_reporting import Reporter
 from .engine import EngineOptions, FateSamEngine
 from .errors import InputError
@@ -45,6 +47,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--encoder-batch-size", type=int, default=None, help="slices per encoder batch (default: sized to free memory)"
     )
+    group.add_argument("--threads", type=int, help="CPU threads for torch (default: one per physical core)")
     group.add_argument(
         "--feature-cache", type=Path, help="folder for support features on disk: a rerun encodes only the query"
     )
@@ -67,6 +70,8 @@ def engine_from_args(
     top_k = args.top_k if args.top_k is not None else preset.get("top_k", 3)
     if top_k < 1:
         raise InputError(f"--top-k must be at least 1 (got {top_k}).")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     loaded = load_model(
         name=model_name_from_args(args),
         checkpoint=args.checkpoint,

@@ -157,3 +157,30 @@ def test_corrupt_checkpoint_is_refused_and_kept(bad_inputs, tmp_path, capsys):
     assert "corrupt.pt" in capsys.readouterr().err
     assert bad_inputs["corrupt"].read_bytes() == b"not a checkpoint"
     assert not output.exists()
+
+
+def test_feature_cache_makes_the_second_run_encode_only_the_query(tmp_path):
+    cache = tmp_path / "features"
+    passes = []
+    for run in range(2):
+        stats = tmp_path / f"stats{run}.json"
+        extra = ["--feature-cache", str(cache), "--stats-json", str(stats)]
+        assert main(segment_args(tmp_path / f"out{run}.nii.gz", extra=extra)) == 0
+        passes.append(json.loads(stats.read_text()))
+    assert passes[0]["support_slices_encoded"] > 0
+    assert passes[1]["encoder_passes"] == passes[1]["query_slices"]
+    first, second = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"out{i}.nii.gz"))) for i in range(2))
+    assert np.array_equal(first, second)
+
+
+def test_paper_preset_takes_the_reference_settings():
+    from FateSAMLib.cli import build_parser
+    from FateSAMLib.cli_reporting import Reporter
+    from FateSAMLib.progress import CancelToken, ignore_progress
+    from FateSAMLib.run_options import engine_from_args
+
+    args = build_parser().parse_args(segment_args(Path("unused.nii.gz"), extra=["--preset", "paper"]))
+    args.model = None  # the preset chooses the model; the input size stays small for speed
+    engine = engine_from_args(args, Reporter(json_lines=True), CancelToken(), ignore_progress)
+    assert engine.options.top_k == 3
+    assert engine.model.image_encoder.trunk.blocks[0].dim == 144  # Hiera-L's first stage width
