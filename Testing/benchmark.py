@@ -1,0 +1,424 @@
+"""Benchmark of the FateSAM engine on real data: where the time and the memory go, against the encoder's lower bound.
+
+Cases (from ``../shared/data``, next to the repository):
+
+- ``hippocampus``: query ``hippocampus_004`` with supports ``hippocampus_001``, ``_003``, ``_006`` (MSD Task04);
+- ``abdomen``: query ``chaos_t2_05`` with supports ``chaos_t2_01``, ``chaos_t2_02`` (CHAOS T2-SPIR).
+
+Configurations, each run in its own child process so that peak memories are not mixed:
+
+- ``engine``: the engine as shipped (``reuse_features=True``: every slice goes through the image encoder once);
+- ``naive``: ``reuse_features=False``, the reference code's scheme: for every query slice the query slice and its
+  retrieved support slices are encoded again;
+- ``encoder``: the lower bound, SAM2's image encoder alone over the slices the engine encodes (every query slice and
+  every support slice that shows a label), batched, and nothing else (no retrieval, memory or decoding).
+
+Every configuration reads the volumes, runs through :func:`FateSAMLib.pipeline.segment_volume` (so all three see the
+same normalised, reoriented slices) and writes its label map to a temporary folder; "total" is the wall clock of all
+of it, model loading excluded (it is in the JSON). "other" is the total minus the four engine stages: reading,
+normalising and reorienting, the confidence lists, writing, and the engine's own bookkeeping.
+
+The JSON (``--json``, rewritten after every run) holds the machine, the options and, per case and configuration,
+the seconds (``read``; ``prepare``: normalise, reorient, labels back to the query grid, confidence lists; the four
+engine stages; ``engine_other``; ``write``; ``total``; ``model_load``; ``cpu``: CPU seconds over the total), encoder
+passes, slice counts, peak RSS and peak CUDA memory. On a CPU, a run whose threads were busy less than 60% of the
+time gets a note under the table: another process competed and its timings are inflated.
+
+Usage, with the package installed as README.md says (or ``PYTHONPATH=.`` from the repository root)::
+
+    python Testing/benchmark.py                                  # both cases, all configurations, input size 1024
+    python Testing/benchmark.py --image-size 128                 # quick check (about 2 minutes on 2 CPU cores)
+    python Testing/benchmark.py --cases abdomen --configs engine encoder --json abdomen.json
+    python Testing/benchmark.py --checkpoint sam2.1_hiera_tiny.pt   # real weights (timings do not depend on them)
+
+Run times with SAM2.1 tiny on a 2-core AMD EPYC CPU (2 threads, machine otherwise idle). At 128 the whole benchmark
+takes about 2 minutes. At 1024, measured: hippocampus, engine 15 minutes (encoder 417 s for 114 slices, memory
+attention + decoding 434 s for 38 query slices, retrieval 31 s, memory encoding 39 s; peak RSS 3.7 GiB). Estimated
+from it (encoder about 3-3.7 s per slice; attention grows with the number of labels): hippocampus, naive about
+25 minutes, encoder alone about 7; abdomen (4 labels), engine about 20 minutes, naive about 30, encoder alone about
+5. All of it takes about 1 h 45 min; ``--configs engine encoder`` skips the two naive runs (about 55 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from FateSAMLib.engine import (
+    EngineOptions,
+    FateSamEngine,
+    StackSegmentation,
+    StageClock,
+    SupportStack,
+    support_candidates,
+)
+from FateSAMLib.features import SliceEncoder, encoder_batch_size
+from FateSAMLib.label_io import write_label_map
+from FateSAMLib.model_loading import available_memory_bytes, load_model
+from FateSAMLib.normalization import to_model_input
+from FateSAMLib.pipeline import load_support, segment_volume
+from FateSAMLib.progress import CancelToken, ProgressCallback, ignore_progress
+from FateSAMLib.volumes import read_image
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+CONFIGS = ("engine", "naive", "encoder")
+# Engine stages shown in the table: (key in the engine's stats, column title).
+STAGE_COLUMNS = (
+    ("encode", "encode"),
+    ("retrieval", "retrieval"),
+    ("memory_encoding", "mem-enc"),
+    ("attention_decoding", "attn+dec"),
+)
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class Case:
+    """A query and its supports, by file name, in one shared data set."""
+
+    folder: str
+    query: str
+    supports: tuple[str, ...]
+
+    def paths(self, name: str) -> tuple[Path, Path]:
+        """(image, labels) of one case of this data set."""
+        base = DATA / self.folder
+        return base / "images" / f"{name}.nii.gz", base / "labels" / f"{name}.nii.gz"
+
+
+CASES = {
+    "hippocampus": Case(
+        "msd_task04_hippocampus", "hippocampus_004", ("hippocampus_001", "hippocampus_003", "hippocampus_006")
+    ),
+    "abdomen": Case("chaos_t2spir_abdomen", "chaos_t2_05", ("chaos_t2_01", "chaos_t2_02")),
+}
+
+
+class TimedEngine(FateSamEngine):
+    """The engine as shipped, also timing its whole ``segment`` call (to tell the pipeline's own work apart)."""
+
+    segment_seconds = 0.0
+
+    def segment(self, *args, **kwargs) -> StackSegmentation:
+        start = time.perf_counter()
+        try:
+            return self._segment(*args, **kwargs)
+        finally:
+            self.segment_seconds += time.perf_counter() - start
+
+    def _segment(self, *args, **kwargs) -> StackSegmentation:
+        return super().segment(*args, **kwargs)
+
+
+def _model_inputs(stacks: list[np.ndarray], image_size: int, batch: int) -> Iterator[torch.Tensor]:
+    """Model inputs of every slice of ``stacks``, ``batch`` slices at a time (batches may span stacks)."""
+    pending: list[torch.Tensor] = []
+    for stack in stacks:
+        for index in range(stack.shape[0]):
+            pending.append(to_model_input(stack[index : index + 1], image_size))
+            if len(pending) == batch:
+                yield torch.cat(pending)
+                pending = []
+    if pending:
+        yield torch.cat(pending)
+
+
+class EncoderOnlyEngine(TimedEngine):
+    """The lower bound: the image encoder over the slices the engine encodes, features discarded, empty labels."""
+
+    def _segment(
+        self,
+        query: np.ndarray,
+        supports: list[SupportStack],
+        label_values: list[int],
+        progress: ProgressCallback = ignore_progress,
+        cancel: CancelToken | None = None,
+    ) -> StackSegmentation:
+        cancel = cancel or CancelToken()
+        clock = StageClock(self.device)
+        encoder = SliceEncoder(self.model, self.device, self.options.encoder_batch_size)
+        refs = support_candidates(supports, label_values)
+        stacks = [query] + [support.image[[i for owner, i in refs if owner == s]] for s, support in enumerate(supports)]
+        with clock.stage("encode"):
+            for inputs in _model_inputs(stacks, self.image_size, self.options.encoder_batch_size):
+                encoder.encode(inputs, cancel)
+        num_slices = query.shape[0]
+        scores = np.zeros((num_slices, len(label_values)), dtype=np.float32)
+        stats = {
+            "encoder_passes": encoder.passes,
+            "query_slices": int(num_slices),
+            "support_slices_encoded": encoder.passes - int(num_slices),
+            "labels": list(label_values),
+            "seconds": dict(clock.seconds),
+        }
+        return StackSegmentation(np.zeros(query.shape, np.int64), scores, scores.copy(), list(label_values), stats)
+
+
+def batch_size_for(config: str, requested: int | None, device: torch.device, image_size: int) -> int:
+    """Encoder batch: the one asked for; else the engine's own choice, or 8 on CUDA / 4 elsewhere for the encoder."""
+    if requested:
+        return requested
+    if config == "encoder":
+        return 8 if device.type == "cuda" else 4
+    return encoder_batch_size(device, image_size, available_memory_bytes(device))
+
+
+def peak_memory(device: torch.device) -> dict:
+    """Peak resident memory of this process and, on CUDA, the peak memory PyTorch allocated, in GiB."""
+    rss_unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in bytes on macOS, in KiB on Linux
+    peak = {"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * rss_unit / GIB, "peak_cuda_gib": None}
+    if device.type == "cuda":
+        peak["peak_cuda_gib"] = torch.cuda.max_memory_allocated(device) / GIB
+    return peak
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(spec: dict) -> dict:
+    """Run one (case, configuration) in this process and return its timings, counts and peak memories."""
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    started = time.perf_counter()
+    loaded = load_model(
+        name=spec["model"],
+        checkpoint=spec["checkpoint"],
+        random_weights=spec["random_weights"],
+        image_size=spec["image_size"],
+        device=spec["device"],
+        seed=0,
+    )
+    model_load = time.perf_counter() - started
+    config, case = spec["config"], CASES[spec["case"]]
+    batch = batch_size_for(config, spec["encoder_batch_size"], loaded.device, loaded.image_size)
+    options = EngineOptions(top_k=3, reuse_features=config != "naive", encoder_batch_size=batch)
+    engine_class = EncoderOnlyEngine if config == "encoder" else TimedEngine
+    engine = engine_class(loaded.model, loaded.device, loaded.image_size, options)
+
+    cpu_started = _cpu_seconds()
+    started = time.perf_counter()
+    supports = [load_support(*case.paths(name)) for name in case.supports]
+    query = read_image(case.paths(case.query)[0])
+    read = time.perf_counter() - started
+    result = segment_volume(engine, supports, query)
+    pipeline = time.perf_counter() - started - read
+    with tempfile.TemporaryDirectory() as folder:
+        write_label_map(result.labels, Path(folder) / "labels.nii.gz", result.segments)
+        total = time.perf_counter() - started
+    stages = result.stats["seconds"]
+    seconds = {
+        "read": read,
+        "prepare": pipeline - engine.segment_seconds,
+        **stages,
+        "engine_other": engine.segment_seconds - sum(stages.values()),
+        "write": total - read - pipeline,
+        "total": total,
+        "model_load": model_load,
+        # CPU time of this process over the total: well below the thread count means other processes competed.
+        "cpu": _cpu_seconds() - cpu_started,
+    }
+    counts = {key: result.stats[key] for key in ("encoder_passes", "query_slices", "support_slices_encoded")}
+    return {
+        "status": "ok",
+        "device": str(loaded.device),
+        "model": loaded.spec.name,
+        "image_size": loaded.image_size,
+        "random_weights": loaded.random_weights,
+        "encoder_batch_size": batch,
+        "torch_threads": torch.get_num_threads(),
+        "slice_axis": result.slice_axis,
+        **counts,
+        "seconds": seconds,
+        "load_average_1min": os.getloadavg()[0],
+        **peak_memory(loaded.device),
+    }
+
+
+def run_child(spec: dict) -> dict:
+    """Measure one (case, configuration) in a fresh Python process running this script with ``--worker``."""
+    with tempfile.TemporaryDirectory() as folder:
+        output = Path(folder) / "result.json"
+        command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec), "--json", str(output)]
+        completed = subprocess.run(command, check=False)
+        if completed.returncode != 0 or not output.is_file():
+            return {"status": "failed", "returncode": completed.returncode}
+        return json.loads(output.read_text())
+
+
+def _first_line(path: str, prefix: str) -> str | None:
+    try:
+        with open(path) as stream:
+            return next((line.split(":", 1)[1].strip() for line in stream if line.startswith(prefix)), None)
+    except OSError:
+        return None
+
+
+def machine_description() -> dict:
+    """The CPU, cores, memory, GPU and software versions the numbers were measured with."""
+    git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    return {
+        "cpu": _first_line("/proc/cpuinfo", "model name") or platform.processor(),
+        "cpu_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "memory_gib": (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) / GIB,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "sam2": importlib.metadata.version("sam2"),
+        "commit": git.stdout.strip() or None,
+    }
+
+
+def _cell(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def table_row(case: str, config: str, result: dict) -> str:
+    """One Markdown row: seconds per stage, encoder passes and peak memories (or why there are none)."""
+    if result["status"] != "ok":
+        status = "not run" if result["status"] == "not run" else "failed"
+        return f"| {case} | {config} | " + " | ".join([status] * (len(STAGE_COLUMNS) + 5)) + " |"
+    seconds = result["seconds"]
+    stages = [seconds[key] for key, _ in STAGE_COLUMNS]
+    cells = [seconds["total"], *stages, seconds["total"] - sum(stages)]
+    memory = [_cell(result["peak_rss_gib"]), _cell(result["peak_cuda_gib"])]
+    return f"| {case} | {config} | " + " | ".join([*map(_cell, cells), str(result["encoder_passes"]), *memory]) + " |"
+
+
+def markdown_table(results: dict) -> str:
+    """The results of every (case, configuration) as one Markdown table."""
+    header = ["case", "config", "total s", *[name for _, name in STAGE_COLUMNS], "other", "passes"]
+    header += ["peak RSS GiB", "peak CUDA GiB"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += [
+        table_row(case, config, result) for case, configs in results.items() for config, result in configs.items()
+    ]
+    return "\n".join(lines)
+
+
+def _ratio(numerator: dict, denominator: dict) -> float | None:
+    if numerator["status"] != "ok" or denominator["status"] != "ok":
+        return None
+    return numerator["seconds"]["total"] / denominator["seconds"]["total"]
+
+
+def ratios(results: dict) -> dict:
+    """Per case: total time of the engine over the encoder alone, and of the naive mode over the engine."""
+    return {
+        case: {
+            "engine_over_encoder": _ratio(configs["engine"], configs["encoder"]),
+            "naive_over_engine": _ratio(configs["naive"], configs["engine"]),
+        }
+        for case, configs in results.items()
+    }
+
+
+def ratio_lines(case_ratios: dict) -> str:
+    """The ratios as readable lines under the table."""
+    lines = []
+    for case, values in case_ratios.items():
+        parts = [
+            f"{name.replace('_over_', ' / ')} = " + ("not measured" if value is None else f"{value:.2f}x")
+            for name, value in values.items()
+        ]
+        lines.append(f"- {case}: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def contention_notes(results: dict) -> list[str]:
+    """A warning for every CPU run that kept its threads busy less than 60% of the time: others competed for the CPU."""
+    notes = []
+    for case, configs in results.items():
+        for config, result in configs.items():
+            if result["status"] != "ok" or result["device"] != "cpu":
+                continue
+            cores_used = result["seconds"]["cpu"] / result["seconds"]["total"]
+            if cores_used < 0.6 * result["torch_threads"]:
+                notes.append(
+                    f"- note: {case} / {config} kept {cores_used:.1f} of its {result['torch_threads']} threads busy "
+                    f"(1-min load average {result['load_average_1min']:.1f}): other processes probably slowed it."
+                )
+    return notes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="sam2.1-tiny", help="SAM2 model name (default sam2.1-tiny)")
+    parser.add_argument("--image-size", type=int, default=1024, help="model input size (default 1024)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
+    parser.add_argument(
+        "--random-weights",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="seeded random weights (default; timings do not depend on the weights); off with --checkpoint",
+    )
+    parser.add_argument("--checkpoint", type=Path, help="real weights from this file (turns --random-weights off)")
+    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES))
+    parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS))
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads in every run (default PyTorch's)")
+    parser.add_argument(
+        "--encoder-batch-size", type=int, help="slices per encoder batch (default: the engine's; 8 CUDA / 4 CPU alone)"
+    )
+    parser.add_argument("--json", type=Path, default=Path("benchmark.json"), help="write all results here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    return parser
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    """Measure every requested (case, configuration) in its own process, print the table, write the JSON."""
+    spec = {
+        "model": args.model,
+        "image_size": args.image_size,
+        "device": args.device,
+        "checkpoint": str(args.checkpoint) if args.checkpoint else None,
+        "random_weights": args.random_weights and args.checkpoint is None,
+        "threads": args.threads,
+        "encoder_batch_size": args.encoder_batch_size,
+    }
+    results = {case: {config: {"status": "not run"} for config in CONFIGS} for case in args.cases}
+    machine = machine_description()
+    for case in args.cases:
+        for config in (c for c in CONFIGS if c in args.configs):
+            print(f"Running {case} / {config} ...", file=sys.stderr, flush=True)
+            results[case][config] = run_child({**spec, "case": case, "config": config})
+            # Rewritten after every run, so that an interrupted benchmark keeps what it measured.
+            report = {"machine": machine, "options": spec, "results": results, "ratios": ratios(results)}
+            args.json.write_text(json.dumps(report, indent=2))
+    print(markdown_table(results))
+    print()
+    print("\n".join([ratio_lines(ratios(results)), *contention_notes(results)]))
+    print(f"\nWrote {args.json}")
+    failed = any(r["status"] == "failed" for configs in results.values() for r in configs.values())
+    return 1 if failed else 0
+
+
+def main() -> int:
+    """Entry point: the benchmark, or (hidden ``--worker``) one measurement written to ``--json``."""
+    args = build_parser().parse_args()
+    if args.worker:
+        args.json.write_text(json.dumps(measure(json.loads(args.worker))))
+        return 0
+    return run_benchmark(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
