@@ -31,12 +31,13 @@ Usage, with the package installed as README.md says (or ``PYTHONPATH=.`` from th
     python Testing/benchmark.py --cases abdomen --configs engine encoder --json abdomen.json
     python Testing/benchmark.py --checkpoint sam2.1_hiera_tiny.pt   # real weights (timings do not depend on them)
 
-Run times with SAM2.1 tiny on a 2-core AMD EPYC CPU (2 threads, machine otherwise idle). At 128 the whole benchmark
-takes about 2 minutes. At 1024, measured: hippocampus, engine 15 minutes (encoder 417 s for 114 slices, memory
-attention + decoding 434 s for 38 query slices, retrieval 31 s, memory encoding 39 s; peak RSS 3.7 GiB). Estimated
-from it (encoder about 3-3.7 s per slice; attention grows with the number of labels): hippocampus, naive about
-25 minutes, encoder alone about 7; abdomen (4 labels), engine about 20 minutes, naive about 30, encoder alone about
-5. All of it takes about 1 h 45 min; ``--configs engine encoder`` skips the two naive runs (about 55 minutes).
+Run times with SAM2.1 tiny on a 2-core AMD EPYC CPU (2 threads). At 128 the whole benchmark takes about 2 minutes.
+At 1024, measured, engine only: hippocampus (2 labels) 15 minutes on an idle machine (encoder 417 s for 114 slices,
+memory attention + decoding 434 s for 38 query slices, retrieval 31 s, memory encoding 39 s; peak RSS 3.7 GiB);
+abdomen (4 labels) 37 minutes while another process competed for the CPU (threads busy 55% of the time; attention +
+decoding 1645 s, as SAM2 attends once per label), so about 20-25 minutes idle. Estimated from these (encoder about
+3-3.7 s per slice): naive about 25 minutes (hippocampus) and 35 (abdomen), encoder alone about 7 and 5. All of it
+takes about 2 hours; ``--configs engine encoder`` skips the two naive runs (about 50 minutes).
 """
 
 from __future__ import annotations
