@@ -242,5 +242,5 @@ class FateSamEngine:
     def _slice_labels(
         self, prediction: SlicePrediction, label_values: list[int], height: int, width: int
     ) -> np.ndarray:
-        logits = logits_to_slice(prediction.logits[:, 0].float(), height, width).cpu()
+        logits = logits_to_slice(prediction.logits[:, 0], height, width).cpu()
         return _assemble_labels(logits, label_values)
