@@ -28,9 +28,18 @@ class SupportStack:
     labels: np.ndarray
 
 
+# In the reference code each retrieved support slice is encoded twice per query slice: once when its mask is added as a
+# prompt and once more for its memory, because SAM2's video predictor keeps the features of the latest frame only.
+REFERENCE_ENCODINGS_PER_SUPPORT = 2
+
+
 @dataclass
 class EngineOptions:
-    """Method settings. ``reuse_features=False`` is the reference code's naive re-encoding, kept for comparison."""
+    """Method settings. ``reuse_features=False`` repeats the reference code's encoder passes, kept for comparison.
+
+    The reference encodes every query and support slice once for retrieval, then, for every query slice, the query
+    slice again and each retrieved support slice ``REFERENCE_ENCODINGS_PER_SUPPORT`` times; the masks are the same.
+    """
 
     top_k: int = 3
     reuse_features: bool = True
@@ -193,11 +202,18 @@ class FateSamEngine:
         progress: ProgressCallback,
         cancel: CancelToken,
     ) -> StackFeatures:
-        """Features of the candidate support slices, one row per entry of ``refs``."""
+        """Features of the candidate support slices, one row per entry of ``refs``.
+
+        In naive mode every support slice is encoded, as the reference's retrieval does, and the candidates kept.
+        """
         parts = []
         for s, support in enumerate(supports):
             slices = [i for owner, i in refs if owner == s]
             if not slices:
+                continue
+            if not self.options.reuse_features:
+                everything = encoder.encode(to_model_input(support.image, self.image_size), cancel)
+                parts.append(everything.select(slices))
                 continue
             slices01 = support.image[slices]
             features = self.feature_cache.load(slices01, self.device) if self.feature_cache else None
@@ -231,7 +247,8 @@ class FateSamEngine:
         else:
             with clock.stage("encode"):
                 inputs = to_model_input(support.image[index : index + 1], self.image_size)
-                levels = encoder.encode(inputs, CancelToken()).slice_levels(0)
+                for _ in range(REFERENCE_ENCODINGS_PER_SUPPORT):
+                    levels = encoder.encode(inputs, CancelToken()).slice_levels(0)
         masks = masks_to_model_input(np.stack([support.labels[index] == v for v in label_values]), self.image_size)
         with clock.stage("memory_encoding"):
             memory = tracker.encode_support(levels, masks)

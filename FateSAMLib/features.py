@@ -33,6 +33,10 @@ class StackFeatures:
         """One slice's features as SAM2 expects them: a list of (HW, 1, C) tensors, coarsest level last."""
         return [level[index].unsqueeze(1) for level in self.levels]
 
+    def select(self, rows: list[int]) -> StackFeatures:
+        """The features of these slices only, in this order."""
+        return StackFeatures(levels=[level[rows] for level in self.levels])
+
     @staticmethod
     def concatenate(parts: list[StackFeatures]) -> StackFeatures:
         """The slices of several stacks, in order, as one stack."""
@@ -54,14 +58,20 @@ def compute_autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def encoder_batch_size(device: torch.device, image_size: int, available_bytes: int) -> int:
-    """Slices per image-encoder batch: as many as half the free memory holds on a GPU (at most 16), 1 on a CPU.
+# Largest input size at which batching speeds SAM2's image encoder up on a CPU. Measured with SAM2.1 tiny on 2 cores:
+# per slice, batches of 4 take 0.71x the time of single slices at 128 and 0.94x at 256, but 1.09x at 512 and
+# 1.24x at 1024, where single slices are fastest and keep the peak memory lowest.
+CPU_BATCHING_MAX_SIZE = 256
 
-    The estimate is about 300 MB of activations per slice at 1024 (bf16 halves it). On a CPU, batching does not
-    speed the encoder up, and one slice at a time keeps the peak memory lowest.
+
+def encoder_batch_size(device: torch.device, image_size: int, available_bytes: int) -> int:
+    """Slices per image-encoder batch: as many as half the free memory holds on a GPU (at most 16).
+
+    The estimate is about 300 MB of activations per slice at 1024 (bf16 halves it). On a CPU: 4 at small input sizes
+    (up to ``CPU_BATCHING_MAX_SIZE``), else 1.
     """
     if device.type != "cuda":
-        return 1
+        return 4 if image_size <= CPU_BATCHING_MAX_SIZE else 1
     per_slice = 150 * 1024**2 * (image_size / 1024) ** 2
     return int(min(16, max(1, available_bytes // 2 // per_slice)))
 

@@ -166,22 +166,32 @@ def _review_lists(
     return confidence, doubtful
 
 
-def segment_volume(
-    engine: FateSamEngine,
+@dataclass
+class PreparedInputs:
+    """Query and supports in one frame and one intensity rule, sliced along one axis, with the chosen segments."""
+
+    query: np.ndarray  # (S, H, W) intensities in [0, 1]
+    supports: list[SupportStack]
+    segments: list[Segment]
+    slice_axis: str
+
+    @property
+    def label_values(self) -> list[int]:
+        return [s.value for s in self.segments]
+
+
+def prepare_inputs(
     supports: list[SupportCase],
     query: sitk.Image,
     segments: list[str] | None = None,
     slice_axis: str = "auto",
     normalization: Normalization = Normalization(),
-    progress: ProgressCallback = ignore_progress,
-    cancel: CancelToken | None = None,
-) -> SegmentationResult:
-    """Segment ``query`` from ``supports``; the returned label volume lies exactly on the query's voxel grid."""
+) -> PreparedInputs:
+    """Merge and pick the segments, choose the slice axis, normalise and reorient query and supports alike."""
     if not supports:
         raise InputError("At least one support (image + labels) is needed; pass --support IMAGE LABELS.")
     merged, remaps = merge_segments(supports)
     chosen = select_segments(merged, segments)
-    values = [s.value for s in chosen]
     axis = choose_slice_axis(query, slice_axis)
 
     query_stack = to_slices(normalization.apply(sitk.GetArrayFromImage(query)), query, axis)
@@ -197,14 +207,36 @@ def segment_volume(
     missing = [s.name for s in chosen if not any((stack.labels == s.value).any() for stack in stacks)]
     if missing:
         raise InputError(f"The segments {missing} are empty in every support; choose segments that are drawn.")
-    # Support features stay for the whole run; query slices are encoded a batch at a time and dropped.
-    kept_slices = sum(s.image.shape[0] for s in stacks) + engine.options.encoder_batch_size
-    check_memory(kept_slices, engine.image_size, engine.device)
+    return PreparedInputs(query_stack, stacks, chosen, axis)
 
-    result = engine.segment(query_stack, stacks, values, StageProgress(progress, 0.0, 0.98), cancel)
+
+def result_on_query_grid(result: StackSegmentation, prepared: PreparedInputs, query: sitk.Image) -> SegmentationResult:
+    """The engine's labels back on the query's voxel grid, with the confidence and review lists."""
+    axis = prepared.slice_axis
     label_image = labels_on_grid(result.labels, query, axis)
-    confidence, doubtful = _review_lists(result, chosen, slice_centers(query, axis), axis)
+    confidence, doubtful = _review_lists(result, prepared.segments, slice_centers(query, axis), axis)
     stats = dict(result.stats)
     stats["slice_axis"] = axis
-    stats["segments"] = [{"value": s.value, "name": s.name, "color": list(s.color)} for s in chosen]
-    return SegmentationResult(label_image, chosen, axis, doubtful, confidence, stats)
+    stats["segments"] = [{"value": s.value, "name": s.name, "color": list(s.color)} for s in prepared.segments]
+    return SegmentationResult(label_image, prepared.segments, axis, doubtful, confidence, stats)
+
+
+def segment_volume(
+    engine: FateSamEngine,
+    supports: list[SupportCase],
+    query: sitk.Image,
+    segments: list[str] | None = None,
+    slice_axis: str = "auto",
+    normalization: Normalization = Normalization(),
+    progress: ProgressCallback = ignore_progress,
+    cancel: CancelToken | None = None,
+) -> SegmentationResult:
+    """Segment ``query`` from ``supports``; the returned label volume lies exactly on the query's voxel grid."""
+    prepared = prepare_inputs(supports, query, segments, slice_axis, normalization)
+    # Support features stay for the whole run; query slices are encoded a batch at a time and dropped.
+    kept_slices = sum(s.image.shape[0] for s in prepared.supports) + engine.options.encoder_batch_size
+    check_memory(kept_slices, engine.image_size, engine.device)
+    result = engine.segment(
+        prepared.query, prepared.supports, prepared.label_values, StageProgress(progress, 0.0, 0.98), cancel
+    )
+    return result_on_query_grid(result, prepared, query)

@@ -8,21 +8,28 @@ Cases (from ``../shared/data``, next to the repository):
 Configurations, each run in its own child process so that peak memories are not mixed:
 
 - ``engine``: the engine as shipped (``reuse_features=True``: every slice goes through the image encoder once);
-- ``naive``: ``reuse_features=False``, the reference code's scheme: for every query slice the query slice and its
-  retrieved support slices are encoded again;
+- ``cached``: the engine with its support feature cache already filled (a saved support set used again): only the
+  query slices are encoded. The cache is filled beforehand, outside the timings (``cache_warm_up`` in the JSON);
+- ``naive``: ``reuse_features=False``, the reference code's encoder passes: every query and support slice once for
+  retrieval, then for every query slice the query slice again and each retrieved support slice twice (the
+  reference adds its mask as a prompt, then encodes its memory, and SAM2's video predictor keeps one frame's
+  features), with the support memories encoded again for every query slice;
 - ``encoder``: the lower bound, SAM2's image encoder alone over the slices the engine encodes (every query slice and
-  every support slice that shows a label), batched, and nothing else (no retrieval, memory or decoding).
+  every support slice that shows a label), in the engine's batches, and nothing else (no retrieval, memory or
+  decoding).
 
-Every configuration reads the volumes, runs through :func:`FateSAMLib.pipeline.segment_volume` (so all three see the
-same normalised, reoriented slices) and writes its label map to a temporary folder; "total" is the wall clock of all
-of it, model loading excluded (it is in the JSON). "other" is the total minus the four engine stages: reading,
-normalising and reorienting, the confidence lists, writing, and the engine's own bookkeeping.
+Every configuration reads the volumes, prepares them with :func:`FateSAMLib.pipeline.prepare_inputs` (so all of them
+see the same normalised, reoriented slices), runs the engine (or the encoder alone), puts the labels back on the
+query grid with :func:`FateSAMLib.pipeline.result_on_query_grid` and writes them to a temporary folder; "total" is
+the wall clock of all of it, model loading excluded (it is in the JSON). "other" is the total minus the four engine
+stages: reading, normalising and reorienting, the confidence lists, writing, and the engine's own bookkeeping.
 
 The JSON (``--json``, rewritten after every run) holds the machine, the options and, per case and configuration,
-the seconds (``read``; ``prepare``: normalise, reorient, labels back to the query grid, confidence lists; the four
-engine stages; ``engine_other``; ``write``; ``total``; ``model_load``; ``cpu``: CPU seconds over the total), encoder
-passes, slice counts, peak RSS and peak CUDA memory. On a CPU, a run whose threads were busy less than 60% of the
-time gets a note under the table: another process competed and its timings are inflated.
+the seconds (``read``; ``prepare``: normalise and reorient; the four engine stages; ``engine_other``; ``finish``:
+labels back to the query grid, confidence lists; ``write``; ``total``; ``model_load``; ``cache_warm_up``; ``cpu``:
+CPU seconds over the total), encoder passes, slice counts, peak RSS and peak CUDA memory. On a CPU, a run whose
+threads were busy less than 60% of the time gets a note under the table: another process competed and its timings
+are inflated.
 
 Usage, with the package installed as README.md says (or ``PYTHONPATH=.`` from the repository root)::
 
@@ -53,31 +60,25 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from FateSAMLib.engine import (
-    EngineOptions,
-    FateSamEngine,
-    StackSegmentation,
-    StageClock,
-    SupportStack,
-    support_candidates,
-)
-from FateSAMLib.features import SliceEncoder, encoder_batch_size
+from FateSAMLib.engine import EngineOptions, FateSamEngine, StackSegmentation, StageClock, support_candidates
+from FateSAMLib.features import FeatureCache, SliceEncoder, encoder_batch_size
 from FateSAMLib.label_io import write_label_map
 from FateSAMLib.model_loading import available_memory_bytes, load_model
 from FateSAMLib.normalization import to_model_input
-from FateSAMLib.pipeline import load_support, segment_volume
-from FateSAMLib.progress import CancelToken, ProgressCallback, ignore_progress
+from FateSAMLib.pipeline import PreparedInputs, load_support, prepare_inputs, result_on_query_grid
+from FateSAMLib.progress import CancelToken
 from FateSAMLib.volumes import read_image
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
-CONFIGS = ("engine", "naive", "encoder")
+CONFIGS = ("engine", "cached", "naive", "encoder")
 # Engine stages shown in the table: (key in the engine's stats, column title).
 STAGE_COLUMNS = (
     ("encode", "encode"),
@@ -110,20 +111,21 @@ CASES = {
 }
 
 
-class TimedEngine(FateSamEngine):
-    """The engine as shipped, also timing its whole ``segment`` call (to tell the pipeline's own work apart)."""
+class StepTimer:
+    """Wall-clock and CPU seconds of named steps; the CPU seconds of all steps together tell whether others competed."""
 
-    segment_seconds = 0.0
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.cpu_seconds = 0.0
 
-    def segment(self, *args, **kwargs) -> StackSegmentation:
-        start = time.perf_counter()
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), _cpu_seconds()
         try:
-            return self._segment(*args, **kwargs)
+            yield
         finally:
-            self.segment_seconds += time.perf_counter() - start
-
-    def _segment(self, *args, **kwargs) -> StackSegmentation:
-        return super().segment(*args, **kwargs)
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - wall
+            self.cpu_seconds += _cpu_seconds() - cpu
 
 
 def _model_inputs(stacks: list[np.ndarray], image_size: int, batch: int) -> Iterator[torch.Tensor]:
@@ -139,44 +141,29 @@ def _model_inputs(stacks: list[np.ndarray], image_size: int, batch: int) -> Iter
         yield torch.cat(pending)
 
 
-class EncoderOnlyEngine(TimedEngine):
-    """The lower bound: the image encoder over the slices the engine encodes, features discarded, empty labels."""
-
-    def _segment(
-        self,
-        query: np.ndarray,
-        supports: list[SupportStack],
-        label_values: list[int],
-        progress: ProgressCallback = ignore_progress,
-        cancel: CancelToken | None = None,
-    ) -> StackSegmentation:
-        cancel = cancel or CancelToken()
-        clock = StageClock(self.device)
-        encoder = SliceEncoder(self.model, self.device, self.options.encoder_batch_size)
-        refs = support_candidates(supports, label_values)
-        stacks = [query] + [support.image[[i for owner, i in refs if owner == s]] for s, support in enumerate(supports)]
-        with clock.stage("encode"):
-            for inputs in _model_inputs(stacks, self.image_size, self.options.encoder_batch_size):
-                encoder.encode(inputs, cancel)
-        num_slices = query.shape[0]
-        scores = np.zeros((num_slices, len(label_values)), dtype=np.float32)
-        stats = {
-            "encoder_passes": encoder.passes,
-            "query_slices": int(num_slices),
-            "support_slices_encoded": encoder.passes - int(num_slices),
-            "labels": list(label_values),
-            "seconds": dict(clock.seconds),
-        }
-        return StackSegmentation(np.zeros(query.shape, np.int64), scores, scores.copy(), list(label_values), stats)
+def encode_only(engine: FateSamEngine, prepared: PreparedInputs) -> StackSegmentation:
+    """The lower bound: the image encoder alone over the slices the engine encodes, features discarded, no labels."""
+    clock = StageClock(engine.device)
+    encoder = SliceEncoder(engine.model, engine.device, engine.options.encoder_batch_size)
+    refs = support_candidates(prepared.supports, prepared.label_values)
+    candidates = [support.image[[i for owner, i in refs if owner == s]] for s, support in enumerate(prepared.supports)]
+    with clock.stage("encode"):
+        for inputs in _model_inputs([prepared.query, *candidates], engine.image_size, encoder.batch_size):
+            encoder.encode(inputs, CancelToken())
+    num_slices, values = prepared.query.shape[0], prepared.label_values
+    scores = np.zeros((num_slices, len(values)), dtype=np.float32)
+    stats = {
+        "encoder_passes": encoder.passes,
+        "query_slices": int(num_slices),
+        "support_slices_encoded": encoder.passes - int(num_slices),
+        "seconds": dict(clock.seconds),
+    }
+    return StackSegmentation(np.zeros(prepared.query.shape, np.int64), scores, scores.copy(), values, stats)
 
 
-def batch_size_for(config: str, requested: int | None, device: torch.device, image_size: int) -> int:
-    """Encoder batch: the one asked for; else the engine's own choice, or 8 on CUDA / 4 elsewhere for the encoder."""
-    if requested:
-        return requested
-    if config == "encoder":
-        return 8 if device.type == "cuda" else 4
-    return encoder_batch_size(device, image_size, available_memory_bytes(device))
+def batch_size_for(requested: int | None, device: torch.device, image_size: int) -> int:
+    """Encoder batch for every configuration: the one asked for, else the engine's own choice."""
+    return requested or encoder_batch_size(device, image_size, available_memory_bytes(device))
 
 
 def peak_memory(device: torch.device) -> dict:
@@ -191,6 +178,14 @@ def peak_memory(device: torch.device) -> dict:
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def warm_feature_cache(engine: FateSamEngine, prepared: PreparedInputs) -> None:
+    """Fill the engine's feature cache with every support's features, as a first run with a saved support set does.
+
+    The cache is keyed by the support slices alone, so a one-slice query is enough to fill it.
+    """
+    engine.segment(prepared.query[:1], prepared.supports, prepared.label_values)
 
 
 def measure(spec: dict) -> dict:
@@ -208,34 +203,47 @@ def measure(spec: dict) -> dict:
     )
     model_load = time.perf_counter() - started
     config, case = spec["config"], CASES[spec["case"]]
-    batch = batch_size_for(config, spec["encoder_batch_size"], loaded.device, loaded.image_size)
+    batch = batch_size_for(spec["encoder_batch_size"], loaded.device, loaded.image_size)
     options = EngineOptions(top_k=3, reuse_features=config != "naive", encoder_batch_size=batch)
-    engine_class = EncoderOnlyEngine if config == "encoder" else TimedEngine
-    engine = engine_class(loaded.model, loaded.device, loaded.image_size, options)
-
-    cpu_started = _cpu_seconds()
-    started = time.perf_counter()
-    supports = [load_support(*case.paths(name)) for name in case.supports]
-    query = read_image(case.paths(case.query)[0])
-    read = time.perf_counter() - started
-    result = segment_volume(engine, supports, query)
-    pipeline = time.perf_counter() - started - read
+    timer = StepTimer()
+    warm_up = 0.0
     with tempfile.TemporaryDirectory() as folder:
-        write_label_map(result.labels, Path(folder) / "labels.nii.gz", result.segments)
-        total = time.perf_counter() - started
-    stages = result.stats["seconds"]
+        cache = FeatureCache(Path(folder) / "features", model_key="benchmark") if config == "cached" else None
+        engine = FateSamEngine(loaded.model, loaded.device, loaded.image_size, options, cache)
+        with timer.step("read"):
+            supports = [load_support(*case.paths(name)) for name in case.supports]
+            query = read_image(case.paths(case.query)[0])
+        with timer.step("prepare"):
+            prepared = prepare_inputs(supports, query)
+        if cache is not None:
+            warm_started = time.perf_counter()
+            warm_feature_cache(engine, prepared)
+            warm_up = time.perf_counter() - warm_started
+        with timer.step("segment"):
+            if config == "encoder":
+                stack = encode_only(engine, prepared)
+            else:
+                stack = engine.segment(prepared.query, prepared.supports, prepared.label_values)
+        with timer.step("finish"):
+            result = result_on_query_grid(stack, prepared, query)
+        with timer.step("write"):
+            write_label_map(result.labels, Path(folder) / "labels.nii.gz", result.segments)
+    steps = timer.seconds
+    stages = stack.stats["seconds"]
     seconds = {
-        "read": read,
-        "prepare": pipeline - engine.segment_seconds,
+        "read": steps["read"],
+        "prepare": steps["prepare"],
         **stages,
-        "engine_other": engine.segment_seconds - sum(stages.values()),
-        "write": total - read - pipeline,
-        "total": total,
+        "engine_other": steps["segment"] - sum(stages.values()),
+        "finish": steps["finish"],
+        "write": steps["write"],
+        "total": sum(steps.values()),
         "model_load": model_load,
+        "cache_warm_up": warm_up,
         # CPU time of this process over the total: well below the thread count means other processes competed.
-        "cpu": _cpu_seconds() - cpu_started,
+        "cpu": timer.cpu_seconds,
     }
-    counts = {key: result.stats[key] for key in ("encoder_passes", "query_slices", "support_slices_encoded")}
+    counts = {key: stack.stats[key] for key in ("encoder_passes", "query_slices", "support_slices_encoded")}
     return {
         "status": "ok",
         "device": str(loaded.device),
@@ -322,11 +330,12 @@ def _ratio(numerator: dict, denominator: dict) -> float | None:
 
 
 def ratios(results: dict) -> dict:
-    """Per case: total time of the engine over the encoder alone, and of the naive mode over the engine."""
+    """Per case: engine over encoder alone, naive over engine, and engine over the run with cached supports."""
     return {
         case: {
             "engine_over_encoder": _ratio(configs["engine"], configs["encoder"]),
             "naive_over_engine": _ratio(configs["naive"], configs["engine"]),
+            "engine_over_cached": _ratio(configs["engine"], configs["cached"]),
         }
         for case, configs in results.items()
     }
@@ -377,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS))
     parser.add_argument("--threads", type=int, help="torch.set_num_threads in every run (default PyTorch's)")
     parser.add_argument(
-        "--encoder-batch-size", type=int, help="slices per encoder batch (default: the engine's; 8 CUDA / 4 CPU alone)"
+        "--encoder-batch-size", type=int, help="slices per encoder batch in every configuration (default: the engine's)"
     )
     parser.add_argument("--json", type=Path, default=Path("benchmark.json"), help="write all results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
