@@ -211,14 +211,14 @@ class FateSamEngine:
             slices = [i for owner, i in refs if owner == s]
             if not slices:
                 continue
+            stage = StageProgress(progress, s / len(supports), (s + 1) / len(supports))
             if not self.options.reuse_features:
-                everything = encoder.encode(to_model_input(support.image, self.image_size), cancel)
-                parts.append(everything.select(slices))
+                inputs = to_model_input(support.image, self.image_size)
+                parts.append(encoder.encode(inputs, cancel, stage, f"support {s + 1}").select(slices))
                 continue
             slices01 = support.image[slices]
             features = self.feature_cache.load(slices01, self.device) if self.feature_cache else None
             if features is None:
-                stage = StageProgress(progress, s / len(supports), (s + 1) / len(supports))
                 features = encoder.encode(to_model_input(slices01, self.image_size), cancel, stage, f"support {s + 1}")
                 if self.feature_cache:
                     self.feature_cache.save(slices01, features)

@@ -42,7 +42,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--percentiles", nargs=2, type=float, default=(0.5, 99.5), metavar=("LOW", "HIGH"))
     group.add_argument("--window", nargs=2, type=float, metavar=("LEVEL", "WIDTH"), help="fixed window, e.g. CT")
     group.add_argument(
-        "--naive", action="store_true", help="re-encode supports for every query slice, as the reference code does"
+        "--naive", action="store_true", help="make the reference code's encoder passes (same masks, slower; to compare)"
     )
     group.add_argument(
         "--encoder-batch-size", type=int, default=None, help="slices per encoder batch (default: sized to free memory)"

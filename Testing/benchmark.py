@@ -34,17 +34,14 @@ are inflated.
 Usage, with the package installed as README.md says (or ``PYTHONPATH=.`` from the repository root)::
 
     python Testing/benchmark.py                                  # both cases, all configurations, input size 1024
-    python Testing/benchmark.py --image-size 128                 # quick check (about 2 minutes on 2 CPU cores)
+    python Testing/benchmark.py --image-size 128                 # quick check (about 3 minutes on 2 CPU cores)
     python Testing/benchmark.py --cases abdomen --configs engine encoder --json abdomen.json
     python Testing/benchmark.py --checkpoint sam2.1_hiera_tiny.pt   # real weights (timings do not depend on them)
 
-Run times with SAM2.1 tiny on a 2-core AMD EPYC CPU (2 threads). At 128 the whole benchmark takes about 2 minutes.
-At 1024, measured, engine only: hippocampus (2 labels) 15 minutes on an idle machine (encoder 417 s for 114 slices,
-memory attention + decoding 434 s for 38 query slices, retrieval 31 s, memory encoding 39 s; peak RSS 3.7 GiB);
-abdomen (4 labels) 37 minutes while another process competed for the CPU (threads busy 55% of the time; attention +
-decoding 1645 s, as SAM2 attends once per label), so about 20-25 minutes idle. Estimated from these (encoder about
-3-3.7 s per slice): naive about 25 minutes (hippocampus) and 35 (abdomen), encoder alone about 7 and 5. All of it
-takes about 2 hours; ``--configs engine encoder`` skips the two naive runs (about 50 minutes).
+Run times with SAM2.1 tiny on a 2-core AMD EPYC CPU (2 threads), measured: at 128 the whole benchmark takes about
+3 minutes, at 512 about 25. At 1024: hippocampus engine 14 minutes (memory attention and decoding 417 s, as much as
+the encoder's 385 s for 114 slices), naive 26, encoder alone 6; abdomen engine 21 minutes (4 labels: SAM2
+attends once per label), encoder alone 5. All of it at 1024 takes about two and a half hours.
 """
 
 from __future__ import annotations
