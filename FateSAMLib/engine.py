@@ -58,11 +58,14 @@ class StackSegmentation:
 
 
 class StageClock:
-    """Accumulates wall-clock seconds per stage (synchronising CUDA so that the times are real)."""
+    """Accumulates wall-clock seconds per stage (synchronising CUDA so that the times are real).
 
-    def __init__(self, device: torch.device) -> None:
+    ``stages`` are listed from the start (with 0 s); other names are added when first timed.
+    """
+
+    def __init__(self, device: torch.device, stages: tuple[str, ...] = STAGES) -> None:
         self.device = device
-        self.seconds: dict[str, float] = {stage: 0.0 for stage in STAGES}
+        self.seconds: dict[str, float] = {stage: 0.0 for stage in stages}
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -72,7 +75,7 @@ class StageClock:
         finally:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
-            self.seconds[name] += time.perf_counter() - start
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
 def propagation_order(num_slices: int) -> list[tuple[int, bool]]:

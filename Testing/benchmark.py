@@ -57,7 +57,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,23 +105,6 @@ CASES = {
     ),
     "abdomen": Case("chaos_t2spir_abdomen", "chaos_t2_05", ("chaos_t2_01", "chaos_t2_02")),
 }
-
-
-class StepTimer:
-    """Wall-clock and CPU seconds of named steps; the CPU seconds of all steps together tell whether others competed."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self.cpu_seconds = 0.0
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        wall, cpu = time.perf_counter(), _cpu_seconds()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - wall
-            self.cpu_seconds += _cpu_seconds() - cpu
 
 
 def _model_inputs(stacks: list[np.ndarray], image_size: int, batch: int) -> Iterator[torch.Tensor]:
@@ -202,30 +184,33 @@ def measure(spec: dict) -> dict:
     config, case = spec["config"], CASES[spec["case"]]
     batch = batch_size_for(spec["encoder_batch_size"], loaded.device, loaded.image_size)
     options = EngineOptions(top_k=3, reuse_features=config != "naive", encoder_batch_size=batch)
-    timer = StepTimer()
-    warm_up = 0.0
+    clock = StageClock(loaded.device, stages=("cache_warm_up",))
+    cpu_started = _cpu_seconds()
     with tempfile.TemporaryDirectory() as folder:
         cache = FeatureCache(Path(folder) / "features", model_key="benchmark") if config == "cached" else None
         engine = FateSamEngine(loaded.model, loaded.device, loaded.image_size, options, cache)
-        with timer.step("read"):
+        with clock.stage("read"):
             supports = [load_support(*case.paths(name)) for name in case.supports]
             query = read_image(case.paths(case.query)[0])
-        with timer.step("prepare"):
+        with clock.stage("prepare"):
             prepared = prepare_inputs(supports, query)
         if cache is not None:
-            warm_started = time.perf_counter()
-            warm_feature_cache(engine, prepared)
-            warm_up = time.perf_counter() - warm_started
-        with timer.step("segment"):
+            warm_cpu_started = _cpu_seconds()
+            with clock.stage("cache_warm_up"):
+                warm_feature_cache(engine, prepared)
+            cpu_started += _cpu_seconds() - warm_cpu_started
+        with clock.stage("segment"):
             if config == "encoder":
                 stack = encode_only(engine, prepared)
             else:
                 stack = engine.segment(prepared.query, prepared.supports, prepared.label_values)
-        with timer.step("finish"):
+        with clock.stage("finish"):
             result = result_on_query_grid(stack, prepared, query)
-        with timer.step("write"):
+        with clock.stage("write"):
             write_label_map(result.labels, Path(folder) / "labels.nii.gz", result.segments)
-    steps = timer.seconds
+    cpu = _cpu_seconds() - cpu_started
+    steps = dict(clock.seconds)
+    warm_up = steps.pop("cache_warm_up")  # outside the total, like model loading
     stages = stack.stats["seconds"]
     seconds = {
         "read": steps["read"],
@@ -238,7 +223,7 @@ def measure(spec: dict) -> dict:
         "model_load": model_load,
         "cache_warm_up": warm_up,
         # CPU time of this process over the total: well below the thread count means other processes competed.
-        "cpu": timer.cpu_seconds,
+        "cpu": cpu,
     }
     counts = {key: stack.stats[key] for key in ("encoder_passes", "query_slices", "support_slices_encoded")}
     return {
