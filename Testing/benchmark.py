@@ -140,11 +140,6 @@ def encode_only(engine: FateSamEngine, prepared: PreparedInputs) -> StackSegment
     return StackSegmentation(np.zeros(prepared.query.shape, np.int64), scores, scores.copy(), values, stats)
 
 
-def batch_size_for(requested: int | None, device: torch.device, image_size: int) -> int:
-    """Encoder batch for every configuration: the one asked for, else the engine's own choice."""
-    return requested or encoder_batch_size(device, image_size, available_memory_bytes(device))
-
-
 def peak_memory(device: torch.device) -> dict:
     """Peak resident memory of this process and, on CUDA, the peak memory PyTorch allocated, in GiB."""
     rss_unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in bytes on macOS, in KiB on Linux
@@ -182,7 +177,10 @@ def measure(spec: dict) -> dict:
     )
     model_load = time.perf_counter() - started
     config, case = spec["config"], CASES[spec["case"]]
-    batch = batch_size_for(spec["encoder_batch_size"], loaded.device, loaded.image_size)
+    # Every configuration encodes in the batches asked for, else in the engine's own.
+    batch = spec["encoder_batch_size"] or encoder_batch_size(
+        loaded.device, loaded.image_size, available_memory_bytes(loaded.device)
+    )
     options = EngineOptions(top_k=3, reuse_features=config != "naive", encoder_batch_size=batch)
     clock = StageClock(loaded.device, stages=("cache_warm_up",))
     cpu_started = _cpu_seconds()
