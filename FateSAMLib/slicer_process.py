@@ -1,8 +1,10 @@
 """The engine as a separate process: its command lines, its JSON-line events, and a non-blocking process handle.
 
 The Slicer module never runs the model in its own process: it starts ``python -m FateSAMLib.cli ... --json-progress``
-with Slicer's Python (``PythonSlicer``), polls this handle from a timer and ends the process on cancel.
-Standard library only, so that it imports before the engine's dependencies are installed.
+with Slicer's Python (``PythonSlicer``), polls this handle from a timer and ends the process on cancel. Every
+background command of the module (a run, a checkpoint download, pip installing the requirements) is a
+:class:`BackgroundJob` over an :class:`EngineProcess`. Standard library only, so that it imports before the engine's
+dependencies are installed.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from . import errors
+from .errors import Cancelled, FateSAMError
 
 PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 """The folder that contains the FateSAMLib package: the engine process needs it on PYTHONPATH."""
@@ -141,7 +146,11 @@ class EngineProcess:
     """
 
     def __init__(
-        self, command: Sequence[str], environment: Mapping[str, str] | None = None, kill_after_s: float = 5.0
+        self,
+        command: Sequence[str],
+        environment: Mapping[str, str] | None = None,
+        kill_after_s: float = 5.0,
+        description: str = "the engine",
     ) -> None:
         self.command = list(command)
         self._events: queue.Queue[EngineEvent] = queue.Queue()
@@ -165,7 +174,7 @@ class EngineProcess:
             )
         except OSError as error:
             raise RuntimeError(
-                f"Could not start the engine ({self.command[0]}): {error}. Check that Slicer's Python is installed."
+                f"Could not start {description} ({self.command[0]}): {error}. Check that Slicer's Python is installed."
             ) from error
         self._readers = [
             threading.Thread(target=self._read, args=(self._process.stdout, parse_event), daemon=True),
@@ -197,6 +206,11 @@ class EngineProcess:
         return self._process.poll() is not None and not any(reader.is_alive() for reader in self._readers)
 
     @property
+    def pid(self) -> int:
+        """The process ID (of the launcher, when the command is ``PythonSlicer``)."""
+        return self._process.pid
+
+    @property
     def returncode(self) -> int | None:
         """The exit code (None while running); negative when ended by a signal."""
         return self._process.poll()
@@ -208,6 +222,26 @@ class EngineProcess:
         self.cancel_requested = True
         self._kill_at = time.monotonic() + self._kill_after_s
         self._signal_group(kill=False)
+
+    def stop(self, timeout_s: float = 10.0) -> bool:
+        """Cancel and wait until the process has ended (killed once ``kill_after_s`` has passed); True if it ended.
+
+        Blocks at most about ``timeout_s`` seconds; the events are left for :meth:`poll`.
+        """
+        self.cancel()
+        deadline = time.monotonic() + timeout_s
+        while not self.finished and time.monotonic() < deadline:
+            if self._kill_at is not None and time.monotonic() > self._kill_at:
+                self._kill_at = None
+                self._signal_group(kill=True)
+            time.sleep(0.02)
+        if self._process.poll() is None:
+            self._signal_group(kill=True)
+            try:
+                self._process.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                return False
+        return True
 
     def _signal_group(self, kill: bool) -> None:
         """Signal the whole process group: PythonSlicer is a launcher whose child runs the engine."""
@@ -225,3 +259,105 @@ class EngineProcess:
 
 def _log_event(line: str) -> EngineEvent:
     return EngineEvent("log", line.rstrip("\r\n"))
+
+
+_ERROR_CLASSES = {cls.__name__: cls for cls in vars(errors).values() if isinstance(cls, type)}
+
+
+class BackgroundJob:
+    """A command followed without blocking: :meth:`poll` it (e.g. from a timer) until :attr:`finished`.
+
+    States: "running", "succeeded", "failed", "cancelled". It reads the engine's JSON events (progress, warnings,
+    the error it reported) and keeps the last lines of any other output, for the error of a command that failed
+    without saying why. ``description`` names the command in messages ("The download", "pip").
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        environment: Mapping[str, str] | None = None,
+        description: str = "The engine",
+        kill_after_s: float = 5.0,
+    ) -> None:
+        self.description = description
+        self.state = "running"
+        self.fraction = 0.0
+        self.message = f"Starting {description[:1].lower()}{description[1:]}"
+        self.warnings: list[str] = []
+        self.error: FateSAMError | None = None
+        self.done_output: str | None = None
+        self.log_tail: list[str] = []
+        self.process = EngineProcess(command, environment, kill_after_s, description[:1].lower() + description[1:])
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "running"
+
+    def poll(self) -> list[EngineEvent]:
+        """Handle what the command reported since the last call; once it has ended, set the final state."""
+        if self.finished:
+            return []
+        events = self.process.poll()
+        ended = self.process.finished
+        if ended:
+            events += self.process.poll()
+        for event in events:
+            self._handle(event)
+        if ended:
+            self._conclude()
+        return events
+
+    def _handle(self, event: EngineEvent) -> None:
+        if event.kind == "progress":
+            self.fraction = event.fraction if event.fraction is not None else self.fraction
+            self.message = event.message
+        elif event.kind == "warning":
+            self.warnings.append(event.message)
+        elif event.kind == "done":
+            self.done_output = event.output
+        elif event.kind == "error":
+            self.error = _ERROR_CLASSES.get(event.error_kind or "", FateSAMError)(event.message)
+        elif event.message.strip():
+            self.log_tail = [*self.log_tail[-19:], event.message]
+            self.message = event.message.strip()
+
+    def _conclude(self) -> None:
+        if self.process.cancel_requested:
+            self.state, self.error = "cancelled", Cancelled(f"{self.description} was cancelled.")
+        elif self.process.returncode == 0:
+            self.state, self.fraction, self.message = "succeeded", 1.0, "Done"
+        else:
+            self.state = "failed"
+            if self.error is None:
+                details = "\n".join(self.log_tail[-10:])
+                self.error = FateSAMError(
+                    f"{self.description} stopped with exit code {self.process.returncode}. Its last output:\n{details}"
+                )
+
+    def cancel(self) -> None:
+        """Ask the command to stop; the job ends as "cancelled" at a later :meth:`poll`."""
+        if not self.finished:
+            self.process.cancel()
+            self.message = "Cancelling"
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Cancel and wait (at most about ``timeout_s`` seconds) until the process has ended; the job is then over."""
+        if self.finished:
+            return
+        self.process.stop(timeout_s)
+        self.poll()
+        if not self.finished:  # the output pipes are still open (a grandchild holds them): end the job anyway
+            self.state, self.error = "cancelled", Cancelled(f"{self.description} was cancelled.")
+
+    def wait(self, on_poll: Callable[[BackgroundJob], None] | None = None, interval_s: float = 0.1) -> None:
+        """Poll until the end (for scripts); an exception meanwhile (e.g. KeyboardInterrupt) stops the command."""
+        try:
+            while not self.finished:
+                self.poll()
+                if on_poll is not None:
+                    on_poll(self)
+                if not self.finished:
+                    time.sleep(interval_s)
+        except BaseException:
+            self.stop()
+            raise

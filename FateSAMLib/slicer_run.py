@@ -3,11 +3,13 @@
 The inputs are exported to a temporary folder (volumes as NRRD, supports' segments as ``.seg.nrrd`` label maps whose
 label values are assigned by segment name, matched case-insensitively across supports), the engine runs as a separate
 process, and its ``.seg.nrrd`` is imported into a new segmentation node (or the one the user picked) only when it
-succeeded. A cancelled or failed run leaves the scene as it was; the temporary folder is removed in every case.
+succeeded. A cancelled or failed run leaves the scene as it was. The temporary folder (private to the user) is
+removed in every ending: success, failure, cancel, :meth:`SegmentationRun.stop`, and at the latest when Python exits.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import shutil
 import tempfile
@@ -18,7 +20,6 @@ from pathlib import Path
 
 import slicer
 
-from . import errors
 from .errors import Cancelled, FateSAMError, InputError
 from .scene import (
     add_to_scene,
@@ -34,7 +35,14 @@ from .scene import (
     segmentation_to_label_array,
 )
 from .segments import Segment
-from .slicer_process import EngineEvent, EngineProcess, RunOptions, engine_command, segment_arguments
+from .slicer_process import (
+    BackgroundJob,
+    EngineEvent,
+    EngineProcess,
+    RunOptions,
+    engine_command,
+    segment_arguments,
+)
 
 RESULT_SUFFIX = " FateSAM"
 
@@ -202,15 +210,22 @@ def import_result(
     return output_node
 
 
+_LIVE_FOLDERS: set[Path] = set()
+_LIVE_RUNS: set[SegmentationRun] = set()
+
+
 class RunFolder:
-    """A temporary folder for one run's files, removed by :meth:`remove` (or on leaving a ``with`` block)."""
+    """A temporary folder for one run's files, private to the user (mode 0700), removed by :meth:`remove` (or on
+    leaving a ``with`` block), and at the latest when the Python process exits (see :func:`stop_all_runs`)."""
 
     def __init__(self) -> None:
-        self.path = Path(tempfile.mkdtemp(prefix="FateSAM-"))
+        self.path = Path(tempfile.mkdtemp(prefix="FateSAM-"))  # mkdtemp creates it readable by its owner only
+        _LIVE_FOLDERS.add(self.path)
 
     def remove(self) -> None:
         """Delete the folder and everything in it."""
         shutil.rmtree(self.path, ignore_errors=True)
+        _LIVE_FOLDERS.discard(self.path)
 
     def __enter__(self) -> RunFolder:
         return self
@@ -219,7 +234,20 @@ class RunFolder:
         self.remove()
 
 
-_ERROR_CLASSES = {cls.__name__: cls for cls in vars(errors).values() if isinstance(cls, type)}
+def stop_all_runs(timeout_s: float = 10.0) -> None:
+    """Stop every run still going (ending its engine process) and remove every run folder left.
+
+    Registered with :mod:`atexit`: when Slicer exits during a run, no engine keeps running and no exported patient
+    image stays in the temporary folder.
+    """
+    for run in list(_LIVE_RUNS):
+        run.stop(timeout_s)
+    for folder in list(_LIVE_FOLDERS):
+        shutil.rmtree(folder, ignore_errors=True)
+        _LIVE_FOLDERS.discard(folder)
+
+
+atexit.register(stop_all_runs)
 
 
 class SegmentationRun:
@@ -227,6 +255,8 @@ class SegmentationRun:
 
     States: "ready", "running", "succeeded", "failed", "cancelled". On success :attr:`result` is the segmentation
     node and :attr:`doubtful_slices` the slices to review first; otherwise :attr:`error` says what went wrong.
+    The run owns its temporary folder and its engine process: both are gone once it has finished, and
+    :meth:`stop` ends it at once (module closed, scene closed, Slicer exiting).
     """
 
     def __init__(
@@ -251,15 +281,13 @@ class SegmentationRun:
         self.state = "ready"
         self.fraction = 0.0
         self.message = ""
-        self.warnings: list[str] = []
         self.error: FateSAMError | None = None
         self.result: slicer.vtkMRMLSegmentationNode | None = None
         self.doubtful_slices: list[DoubtfulSlice] = []
+        self._export_warnings: list[str] = []
         self._folder: RunFolder | None = None
         self._inputs: RunInputs | None = None
-        self._process: EngineProcess | None = None
-        self._done_output: str | None = None
-        self._log_tail: list[str] = []
+        self._job: BackgroundJob | None = None
 
     @property
     def finished(self) -> bool:
@@ -269,6 +297,16 @@ class SegmentationRun:
     def folder(self) -> Path | None:
         """The run's temporary folder while it exists."""
         return self._folder.path if self._folder is not None else None
+
+    @property
+    def process(self) -> EngineProcess | None:
+        """The engine process, once started."""
+        return self._job.process if self._job is not None else None
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the export and the engine warned about."""
+        return self._export_warnings + (self._job.warnings if self._job is not None else [])
 
     def start(self) -> None:
         """Export the inputs and start the engine; on an input error nothing is left behind and it is raised."""
@@ -280,15 +318,16 @@ class SegmentationRun:
         try:
             segments = plan_segments(self.supports, self.segment_names)
             self._inputs = export_inputs(self._folder.path, self.target, self.supports, segments)
-            self.warnings += self._inputs.warnings
+            self._export_warnings = list(self._inputs.warnings)
             arguments = segment_arguments(
                 self._inputs.supports, self._inputs.query, self._inputs.output, self.options, self._inputs.stats
             )
-            self._process = EngineProcess(engine_command(arguments, self.python), self.environment)
+            self._job = BackgroundJob(engine_command(arguments, self.python), self.environment)
         except BaseException:
             self._folder.remove()
             self._folder = None
             raise
+        _LIVE_RUNS.add(self)
         self.state = "running"
         self.message = "Starting the engine"
 
@@ -296,51 +335,32 @@ class SegmentationRun:
         """Handle what the engine reported since the last call; when it has ended, import or clean up."""
         if self.state != "running":
             return []
-        events = self._process.poll()
-        finished = self._process.finished
-        if finished:
-            events += self._process.poll()
-        for event in events:
-            self._handle(event)
-        if finished:
+        events = self._job.poll()
+        self.fraction, self.message = self._job.fraction, self._job.message
+        if self._job.finished:
             self._finish()
         return events
 
-    def _handle(self, event: EngineEvent) -> None:
-        if event.kind == "progress":
-            self.fraction = event.fraction if event.fraction is not None else self.fraction
-            self.message = event.message
-        elif event.kind == "warning":
-            self.warnings.append(event.message)
-        elif event.kind == "done":
-            self._done_output = event.output
-        elif event.kind == "error":
-            error_class = _ERROR_CLASSES.get(event.error_kind or "", FateSAMError)
-            self.error = error_class(event.message)
-        elif event.message.strip():
-            self._log_tail = [*self._log_tail[-19:], event.message]
-
     def _finish(self) -> None:
         try:
-            if self._process.cancel_requested:
-                self.state, self.error = "cancelled", Cancelled("The run was cancelled; the scene was not changed.")
-            elif self._process.returncode == 0 and self._done_output:
+            if self._job.state == "succeeded" and self._job.done_output:
                 self.result = import_result(
                     self.scene,
-                    Path(self._done_output),
+                    Path(self._job.done_output),
                     self.target,
                     self.output_node,
                     support_terminologies(self.supports),
                 )
                 self.doubtful_slices = read_doubtful_slices(self._inputs.stats)
                 self.state, self.fraction, self.message = "succeeded", 1.0, "Done"
+            elif self._job.state == "cancelled":
+                self.state, self.error = "cancelled", Cancelled("The run was cancelled; the scene was not changed.")
             else:
                 self.state = "failed"
-                if self.error is None:
-                    details = "\n".join(self._log_tail[-10:])
-                    self.error = FateSAMError(
-                        f"The engine stopped with exit code {self._process.returncode}. Its last output:\n{details}"
-                    )
+                details = "\n".join(self._job.log_tail[-10:])
+                self.error = self._job.error or FateSAMError(
+                    f"The engine ended without reporting a result; run again. Its last output:\n{details}"
+                )
         except Exception as error:  # a run must always end: report anything that breaks the import
             self.state = "failed"
             self.error = (
@@ -349,12 +369,26 @@ class SegmentationRun:
         finally:
             self._folder.remove()
             self._folder = None
+            _LIVE_RUNS.discard(self)
 
     def cancel(self) -> None:
-        """Stop the engine; the run ends as "cancelled" at a later :meth:`poll`."""
+        """Ask the engine to stop; the run ends as "cancelled" at a later :meth:`poll` (see :meth:`stop`)."""
         if self.state == "running":
-            self._process.cancel()
+            self._job.cancel()
             self.message = "Cancelling"
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Cancel and wait (at most about ``timeout_s`` seconds) for the engine to end, then remove the folder.
+
+        The run is then "cancelled" and the scene untouched (nothing is imported), even if the engine had just
+        finished: for when the module, the scene or Slicer closes during a run.
+        """
+        if self.state != "running":
+            return
+        self._job.stop(timeout_s)
+        if self._job.state == "succeeded":  # it finished before the cancel reached it: import nothing
+            self._job.state = "cancelled"
+        self._finish()
 
     def run_blocking(
         self, on_poll: Callable[[SegmentationRun], None] | None = None, interval_s: float = 0.1
@@ -370,10 +404,7 @@ class SegmentationRun:
                 if not self.finished:
                     time.sleep(interval_s)
         except BaseException:  # e.g. KeyboardInterrupt in a console: do not leave the engine running
-            self.cancel()
-            while not self.finished:
-                self.poll()
-                time.sleep(interval_s)
+            self.stop()
             raise
         if self.state != "succeeded":
             raise self.error
