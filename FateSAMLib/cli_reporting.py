@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
 from .errors import FateSAMError
+from .outputs import write_file_atomically
 
 
 class Reporter:
@@ -80,14 +80,17 @@ def strict_json(data: object) -> object:
     return data
 
 
-def write_json_atomic(path: Path, data: object) -> None:
-    """Write ``data`` as strict JSON (non-finite numbers as null) to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(strict_json(data), stream, indent=2, allow_nan=False)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def json_writer(data: object) -> Callable[[Path], None]:
+    """What writes ``data`` as strict JSON (non-finite numbers as null, see :func:`strict_json`) to a given file."""
+    text = json.dumps(strict_json(data), indent=2, allow_nan=False)
+
+    def write(target: Path) -> None:
+        with open(target, "x") as stream:
+            stream.write(text)
+
+    return write
+
+
+def write_json_atomic(path: Path, data: object, overwrite: bool = False) -> None:
+    """Write ``data`` as strict JSON to ``path``, all or nothing; an existing file is replaced only with overwrite."""
+    write_file_atomically(path, json_writer(data), overwrite)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import SimpleITK as sitk
 import slicerio
 
 from .errors import InputError
+from .outputs import write_file_atomically
 from .segments import Segment, default_segment
 
 SUPPORTED_OUTPUT_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
@@ -58,36 +58,36 @@ def _write_segmentation(image: sitk.Image, path: str, segments: list[Segment]) -
     slicerio.write_segmentation(path, segmentation)
 
 
-def write_label_map(image: sitk.Image, path: str | Path, segments: list[Segment], overwrite: bool = False) -> Path:
-    """Write ``image`` to ``path`` through a temporary file in the same folder, then an atomic rename.
+def label_map_writer(image: sitk.Image, path: str | Path, segments: list[Segment]) -> Callable[[Path], None]:
+    """What writes ``image`` in ``path``'s format to a given file, once its format and label values are checked.
 
     ``.seg.nrrd`` gives a Slicer segmentation with the segments' names and colours (a label value without a segment
     gets a default one); ``.nii.gz``, ``.nii``, ``.nrrd`` and ``.mha`` a plain label map (uint8, or uint16 above 255).
-    An existing file is replaced only with ``overwrite``; missing parent folders are created.
     """
-    path = Path(path)
     suffix = output_suffix(path)
     if not suffix:
         raise InputError(f"Cannot write {path}: use one of {', '.join(SUPPORTED_OUTPUT_SUFFIXES)}.")
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} exists; pass --overwrite or choose another path.")
     array = sitk.GetArrayViewFromImage(image)
     if array.min(initial=0) < 0 or array.max(initial=0) > np.iinfo(np.uint16).max:
         raise InputError(
             f"Cannot write {path}: label values must lie in 0..65535 (found {array.min()}..{array.max()}). "
             "Relabel the segments with smaller non-negative values."
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    dtype = sitk.sitkUInt8 if array.max(initial=0) <= 255 else sitk.sitkUInt16
-    labels = sitk.Cast(image, dtype)
-    # A fresh name that the writer creates itself, so the file gets the usual permissions (mkstemp's are 0600).
-    temporary = str(path.parent / f".{path.name[: -len(suffix)]}.{uuid.uuid4().hex[:12]}.tmp{suffix}")
-    try:
+    labels = sitk.Cast(image, sitk.sitkUInt8 if array.max(initial=0) <= 255 else sitk.sitkUInt16)
+
+    def write(target: Path) -> None:
         if suffix == ".seg.nrrd":
-            _write_segmentation(labels, temporary, segments)
+            _write_segmentation(labels, str(target), segments)
         else:
-            sitk.WriteImage(labels, temporary, useCompression=True)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
-    return path
+            sitk.WriteImage(labels, str(target), useCompression=True)
+
+    return write
+
+
+def write_label_map(image: sitk.Image, path: str | Path, segments: list[Segment], overwrite: bool = False) -> Path:
+    """Write ``image`` to ``path`` (format by suffix, see :func:`label_map_writer`) all or nothing.
+
+    The file is written next to ``path`` under a temporary name, then published; an existing file, or one that
+    appears meanwhile, is replaced only with ``overwrite``. Missing parent folders are created.
+    """
+    return write_file_atomically(path, label_map_writer(image, path, segments), overwrite, output_suffix(path))
