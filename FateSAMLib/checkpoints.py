@@ -23,6 +23,7 @@ from .progress import CancelToken, ProgressCallback, ignore_progress
 
 CHUNK_BYTES = 1024 * 1024
 DIGESTS_FILE = "checksums.json"
+SET_ASIDE_MARK = ".mismatch-"  # a cached checkpoint that failed its check is renamed <name>.mismatch-<digest>
 MIRROR_ENV = "FATESAM_MODEL_MIRROR"
 _TIMEOUT_S = 60
 _MB = 1e6
@@ -218,7 +219,9 @@ def download_checkpoint(
     """Download the checkpoint into the cache folder, verify it, and move it into place atomically.
 
     Verified means: its SHA-256 equals the pinned one; or, with no pinned digest, it loads strictly into the
-    model's architecture, and then its digest is recorded for later checks. A file that fails is deleted.
+    model's architecture, and then its digest is recorded for later checks. A download that fails is deleted (it
+    is this function's own temporary file). A checkpoint that appears in the cache during the download is kept
+    and verified instead of being replaced.
     """
     cancel = cancel or CancelToken()
     folder = cache_dir()
@@ -243,13 +246,62 @@ def download_checkpoint(
                     "deleted. Try again later, or download the file by hand and pass --checkpoint PATH."
                 )
         destination = cached_checkpoint_path(spec)
-        os.replace(temporary, destination)
+        placed = _place_exclusively(temporary, destination)
     finally:
         temporary.unlink(missing_ok=True)
+    if not placed:  # a file appeared there meanwhile (copied by hand, another download): judge it, never replace it
+        return verify_cached_checkpoint(spec, progress, cancel)
     if spec.sha256 is None:
         _set_recorded_digest(spec.filename, sha256)
     progress(1.0, f"Downloaded {spec.filename}")
     return destination
+
+
+def _place_exclusively(source: Path, destination: Path) -> bool:
+    """Give ``source`` the name ``destination`` unless a file of that name exists; whether it was placed.
+
+    A hard link is created only when the name is free (a rename would replace a file that appeared meanwhile).
+    Where the file system has no hard links, a rename after a last check is the closest there is.
+    """
+    try:
+        os.link(source, destination)
+    except FileExistsError:
+        return False
+    except OSError:
+        if destination.exists():
+            return False
+        os.replace(source, destination)
+    return True
+
+
+def _move_aside(path: Path, sha256: str, problem: str) -> Path:
+    """Rename a cached checkpoint that failed its check to ``<name>.mismatch-<its SHA-256's first 12 digits>``.
+
+    The file may be the user's only copy, so it is never deleted. A file already there under that name has the same
+    content (same digest prefix), so replacing it loses nothing. CheckpointError (file left in place) if the rename
+    fails.
+    """
+    aside = path.with_name(f"{path.name}{SET_ASIDE_MARK}{sha256[:12]}")
+    try:
+        os.replace(path, aside)
+    except OSError as error:
+        raise CheckpointError(
+            f"The cached checkpoint {path} {problem}, and it cannot be moved aside to {aside} "
+            f"({error.strerror or error}). Move or delete it yourself (the next run downloads the official file), "
+            "or pass a file you trust with --checkpoint PATH."
+        ) from error
+    return aside
+
+
+def _cached_sha256(path: Path, spec: ModelSpec, cancel: CancelToken | None) -> str:
+    try:
+        return file_sha256(path, cancel)
+    except OSError as error:
+        raise CheckpointError(
+            f"The cached checkpoint {path} of {spec.name} cannot be read ({error.strerror or error}). Make it "
+            "readable, or move it out of the cache folder (the next run downloads the official file), or pass "
+            "another copy with --checkpoint PATH."
+        ) from error
 
 
 def verify_cached_checkpoint(
@@ -257,31 +309,33 @@ def verify_cached_checkpoint(
 ) -> Path:
     """Check the cached checkpoint against its pinned or recorded digest (or, with neither, by loading it).
 
-    A file whose digest is wrong is deleted (the next run downloads a fresh copy); a file that has no digest to be
-    judged by and does not load is left in place, since it may have been put there by hand.
+    A file that fails (wrong digest, or none and it does not load) is never deleted: it may be the user's only
+    copy. It is renamed next to itself (see :func:`_move_aside`), its recorded digest is dropped, and the
+    CheckpointError names the new path, so that the next run downloads a fresh copy and the old one stays at hand.
     """
     path = cached_checkpoint_path(spec)
     expected = expected_sha256(spec)
     progress(0.0, f"Checking {path.name}")
+    actual = _cached_sha256(path, spec, cancel)
     if expected is None:
         unfit = _loads_into_fresh_model(spec, path)
-        if unfit is not None:
-            raise CheckpointError(
-                f"The cached checkpoint {path} cannot be loaded into {spec.name}: {unfit.reason}. Delete it (the "
-                "next run downloads the official file), or pass your own file with --checkpoint PATH."
-            )
-        _set_recorded_digest(spec.filename, file_sha256(path, cancel))
+        if unfit is None:
+            _set_recorded_digest(spec.filename, actual)
+            return path
+        problem = f"cannot be loaded into {spec.name}: {unfit.reason}"
+    elif actual == expected:
         return path
-    actual = file_sha256(path, cancel)
-    if actual != expected:
-        path.unlink(missing_ok=True)
-        if spec.sha256 is None:
-            _set_recorded_digest(spec.filename, None)
-        raise CheckpointError(
-            f"The cached checkpoint {path} of {spec.name} is damaged or was changed: its SHA-256 is {actual}, "
-            f"expected {expected}. It was deleted; run again to download a fresh copy."
-        )
-    return path
+    else:
+        problem = f"of {spec.name} is damaged or was changed: its SHA-256 is {actual}, expected {expected}"
+    aside = _move_aside(path, actual, problem)
+    if spec.sha256 is None:
+        _set_recorded_digest(spec.filename, None)
+    trust = f" If you trust that file, pass it with --checkpoint {aside}." if expected else ""
+    raise CheckpointError(
+        f"The cached checkpoint {path} {problem}. It was not deleted: it was moved to {aside}. Run again to "
+        f"download the official file ({download_url(spec)}), or, offline, copy that file (downloaded elsewhere) "
+        f"to {path}.{trust}"
+    )
 
 
 def ensure_checkpoint(

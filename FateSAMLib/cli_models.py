@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .checkpoints import ensure_checkpoint
+from .checkpoints import SET_ASIDE_MARK, ensure_checkpoint
 from .cli_reporting import Reporter
 from .model_registry import DEFAULT_MODEL, MODELS, cache_dir, cached_checkpoint_path, get_model_spec
 from .progress import CancelToken
@@ -39,12 +39,14 @@ def download_model(name: str, reporter: Reporter, cancel: CancelToken) -> int:
 
 
 def show_cache(reporter: Reporter) -> int:
-    """Print the cache folder and the files in it with their sizes."""
+    """Print the cache folder and the files in it with their sizes (and which ones were set aside)."""
     folder = cache_dir()
     reporter.stdout.write(f"{folder}\n")
     files = sorted(path for path in folder.iterdir() if path.is_file()) if folder.is_dir() else []
     for path in files:
-        reporter.stdout.write(f"  {path.name}  {_size(path.stat().st_size)}\n")
+        set_aside = SET_ASIDE_MARK in path.name
+        note = "  (failed its check and was set aside; delete it when it is no longer needed)" if set_aside else ""
+        reporter.stdout.write(f"  {path.name}  {_size(path.stat().st_size)}{note}\n")
     if not files:
         reporter.stdout.write("  (empty)\n")
     return 0

@@ -156,6 +156,11 @@ def test_cancel_between_chunks_stops_and_removes_the_partial_file(served, cache)
     assert cache_listing(cache) == []
 
 
+def aside_path(path: Path, data: bytes) -> Path:
+    """Where a cached checkpoint with content ``data`` that failed its check is moved."""
+    return path.with_name(f"{path.name}.mismatch-{hashlib.sha256(data).hexdigest()[:12]}")
+
+
 def test_an_unpinned_checkpoint_is_load_checked_its_digest_recorded_and_checked_later(
     served, cache, tiny_checkpoint_bytes
 ):
@@ -165,9 +170,73 @@ def test_an_unpinned_checkpoint_is_load_checked_its_digest_recorded_and_checked_
     assert ensure_checkpoint(spec) == path
     with open(path, "ab") as stream:
         stream.write(b"tampered")
-    with pytest.raises(CheckpointError, match="damaged or was changed.*It was deleted"):
+    tampered = path.read_bytes()
+    with pytest.raises(CheckpointError, match="damaged or was changed.*It was not deleted: it was moved to"):
         ensure_checkpoint(spec)
     assert not path.exists() and recorded_digests() == {}
+    assert aside_path(path, tampered).read_bytes() == tampered
+
+
+def test_a_cached_file_with_a_wrong_digest_is_moved_aside_never_deleted(served, cache):
+    data = os.urandom(4000)
+    spec = dataclasses.replace(PINNED, url=serve(served, "kept.pt", data), sha256=hashlib.sha256(data).hexdigest())
+    path = ensure_checkpoint(spec)
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # one bit flipped: the user's only copy, offline
+    damaged = path.read_bytes()
+    offline = dataclasses.replace(spec, url="http://127.0.0.1:1/unreachable.pt")
+    with pytest.raises(CheckpointError) as error:
+        ensure_checkpoint(offline)
+    aside = aside_path(path, damaged)
+    message = str(error.value)
+    assert f"It was not deleted: it was moved to {aside}" in message
+    assert f"pass it with --checkpoint {aside}" in message and offline.url in message
+    assert cache_listing(cache) == [aside.name] and aside.read_bytes() == damaged
+    code, out, _ = run_models_command(["cache"])
+    assert f"  {aside.name}  0.0 MB  (failed its check and was set aside;" in out
+    # Online again: the next run downloads a fresh copy, and the set-aside file stays.
+    assert ensure_checkpoint(spec).read_bytes() == data
+    assert cache_listing(cache) == sorted([PINNED.filename, aside.name]) and aside.read_bytes() == damaged
+
+
+def test_a_cached_file_that_cannot_be_moved_aside_is_left_in_place(served, cache):
+    data = os.urandom(3000)
+    spec = dataclasses.replace(PINNED, url=serve(served, "stuck.pt", data), sha256=hashlib.sha256(data).hexdigest())
+    path = ensure_checkpoint(spec)
+    path.write_bytes(b"changed by hand")
+    blocker = aside_path(path, b"changed by hand")
+    (blocker / "something").mkdir(parents=True)  # a non-empty folder where the file would be moved
+    with pytest.raises(CheckpointError, match=f"cannot be moved aside to {blocker}.*Move or delete it yourself"):
+        ensure_checkpoint(spec)
+    assert path.read_bytes() == b"changed by hand"
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs a user that file modes apply to")
+def test_an_unreadable_cached_file_is_refused_with_the_fix_and_kept(served, cache):
+    data = os.urandom(2000)
+    spec = dataclasses.replace(PINNED, url=serve(served, "locked.pt", data), sha256=hashlib.sha256(data).hexdigest())
+    path = ensure_checkpoint(spec)
+    path.chmod(0)
+    try:
+        with pytest.raises(CheckpointError, match="cannot be read.*Make it readable"):
+            ensure_checkpoint(spec)
+        assert cache_listing(cache) == [PINNED.filename]
+    finally:
+        path.chmod(0o600)
+
+
+def test_a_checkpoint_that_appears_during_the_download_is_not_replaced(served, cache):
+    data = os.urandom(3 * 1024 * 1024)
+    spec = dataclasses.replace(PINNED, url=serve(served, "raced.pt", data), sha256=hashlib.sha256(data).hexdigest())
+    path = cached_checkpoint_path(spec)
+
+    def copy_by_hand_meanwhile(fraction: float, message: str) -> None:
+        if "Downloading" in message and not path.exists():
+            path.write_bytes(b"the user's own file")
+
+    with pytest.raises(CheckpointError, match="It was not deleted: it was moved to"):
+        ensure_checkpoint(spec, progress=copy_by_hand_meanwhile)
+    assert aside_path(path, b"the user's own file").read_bytes() == b"the user's own file"
+    assert cache_listing(cache) == [aside_path(path, b"the user's own file").name], "no download left behind"
 
 
 def test_an_unpinned_download_that_does_not_load_is_refused_and_deleted(served, cache):
@@ -181,9 +250,11 @@ def test_an_unpinned_file_put_in_the_cache_by_hand_is_checked_by_loading(cache, 
     cache.mkdir()
     path = cached_checkpoint_path(UNPINNED)
     path.write_bytes(tiny_checkpoint_bytes[:-100])
-    with pytest.raises(CheckpointError, match="cannot be loaded into sam2.1-tiny"):
+    with pytest.raises(CheckpointError, match="cannot be loaded into sam2.1-tiny.*It was not deleted") as error:
         ensure_checkpoint(dataclasses.replace(UNPINNED, url="http://127.0.0.1:1/unreachable.pt"))
-    assert path.exists(), "a file with no digest to be judged by may be the user's: it is kept"
+    aside = aside_path(path, tiny_checkpoint_bytes[:-100])
+    assert "--checkpoint" not in str(error.value), "a file that does not load is no use with --checkpoint either"
+    assert aside.read_bytes() == tiny_checkpoint_bytes[:-100], "a file that may be the user's is kept"
     path.write_bytes(tiny_checkpoint_bytes)
     assert ensure_checkpoint(UNPINNED) == path
     assert (
