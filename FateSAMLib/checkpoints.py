@@ -19,6 +19,7 @@ import torch
 from .architecture import build_architecture
 from .errors import CheckpointError, ResourceError
 from .model_registry import ModelSpec, cache_dir, cached_checkpoint_path, model_matching
+from .outputs import publish_new
 from .progress import CancelToken, ProgressCallback, ignore_progress
 
 CHUNK_BYTES = 1024 * 1024
@@ -246,7 +247,7 @@ def download_checkpoint(
                     "deleted. Try again later, or download the file by hand and pass --checkpoint PATH."
                 )
         destination = cached_checkpoint_path(spec)
-        placed = _place_exclusively(temporary, destination)
+        placed = publish_new(temporary, destination)
     finally:
         temporary.unlink(missing_ok=True)
     if not placed:  # a file appeared there meanwhile (copied by hand, another download): judge it, never replace it
@@ -255,23 +256,6 @@ def download_checkpoint(
         _set_recorded_digest(spec.filename, sha256)
     progress(1.0, f"Downloaded {spec.filename}")
     return destination
-
-
-def _place_exclusively(source: Path, destination: Path) -> bool:
-    """Give ``source`` the name ``destination`` unless a file of that name exists; whether it was placed.
-
-    A hard link is created only when the name is free (a rename would replace a file that appeared meanwhile).
-    Where the file system has no hard links, a rename after a last check is the closest there is.
-    """
-    try:
-        os.link(source, destination)
-    except FileExistsError:
-        return False
-    except OSError:
-        if destination.exists():
-            return False
-        os.replace(source, destination)
-    return True
 
 
 def _move_aside(path: Path, sha256: str, problem: str) -> Path:

@@ -56,24 +56,32 @@ def _reason(error: Exception) -> str:
     return text.splitlines()[-1] if text else type(error).__name__
 
 
+def publish_new(temporary: Path, path: Path) -> bool:
+    """Rename ``temporary`` to ``path`` unless a file of that name exists by then; whether it was renamed.
+
+    An existing file is never replaced, and ``temporary`` is then left as it was."""
+    try:
+        os.link(temporary, path)  # fails if ``path`` exists: exclusive creation with the complete content
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links: rename, which on Windows also refuses an existing file
+        if os.path.lexists(path):
+            return False
+        try:
+            os.rename(temporary, path)
+        except FileExistsError:
+            return False
+        return True
+    os.unlink(temporary)
+    return True
+
+
 def _publish(temporary: Path, path: Path, overwrite: bool) -> None:
     """Give ``temporary`` its final name; without ``overwrite``, never replace a file that exists by then."""
     if overwrite:
         os.replace(temporary, path)
-        return
-    try:
-        os.link(temporary, path)  # fails if ``path`` exists: exclusive creation with the complete content
-    except FileExistsError:
-        raise _exists_error(path) from None
-    except OSError:  # a file system without hard links: rename, which on Windows also refuses an existing file
-        if os.path.lexists(path):
-            raise _exists_error(path) from None
-        try:
-            os.rename(temporary, path)
-        except FileExistsError:
-            raise _exists_error(path) from None
-        return
-    os.unlink(temporary)
+    elif not publish_new(temporary, path):
+        raise _exists_error(path)
 
 
 class OutputFiles:
