@@ -87,6 +87,16 @@ def ijk_to_ras(volume_node: slicer.vtkMRMLVolumeNode) -> np.ndarray:
     return _matrix_to_numpy(matrix)
 
 
+def to_world(node: slicer.vtkMRMLTransformableNode, point_ras: Sequence[float]) -> tuple[float, float, float]:
+    """A point given in ``node``'s own RAS coordinates, through its parent transforms (linear or not) to world RAS."""
+    transform_node = node.GetParentTransformNode()
+    if transform_node is None:
+        return tuple(float(value) for value in point_ras)
+    to_world_transform = vtk.vtkGeneralTransform()
+    transform_node.GetTransformToWorld(to_world_transform)
+    return tuple(float(value) for value in to_world_transform.TransformPoint([float(v) for v in point_ras]))
+
+
 def volume_to_array(volume_node: slicer.vtkMRMLVolumeNode) -> tuple[np.ndarray, np.ndarray]:
     """A copy of a scalar volume's voxels as a ``[k, j, i]`` array, and its 4x4 IJK-to-RAS matrix."""
     image = volume_node.GetImageData()

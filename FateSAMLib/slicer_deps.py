@@ -1,19 +1,22 @@
-"""What the Slicer module must install before the engine can run, and how (no installing here: Slicer does it).
+"""What the Slicer module must install before the engine can run, and how.
 
 torch and torchvision come from the PyTorch extension; the other packages from ``requirements.txt`` next to the
-FateSAMLib package. Standard library plus ``packaging`` (shipped with Slicer's Python) only.
+FateSAMLib package, installed by ``PythonSlicer -m pip install`` in a separate process (:func:`start_pip_install`),
+followed like a run: progress lines, cancel. Standard library plus ``packaging`` (shipped with Slicer's Python) only.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
 from .errors import InputError
-from .slicer_process import PACKAGE_PARENT
+from .slicer_process import PACKAGE_PARENT, BackgroundJob, python_executable
 
 REQUIREMENTS_FILE = PACKAGE_PARENT / "requirements.txt"
 TORCH_VERSION = ">=2.5.1"  # what sam2 1.1.0 needs
@@ -33,6 +36,7 @@ def read_requirements(path: Path = REQUIREMENTS_FILE) -> list[str]:
 
 def unmet_requirements(requirements: Sequence[str]) -> list[str]:
     """The requirements that are not installed, or installed at a version they exclude."""
+    importlib.invalidate_caches()  # see what another process (pip) installed meanwhile
     unmet = []
     for text in requirements:
         try:
@@ -62,3 +66,25 @@ def missing_packages(path: Path = REQUIREMENTS_FILE) -> list[str]:
 def pip_arguments(path: Path = REQUIREMENTS_FILE) -> list[str]:
     """The ``pip install`` arguments that install ``path``'s requirements."""
     return ["-r", str(path), *PIP_OPTIONS]
+
+
+def pip_install_command(path: Path = REQUIREMENTS_FILE, python: str | None = None) -> list[str]:
+    """The command line that installs ``path``'s requirements with ``python`` (default: Slicer's ``PythonSlicer``)."""
+    return [python or python_executable(), "-m", "pip", "install", *pip_arguments(path)]
+
+
+def pip_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) with the build settings and unbuffered output for pip."""
+    environment = dict(os.environ if base is None else base)
+    environment.update(BUILD_ENVIRONMENT)
+    environment["PYTHONUNBUFFERED"] = "1"
+    return environment
+
+
+def start_pip_install(
+    path: Path = REQUIREMENTS_FILE, python: str | None = None, environment: Mapping[str, str] | None = None
+) -> BackgroundJob:
+    """Start pip installing ``path``'s requirements in a separate process; poll the job until it has finished."""
+    return BackgroundJob(
+        pip_install_command(path, python), pip_environment(environment), description="The installation (pip)"
+    )

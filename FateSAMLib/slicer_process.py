@@ -24,15 +24,22 @@ from pathlib import Path
 from typing import IO
 
 from . import errors
-from .errors import Cancelled, FateSAMError
+from .errors import Cancelled, FateSAMError, InputError
+from .options import check_run_settings
 
 PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 """The folder that contains the FateSAMLib package: the engine process needs it on PYTHONPATH."""
+ENGINE_PERCENTILES = (0.5, 99.5)
+"""``fatesam segment``'s default ``--percentiles``, which the module does not change."""
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    """The engine options the Slicer module exposes (see ``fatesam segment --help``)."""
+    """The engine options the Slicer module exposes (see ``fatesam segment --help``).
+
+    Values out of range, or a ``window`` without ``normalization="window"``, are refused here
+    (:class:`~FateSAMLib.errors.InputError`, with the engine's own checks), before anything is exported.
+    """
 
     model: str = "sam2.1-tiny"
     checkpoint: str | None = None
@@ -44,6 +51,12 @@ class RunOptions:
     normalization: str = "percentile"
     window: tuple[float, float] | None = None
 
+    def __post_init__(self) -> None:
+        window = tuple(self.window) if self.window is not None else None
+        if window is not None and len(window) != 2:
+            raise InputError(f"window must be (level, width), e.g. (40, 400) for soft tissue in CT (got {window!r}).")
+        check_run_settings(self.image_size, self.top_k, None, None, self.normalization, window, ENGINE_PERCENTILES)
+
     def arguments(self) -> list[str]:
         """These options as ``fatesam segment`` arguments."""
         arguments = ["--model", self.model, "--device", self.device, "--top-k", str(self.top_k)]
@@ -54,7 +67,7 @@ class RunOptions:
             arguments.append("--random-weights")
         if self.image_size:
             arguments += ["--image-size", str(self.image_size)]
-        if self.normalization == "window" and self.window:
+        if self.window is not None:  # only with window normalisation (checked above)
             arguments += ["--window", *(repr(float(value)) for value in self.window)]
         return arguments
 
@@ -96,6 +109,11 @@ def segment_arguments(
 def download_arguments(model: str) -> list[str]:
     """``fatesam models download`` arguments with JSON-line progress."""
     return ["models", "download", model, "--json-progress"]
+
+
+def start_download(model: str, python: str | None = None) -> BackgroundJob:
+    """Start downloading ``model``'s checkpoint in a separate process; poll the job until it has finished."""
+    return BackgroundJob(engine_command(download_arguments(model), python), description="The download")
 
 
 def engine_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:

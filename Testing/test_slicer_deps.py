@@ -1,7 +1,10 @@
-"""What the Slicer module would install: requirements parsing and checks against the installed packages."""
+"""What the Slicer module installs and how: requirements, checks against the installed packages, pip in a separate
+process."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,10 @@ from FateSAMLib.slicer_deps import (
     missing_packages,
     missing_torch,
     pip_arguments,
+    pip_environment,
+    pip_install_command,
     read_requirements,
+    start_pip_install,
     unmet_requirements,
 )
 
@@ -50,3 +56,35 @@ def test_read_requirements_skips_comments_and_blank_lines(tmp_path):
     assert pip_arguments(path) == ["-r", str(path), "--no-build-isolation"]
     with pytest.raises(InputError, match="reinstall the FateSAM extension"):
         read_requirements(tmp_path / "missing.txt")
+
+
+def test_pip_runs_as_slicers_python_with_the_build_settings():
+    assert pip_install_command(REQUIREMENTS_FILE, python="/opt/Slicer/bin/PythonSlicer") == [
+        "/opt/Slicer/bin/PythonSlicer",
+        "-m",
+        "pip",
+        "install",
+        "-r",
+        str(REQUIREMENTS_FILE),
+        "--no-build-isolation",
+    ]
+    assert pip_install_command()[1:4] == ["-m", "pip", "install"]
+    environment = pip_environment({"HOME": "/h", "SAM2_BUILD_CUDA": "1"})
+    assert environment == {"HOME": "/h", "SAM2_BUILD_CUDA": "0", "PYTHONUNBUFFERED": "1"}
+
+
+def test_pip_installs_in_a_background_process_and_reports_its_failure(tmp_path):
+    """Real pip runs, offline (PIP_NO_INDEX): an installed requirement succeeds, an unknown one fails, quoting pip."""
+    offline = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    satisfied = tmp_path / "satisfied.txt"
+    satisfied.write_text("numpy>=1.0\n")
+    job = start_pip_install(satisfied, python=sys.executable, environment=offline)
+    job.wait(interval_s=0.05)
+    assert job.state == "succeeded", job.error
+    assert any("already satisfied" in line for line in job.log_tail)
+    unknown = tmp_path / "unknown.txt"
+    unknown.write_text("no-such-package-fatesam-test==1.0\n")
+    job = start_pip_install(unknown, python=sys.executable, environment=offline)
+    job.wait(interval_s=0.05)
+    assert job.state == "failed" and "The installation (pip) stopped with exit code" in str(job.error)
+    assert "no-such-package-fatesam-test" in str(job.error)

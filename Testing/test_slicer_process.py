@@ -1,4 +1,5 @@
-"""The engine process handle: command lines, JSON-line events, non-blocking reads and cancel of real processes."""
+"""The engine process handle and background jobs: command lines, option checks, JSON-line events, non-blocking
+reads, cancel and stop of real processes."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from FateSAMLib.errors import Cancelled, InputError, ModelError
 from FateSAMLib.slicer_process import (
     PACKAGE_PARENT,
+    BackgroundJob,
     EngineEvent,
     EngineProcess,
     RunOptions,
@@ -20,6 +23,7 @@ from FateSAMLib.slicer_process import (
     engine_environment,
     parse_event,
     segment_arguments,
+    start_download,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,7 +112,6 @@ def test_segment_arguments_carry_every_option():
         assert expected in text
     default = " ".join(RunOptions().arguments())
     assert "--window" not in default and "--random-weights" not in default and "--checkpoint" not in default
-    assert "--window" not in " ".join(RunOptions(window=(1, 2)).arguments())  # only with window normalisation
 
 
 def test_segment_arguments_are_accepted_by_the_engine_parser():
@@ -224,3 +227,89 @@ def test_cancel_kills_a_launcher_child_that_ignores_sigterm(tmp_path):
 def test_a_missing_executable_gives_a_clear_error(tmp_path):
     with pytest.raises(RuntimeError, match="Could not start the engine"):
         EngineProcess([str(tmp_path / "no-such-python"), "-c", "pass"])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"image_size": 0}, "--image-size must be a positive multiple of 32"),
+        ({"image_size": 100}, "multiple of 32"),
+        ({"top_k": 0}, "--top-k must be a whole number of at least 1"),
+        ({"top_k": 2.5}, "--top-k"),
+        ({"normalization": "zscore"}, "--normalization must be 'percentile' or 'window'"),
+        ({"normalization": "window"}, "needs --window"),
+        ({"window": (40, 400)}, "only with --normalization window"),
+        ({"normalization": "window", "window": (40, 0)}, "WIDTH must be above 0"),
+        ({"normalization": "window", "window": (float("nan"), 400)}, "finite"),
+        ({"normalization": "window", "window": (40,)}, r"\(level, width\)"),
+    ],
+)
+def test_run_options_refuse_values_out_of_range(options, message):
+    with pytest.raises(InputError, match=message):
+        RunOptions(**options)
+
+
+def test_a_background_job_follows_progress_to_success():
+    job = BackgroundJob(
+        python_script(
+            """
+            import json
+            print(json.dumps({"event": "progress", "fraction": 0.25, "message": "a quarter"}), flush=True)
+            print(json.dumps({"event": "warning", "message": "careful"}), flush=True)
+            print("a plain line")
+            """
+        ),
+        description="The test",
+    )
+    assert job.state == "running" and job.message == "Starting the test"
+    events = []
+    while not job.finished:
+        events += job.poll()
+        time.sleep(0.02)
+    assert job.state == "succeeded" and job.error is None and job.fraction == 1.0
+    assert [event.kind for event in events if event.kind != "log"] == ["progress", "warning"]
+    assert job.warnings == ["careful"] and job.log_tail == ["a plain line"]
+    assert job.poll() == []
+
+
+def test_a_failed_job_reports_the_exit_code_and_its_last_output():
+    job = BackgroundJob(python_script("print('it went wrong'); raise SystemExit(3)"), description="The test")
+    job.wait(interval_s=0.02)
+    assert job.state == "failed"
+    assert "The test stopped with exit code 3" in str(job.error) and "it went wrong" in str(job.error)
+
+
+def test_a_background_job_is_cancelled_from_a_timer_or_stopped_at_once():
+    job = BackgroundJob(python_script("import time; time.sleep(30)"), description="The test")
+    job.cancel()
+    deadline = time.monotonic() + 10
+    while not job.finished:
+        assert time.monotonic() < deadline, "the cancelled job did not end"
+        job.poll()
+        time.sleep(0.02)
+    assert job.state == "cancelled" and isinstance(job.error, Cancelled) and not running(job.process.pid)
+
+    job = BackgroundJob(python_script("import time; time.sleep(30)"), description="The test")
+    started = time.monotonic()
+    job.stop(timeout_s=5)
+    assert job.finished and job.state == "cancelled" and time.monotonic() - started < 6
+    assert job.process.returncode is not None and not running(job.process.pid)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="SIGTERM handling is POSIX")
+def test_stop_kills_a_command_that_ignores_the_cancel():
+    ignore = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+    job = BackgroundJob(python_script(ignore + "time.sleep(60)"), description="The test", kill_after_s=0.5)
+    while not job.log_tail:  # wait until SIGTERM is ignored
+        job.poll()
+        time.sleep(0.02)
+    started = time.monotonic()
+    job.stop(timeout_s=10)
+    assert job.state == "cancelled" and time.monotonic() - started < 5 and not running(job.process.pid)
+
+
+def test_a_download_of_an_unknown_model_fails_with_the_engines_error():
+    job = start_download("sam9-huge", python=sys.executable)
+    assert "--json-progress" in job.process.command and "sam9-huge" in job.process.command
+    job.wait(interval_s=0.05)
+    assert job.state == "failed" and isinstance(job.error, ModelError) and "sam2.1-tiny" in str(job.error)
