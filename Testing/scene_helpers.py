@@ -9,6 +9,8 @@ slicer = pytest.importorskip(
     "slicer", reason="the slicer-core wheel is needed for scene tests (pip install slicer-core)"
 )
 
+import vtk  # noqa: E402
+
 from FateSAMLib.scene import (  # noqa: E402
     add_to_scene,
     array_to_volume,
@@ -40,6 +42,15 @@ def oblique_geometry(
     matrix = np.eye(4)
     matrix[:3, :3] = rotation(*angles) @ np.diag(spacing)
     matrix[:3, 3] = origin
+    return matrix
+
+
+def vtk_matrix(array: np.ndarray):
+    """A 4x4 numpy array as a vtkMatrix4x4."""
+    matrix = vtk.vtkMatrix4x4()
+    for row in range(4):
+        for column in range(4):
+            matrix.SetElement(row, column, float(array[row, column]))
     return matrix
 
 

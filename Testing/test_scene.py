@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import vtk
-from scene_helpers import KIDNEY, LIVER, SPLEEN, blob_labels, make_case, oblique_geometry, slicer
+from scene_helpers import KIDNEY, LIVER, SPLEEN, blob_labels, make_case, oblique_geometry, slicer, vtk_matrix
 
 from FateSAMLib.errors import InputError
 from FateSAMLib.scene import (
@@ -22,6 +22,7 @@ from FateSAMLib.scene import (
     segment_infos,
     segmentation_to_label_array,
     segmentations_with_reference_volume,
+    to_world,
     volume_to_array,
 )
 
@@ -224,3 +225,19 @@ def test_segmentation_and_volume_under_different_transforms_are_refused(scene):
         segmentation_to_label_array(segmentation, volume, values_by_name(segmentation))
     volume.SetAndObserveTransformNodeID(transform.GetID())
     assert segmentation_to_label_array(segmentation, volume, values_by_name(segmentation)).any()
+
+
+def test_to_world_goes_through_every_parent_transform(scene):
+    volume, _, _ = make_case(scene, "A")
+    point = (1.5, -2.0, 30.0)
+    assert to_world(volume, point) == point
+    inner_matrix = oblique_geometry((1, 1, 1), (10, -5, 2))
+    outer_matrix = oblique_geometry((1, 1, 1), (0, 3, -7), (0, 0, 90))
+    inner = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "inner")
+    inner.SetMatrixTransformToParent(vtk_matrix(inner_matrix))
+    outer = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "outer")
+    outer.SetMatrixTransformToParent(vtk_matrix(outer_matrix))
+    inner.SetAndObserveTransformNodeID(outer.GetID())
+    volume.SetAndObserveTransformNodeID(inner.GetID())
+    expected = outer_matrix @ inner_matrix @ np.array([*point, 1.0])
+    np.testing.assert_allclose(to_world(volume, point), expected[:3], atol=1e-9)

@@ -4,13 +4,19 @@ whole runs of the real engine (SAM2 with random weights) that succeed, fail or a
 from __future__ import annotations
 
 import json
+import os
+import stat
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from scene_helpers import KIDNEY, LIVER, SPLEEN, make_case, oblique_geometry, scene_snapshot, slicer
+from scene_helpers import KIDNEY, LIVER, SPLEEN, make_case, oblique_geometry, scene_snapshot, slicer, vtk_matrix
+from test_slicer_process import running
 
 from FateSAMLib.errors import Cancelled, InputError, ModelError
 from FateSAMLib.scene import (
@@ -25,16 +31,22 @@ from FateSAMLib.scene import (
 from FateSAMLib.segments import Segment
 from FateSAMLib.slicer_process import RunOptions
 from FateSAMLib.slicer_run import (
+    DoubtfulSlice,
     RunFolder,
     SegmentationRun,
     SupportPair,
+    display_result,
     export_inputs,
     import_result,
+    jump_to,
     plan_segments,
     read_doubtful_slices,
     segment_names,
+    stop_all_runs,
 )
 from FateSAMLib.volumes import read_image, read_label_map
+
+REPO = Path(__file__).resolve().parents[1]
 
 TERMINOLOGY = (
     "Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
@@ -190,11 +202,79 @@ def test_import_into_a_picked_node_replaces_its_segments(scene, supports, tmp_pa
         import_result(scene, path, target)
 
 
-def test_run_folder_is_removed():
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """Run folders go into tmp_path (as with TMPDIR), so that tests see only their own."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def test_run_folder_is_private_to_the_user_and_removed(private_tmp):
     with RunFolder() as folder:
         (folder.path / "file").write_text("x")
         assert folder.path.is_dir() and folder.path.name.startswith("FateSAM-")
+        assert folder.path.parent == private_tmp
+        if os.name != "nt":
+            assert stat.S_IMODE(folder.path.stat().st_mode) == 0o700  # exported patient images: owner only
     assert not folder.path.exists()
+
+
+def test_folders_left_over_are_removed_by_the_exit_hook(private_tmp):
+    leftover = RunFolder()
+    (leftover.path / "query.nrrd").write_text("patient data")
+    stop_all_runs()
+    assert not leftover.path.exists() and list(private_tmp.iterdir()) == []
+
+
+def test_bad_options_are_refused_before_anything_is_exported(scene, supports, private_tmp):
+    pairs, _ = supports
+    target = add_to_scene(scene, array_to_volume(np.zeros((4, 5, 6), np.int16), np.eye(4), "target"))
+    options = {"top_k": 0, "window": (40, 400)}
+    with pytest.raises(InputError, match="--top-k"):
+        SegmentationRun(scene, target, pairs, options=RunOptions(top_k=options["top_k"]))
+    with pytest.raises(InputError, match="only with --normalization window"):
+        SegmentationRun(scene, target, pairs, options=RunOptions(window=options["window"]))
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_jump_to_a_doubtful_slice_goes_through_the_targets_transform(scene):
+    target = add_to_scene(scene, array_to_volume(np.zeros((4, 5, 6), np.int16), oblique_geometry(), "target"))
+    slice_node = scene.AddNewNodeByClass("vtkMRMLSliceNode", "Red")
+    slice_node.SetLayoutName("Red")
+    matrix = oblique_geometry((1, 1, 1), (25.0, -40.0, 12.5), (0, 30, 90))
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "moved")
+    transform.SetMatrixTransformToParent(vtk_matrix(matrix))
+    target.SetAndObserveTransformNodeID(transform.GetID())
+    doubtful = DoubtfulSlice(2, "axial", (3.0, -4.0, 5.0), 0.1, ("Liver",))
+    expected = (matrix @ np.array([*doubtful.center_ras, 1.0]))[:3]
+    np.testing.assert_allclose(jump_to(scene, target, doubtful.center_ras), expected, atol=1e-9)
+    slice_to_ras = slice_node.GetSliceToRAS()
+    np.testing.assert_allclose([slice_to_ras.GetElement(row, 3) for row in range(3)], expected, atol=1e-6)
+
+
+def test_showing_the_result_never_raises_and_keeps_it(scene, tmp_path):
+    target = add_to_scene(scene, array_to_volume(np.zeros((6, 9, 8), np.int16), np.eye(4), "target"))
+    path, _ = result_file(tmp_path, (6, 9, 8), np.eye(4))
+    shown = import_result(scene, path, target)
+    assert display_result(shown) == []
+    assert shown.GetDisplayNode().GetVisibility() and shown.GetSegmentation().ContainsRepresentation("Closed surface")
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    surface_rule = next(
+        rule
+        for rule in factory.GetConverterRules()
+        if rule.GetClassName() == "vtkBinaryLabelmapToClosedSurfaceConversionRule"
+    )
+    factory.UnregisterConverterRule(surface_rule)  # a 3D surface that cannot be built
+    try:
+        unshown = import_result(scene, path, target)
+        warnings = display_result(unshown)
+    finally:
+        register_segmentation_converters()
+    assert len(warnings) == 1 and "its 3D surface could not be built" in warnings[0]
+    assert f"'{unshown.GetName()}' was imported" in warnings[0] and scene.IsNodePresent(unshown)
+    assert [info.name for info in segment_infos(unshown)] == ["Liver", "Spleen"]
+    orphan = slicer.vtkMRMLSegmentationNode()  # e.g. the scene was closed meanwhile
+    assert "no display node" in display_result(orphan)[0]
 
 
 # Whole runs with the real engine in a separate process.
@@ -293,3 +373,57 @@ def test_input_errors_are_raised_at_start_and_leave_nothing(scene, supports):
     with pytest.raises(InputError, match="Heart"):
         run.start()
     assert run.state == "ready" and run.folder is None
+
+
+def wait_for_progress(run: SegmentationRun, timeout_s: float = 120) -> None:
+    """Poll until the engine has reported progress: it is then mid-run."""
+    deadline = time.monotonic() + timeout_s
+    while not any(event.kind == "progress" for event in run.poll()):
+        assert time.monotonic() < deadline and not run.finished, "the engine reported no progress"
+        time.sleep(0.05)
+
+
+def test_stop_mid_run_ends_the_engine_and_removes_the_folder(scene, private_tmp):
+    """What the module does when it is closed, or the scene is, during a run."""
+    target, pairs, _ = small_supports(scene)
+    before = scene_snapshot(scene)
+    run = SegmentationRun(scene, target, pairs, options=FAST, python=sys.executable)
+    run.start()
+    folder, process = run.folder, run.process
+    wait_for_progress(run)
+    started = time.monotonic()
+    run.stop(timeout_s=10)
+    assert time.monotonic() - started < 12
+    assert run.state == "cancelled" and isinstance(run.error, Cancelled) and run.poll() == []
+    assert process.returncode is not None and not running(process.pid)
+    assert not folder.exists() and list(private_tmp.iterdir()) == []
+    assert scene_snapshot(scene) == before
+    run.stop()  # a second stop (e.g. module cleanup after scene close) does nothing
+
+
+EXIT_DURING_A_RUN = """
+import json, sys
+from test_slicer_run import FAST, small_supports
+from FateSAMLib.scene import register_segmentation_converters
+from FateSAMLib.slicer_run import SegmentationRun
+from scene_helpers import slicer
+register_segmentation_converters()
+scene = slicer.vtkMRMLScene()
+target, pairs, _ = small_supports(scene)
+run = SegmentationRun(scene, target, pairs, options=FAST, python=sys.executable)
+run.start()
+print(json.dumps({"folder": str(run.folder), "pid": run.process.pid}), flush=True)
+"""  # then Python exits with the run going, as Slicer does when closed
+
+
+def test_exiting_during_a_run_ends_the_engine_and_removes_the_folder(tmp_path):
+    environment = {**os.environ, "TMPDIR": str(tmp_path)}
+    environment["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "Testing"), environment.get("PYTHONPATH", "")])
+    completed = subprocess.run(
+        [sys.executable, "-c", EXIT_DURING_A_RUN], env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr
+    started = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert Path(started["folder"]).parent == tmp_path
+    assert not Path(started["folder"]).exists() and list(tmp_path.iterdir()) == []
+    assert not running(started["pid"])
