@@ -10,7 +10,7 @@ import numpy as np
 from .cli_reporting import Reporter, strict_json
 from .metrics import METRICS, evaluate_labels
 from .progress import CancelToken
-from .volumes import on_reference_grid, read_labels
+from .volumes import is_segmentation_file, on_reference_grid, read_labels
 
 
 def mean_scores(scores: dict[int, dict[str, float]]) -> dict[str, float]:
@@ -42,7 +42,8 @@ def run_evaluate(args: argparse.Namespace, reporter: Reporter, cancel: CancelTok
     """Read both label volumes (label maps or .seg.nrrd), score every label, print a table or JSON."""
     reference, reference_segments = read_labels(args.reference)
     prediction, prediction_segments = read_labels(args.prediction)
-    prediction = on_reference_grid(prediction, reference, f"{args.prediction} does not match {args.reference}")
+    what = f"{args.prediction} does not match {args.reference}"
+    prediction = on_reference_grid(prediction, reference, what, cropped=is_segmentation_file(args.prediction))
     names = {s.value: s.name for s in prediction_segments}
     names.update({s.value: s.name for s in reference_segments})
     scores = evaluate_labels(prediction, reference)

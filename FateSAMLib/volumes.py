@@ -1,8 +1,23 @@
 """Reading images and label maps (NIfTI, NRRD, MHA, DICOM series, Slicer .seg.nrrd) with their geometry checked.
 
-Geometry tolerance: two grids match when their sizes are equal, their spacings agree to ``GEOMETRY_TOLERANCE``
-relative, their direction matrices to ``GEOMETRY_TOLERANCE`` absolute, and their origins to ``GEOMETRY_TOLERANCE``
-of the smallest voxel size. Labels that match are put on the reference grid exactly (its geometry is copied).
+Every file is first checked for completeness (:mod:`.file_integrity`); an image must be a scalar 3D volume with
+finite intensities that are not all equal; label values must be integers in 0..65535 (the 16-bit label maps that
+are written).
+
+Grids: a plain label map (NIfTI, NRRD, MHA) must be on exactly its image's grid; only a Slicer .seg.nrrd, which
+carries its own extent and is often saved cropped to its segments, may cover an aligned sub-grid of the image, and
+is then padded with background. Two grids match when their sizes are equal, their spacings agree to
+``GEOMETRY_TOLERANCE`` relative, their direction matrices to ``GEOMETRY_TOLERANCE`` absolute, and their origins to
+``GEOMETRY_TOLERANCE`` of the smallest voxel size. Labels that match are put on the reference grid exactly (its
+geometry is copied).
+
+Why 1e-4: the same grid written by two programs differs by rounding only. NIfTI stores spacing, origin and the
+orientation quaternion as float32 (relative precision 6e-8: 6e-6 mm at 100 mm from the origin) and DICOM as decimal
+strings, so a grid that went through NIfTI and came back through NRRD (double precision) differs by about 1e-6; ITK's
+own filters, which demand 1e-6 of the spacing, refuse such pairs. Any real misalignment is far larger: a shift of
+1e-4 voxel, or a rotation of 1e-4 rad (0.006 degrees, 0.05 voxel at 512 voxels from the origin), changes which
+voxel a point falls in for no practical volume, while one slice of crop or another case's scan is off by whole
+voxels and is refused.
 """
 
 from __future__ import annotations
@@ -15,12 +30,16 @@ import SimpleITK as sitk
 import slicerio
 
 from .errors import InputError
+from .file_integrity import check_file_integrity, non_finite_error
 from .segments import Segment, default_segment
 
 GEOMETRY_TOLERANCE = 1e-4
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 SEGMENTATION_SUFFIX = ".seg.nrrd"
-_MAX_LABEL = np.iinfo(np.int32).max
+_MAX_LABEL = int(np.iinfo(np.uint16).max)
+_PLAIN_LABELS_NOTE = (
+    "A plain label map must be on exactly its image's grid (only a Slicer .seg.nrrd may cover a cropped part of it).\n"
+)
 
 
 def _suffix(path: Path, suffixes: tuple[str, ...]) -> str | None:
@@ -39,6 +58,11 @@ def _describe(image: sitk.Image) -> str:
     )
 
 
+def is_segmentation_file(path: str | Path) -> bool:
+    """Whether ``path`` names a Slicer segmentation (.seg.nrrd), which may cover a cropped part of its image."""
+    return _suffix(Path(path), (SEGMENTATION_SUFFIX,)) is not None
+
+
 def _geometry_matches(a: sitk.Image, b: sitk.Image) -> bool:
     if a.GetSize() != b.GetSize():
         return False
@@ -51,14 +75,18 @@ def _geometry_matches(a: sitk.Image, b: sitk.Image) -> bool:
     )
 
 
+def _grid_error(a: sitk.Image, b: sitk.Image, what: str, note: str = "") -> InputError:
+    return InputError(
+        f"{what}: the voxel grids differ.\n  first:  {_describe(a)}\n  second: {_describe(b)}\n{note}"
+        "Resample the labels onto the image grid (in 3D Slicer: Segment Editor with the image as source "
+        "geometry, or the 'Resample Image (BRAINS)' module with the image as reference), then try again."
+    )
+
+
 def check_same_geometry(a: sitk.Image, b: sitk.Image, what: str) -> None:
     """Raise :class:`InputError` unless ``a`` and ``b`` share size, spacing, origin and direction (see tolerance)."""
     if not _geometry_matches(a, b):
-        raise InputError(
-            f"{what}: the voxel grids differ.\n  first:  {_describe(a)}\n  second: {_describe(b)}\n"
-            "Resample the labels onto the image grid (in 3D Slicer: Segment Editor with the image as source "
-            "geometry, or the 'Resample Image (BRAINS)' module with the image as reference), then try again."
-        )
+        raise _grid_error(a, b, what)
 
 
 def _check_volume(image: sitk.Image, path: Path) -> None:
@@ -72,10 +100,17 @@ def _check_volume(image: sitk.Image, path: Path) -> None:
             f"{path} is a {image.GetDimension()}D image of size {image.GetSize()}; FateSAM segments 3D volumes with "
             "at least 2 slices along each axis. For a DICOM series, pass the folder that holds all its files."
         )
+
+
+def _check_intensities(image: sitk.Image, path: Path) -> None:
     array = sitk.GetArrayViewFromImage(image)
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+    low, high = array.min(), array.max()
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise non_finite_error(path)
+    if low == high:
         raise InputError(
-            f"{path} contains NaN or infinite intensities. Replace them (e.g. by the background value) and try again."
+            f"{path} has a single intensity value, {low:g}, everywhere: the volume is blank, so there is nothing to "
+            "segment or learn from. Check that this is the intended file (open it in 3D Slicer) and export it again."
         )
 
 
@@ -98,12 +133,8 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     return reader.Execute()
 
 
-def read_image(path: str | Path) -> sitk.Image:
-    """Read a scalar 3D volume: NIfTI, NRRD, MHA/MHD, or a DICOM series folder (its largest series, with a warning).
-
-    Raises :class:`InputError` for a missing or unreadable file, a 2D image, a colour/vector image, or NaN/inf values.
-    """
-    path = Path(path)
+def _read_volume(path: Path) -> sitk.Image:
+    """A scalar 3D volume from a complete file or a DICOM series folder (intensities not checked)."""
     if not path.exists():
         raise InputError(f"{path} does not exist. Check the path (and that the disk or share is mounted).")
     try:
@@ -115,6 +146,7 @@ def read_image(path: str | Path) -> sitk.Image:
                 "(in 3D Slicer: right-click the volume > Export to file... > .nrrd)."
             )
         else:
+            check_file_integrity(path)
             image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         raise InputError(
@@ -125,15 +157,34 @@ def read_image(path: str | Path) -> sitk.Image:
     return image
 
 
+def read_image(path: str | Path) -> sitk.Image:
+    """Read a scalar 3D volume: NIfTI, NRRD, MHA/MHD, or a DICOM series folder (its largest series, with a warning).
+
+    Raises :class:`InputError` for a missing, unreadable or truncated file, a 2D image, a colour/vector image, NaN or
+    infinite values, or a blank volume (one intensity everywhere).
+    """
+    path = Path(path)
+    image = _read_volume(path)
+    _check_intensities(image, path)
+    return image
+
+
 def label_image(array_zyx: np.ndarray, reference: sitk.Image) -> sitk.Image:
-    """A label image (UInt16, or Int32 for values above 65535) from a (z, y, x) array, on the reference's grid."""
+    """A UInt16 label image from a (z, y, x) array, on the reference's grid."""
     array = np.asarray(array_zyx)
     if array.size and (array.min() < 0 or array.max() > _MAX_LABEL):
-        raise InputError(f"Label values must lie in 0..{_MAX_LABEL}; relabel the segments with non-negative values.")
-    dtype = np.uint16 if not array.size or array.max() <= np.iinfo(np.uint16).max else np.int32
-    image = sitk.GetImageFromArray(array.astype(dtype, copy=False))
+        raise InputError(f"Label values must lie in 0..{_MAX_LABEL}; relabel the segments with values 1..{_MAX_LABEL}.")
+    image = sitk.GetImageFromArray(array.astype(np.uint16, copy=False))
     image.CopyInformation(reference)
     return image
+
+
+def _check_largest_label(value: int, path: Path) -> None:
+    if value > _MAX_LABEL:
+        raise InputError(
+            f"{path} has the label value {value}, above {_MAX_LABEL}, the largest a (16-bit) label map can hold. "
+            f"Relabel its structures with values 1..{_MAX_LABEL}, then try again."
+        )
 
 
 def _integer_labels(array: np.ndarray, path: Path) -> np.ndarray:
@@ -146,10 +197,13 @@ def _integer_labels(array: np.ndarray, path: Path) -> np.ndarray:
         array = array.astype(np.int64)
     if np.issubdtype(array.dtype, np.signedinteger) and array.size and array.min() < 0:
         raise InputError(f"{path} holds negative label values; relabel its structures with values 1, 2, ...")
+    if array.size:
+        _check_largest_label(int(array.max()), path)
     return array
 
 
 def _read_segmentation(path: Path) -> tuple[sitk.Image, list[Segment]]:
+    check_file_integrity(path)
     try:
         segmentation = slicerio.read_segmentation(str(path))
     except Exception as error:  # slicerio/pynrrd raise several exception types for broken files
@@ -173,6 +227,7 @@ def _read_segmentation(path: Path) -> tuple[sitk.Image, list[Segment]]:
         value = int(entry.get("labelValue", 1))
         while value in used:  # values repeat across layers: give the later segment the next free one
             value += 1
+        _check_largest_label(value, path)
         used.add(value)
         array[mask] = value
         color = tuple(float(c) for c in entry["color"]) if "color" in entry else default_segment(value).color
@@ -190,13 +245,15 @@ def read_labels(path: str | Path) -> tuple[sitk.Image, list[Segment]]:
     """Read a label map or a Slicer .seg.nrrd as an integer (z, y, x) image and its non-empty segments by value.
 
     Plain label maps get :func:`default_segment` names and colours; a .seg.nrrd keeps its names and colours.
+    Raises :class:`InputError` for a missing, unreadable or truncated file, non-integer, negative or too large
+    (above 65535) values, or overlapping segments.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path} does not exist. Check the path of the label map.")
-    if _suffix(path, (SEGMENTATION_SUFFIX,)):
+    if is_segmentation_file(path):
         return _read_segmentation(path)
-    image = read_image(path)
+    image = _read_volume(path)
     array = _integer_labels(sitk.GetArrayFromImage(image), path)
     values = [int(v) for v in np.unique(array) if v != 0]
     return label_image(array, image), [default_segment(v) for v in values]
@@ -220,23 +277,26 @@ def _paste_subgrid(labels: sitk.Image, reference: sitk.Image) -> sitk.Image | No
     return label_image(array, reference)
 
 
-def on_reference_grid(labels: sitk.Image, reference: sitk.Image, what: str) -> sitk.Image:
-    """``labels`` with the reference's exact geometry: same grid (within tolerance) or an exact cropped sub-grid."""
+def on_reference_grid(labels: sitk.Image, reference: sitk.Image, what: str, *, cropped: bool = False) -> sitk.Image:
+    """``labels`` with the reference's exact geometry: the same grid (within tolerance) or, if ``cropped`` is allowed
+    (a Slicer .seg.nrrd, see :func:`is_segmentation_file`), an aligned sub-grid padded with background."""
     if _geometry_matches(labels, reference):
         return label_image(sitk.GetArrayViewFromImage(labels), reference)
-    placed = _paste_subgrid(labels, reference)
+    placed = _paste_subgrid(labels, reference) if cropped else None
     if placed is None:
-        check_same_geometry(labels, reference, what)
+        raise _grid_error(labels, reference, what, "" if cropped else _PLAIN_LABELS_NOTE)
     return placed
 
 
 def read_label_map(path: str | Path, reference: sitk.Image) -> tuple[sitk.Image, list[Segment]]:
     """Read support labels (label map or .seg.nrrd) onto ``reference``'s grid; returns the image and its segments.
 
-    A label file on a cropped but aligned sub-grid of the reference (as Slicer may export) is padded with background.
-    Raises :class:`InputError` for a different grid, non-integer values, overlapping segments or no foreground.
+    A plain label map must be on the reference's grid; a .seg.nrrd on a cropped but aligned sub-grid of it (as Slicer
+    may save) is padded with background. Raises :class:`InputError` as :func:`read_labels` does, and for another
+    grid or no foreground.
     """
     labels, segments = read_labels(path)
     if not segments:
         raise InputError(f"{path}: the support labels are empty (no foreground voxel). Draw the structures first.")
-    return on_reference_grid(labels, reference, f"{path} does not match its image"), segments
+    what = f"{path} does not match its image"
+    return on_reference_grid(labels, reference, what, cropped=is_segmentation_file(path)), segments

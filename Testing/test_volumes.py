@@ -18,6 +18,12 @@ from FateSAMLib.volumes import check_same_geometry, read_image, read_label_map, 
 DIRECTION = (0.0, 0.0, 1.0, -1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
 
 
+def labels_like(image: sitk.Image, array: np.ndarray) -> sitk.Image:
+    labels = sitk.GetImageFromArray(array)
+    labels.CopyInformation(image)
+    return labels
+
+
 def make_image(size=(6, 5, 4), spacing=(0.8, 1.0, 2.5), pixel=np.int16, seed=0) -> sitk.Image:
     array = np.random.default_rng(seed).integers(0, 1000, size[::-1]).astype(pixel)
     image = sitk.GetImageFromArray(array)
@@ -115,19 +121,35 @@ def test_colour_image_is_refused(tmp_path: Path) -> None:
         read_image(tmp_path / "rgb.nrrd")
 
 
-def test_nan_or_inf_intensities_are_refused(tmp_path: Path) -> None:
-    for bad in (np.nan, np.inf):
-        array = np.ones((4, 5, 6), np.float32)
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
+@pytest.mark.parametrize("pixel", [np.float32, np.float64])
+def test_nan_or_inf_intensities_are_refused_in_every_format(tmp_path: Path, suffix: str, pixel: type) -> None:
+    # ITK's NIfTI reader turns NaN and inf into 0: the check must read the file's own voxels
+    for bad in (np.nan, np.inf, -np.inf):
+        array = np.arange(4 * 5 * 6, dtype=pixel).reshape(4, 5, 6)
         array[1, 2, 3] = bad
-        sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / "bad.mha"))
-        with pytest.raises(InputError, match="NaN or infinite"):
-            read_image(tmp_path / "bad.mha")
+        path = tmp_path / f"bad{suffix}"
+        sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
+        with pytest.raises(InputError, match=f"{path.name} contains NaN or infinite values"):
+            read_image(path)
 
 
-def labels_like(image: sitk.Image, array: np.ndarray) -> sitk.Image:
-    labels = sitk.GetImageFromArray(array)
-    labels.CopyInformation(image)
-    return labels
+def test_nan_in_a_float_nifti_label_map_is_refused(tmp_path: Path) -> None:
+    image = make_image()
+    array = np.zeros(image.GetSize()[::-1], np.float32)
+    array[1, 1, 1], array[2, 2, 2] = 1.0, np.nan
+    sitk.WriteImage(labels_like(image, array), str(tmp_path / "labels.nii.gz"))
+    with pytest.raises(InputError, match="NaN or infinite"):
+        read_label_map(tmp_path / "labels.nii.gz", image)
+
+
+@pytest.mark.parametrize("value", [0, 7])
+def test_a_blank_volume_is_refused(tmp_path: Path, value: int) -> None:
+    image = make_image()
+    blank = labels_like(image, np.full(image.GetSize()[::-1], value, np.int16))
+    sitk.WriteImage(blank, str(tmp_path / "blank.nrrd"))
+    with pytest.raises(InputError, match=f"blank.nrrd has a single intensity value, {value}, everywhere"):
+        read_image(tmp_path / "blank.nrrd")
 
 
 def test_plain_label_map_gives_default_segments_sorted(tmp_path: Path) -> None:
@@ -183,19 +205,73 @@ def test_geometry_tolerance() -> None:
         check_same_geometry(image, far, "shifted grids")
 
 
-def test_cropped_aligned_labels_are_padded_onto_the_image(tmp_path: Path) -> None:
+def write_seg_nrrd(path: Path, image: sitk.Image, layers: np.ndarray, segments: list[dict]) -> None:
+    """A Slicer segmentation file written with slicerio, voxels as (i, j, k) or (layer, i, j, k)."""
+    slicerio.write_segmentation(str(path), {"voxels": layers, "ijkToLPS": ijk_to_lps(image), "segments": segments})
+
+
+SEGMENT = {"id": "a", "name": "liver", "color": [0.1, 0.2, 0.3], "labelValue": 2, "layer": 0}
+
+
+def test_a_cropped_seg_nrrd_is_padded_onto_the_image(tmp_path: Path) -> None:
     image = make_image(size=(10, 9, 8))
     full = np.zeros(image.GetSize()[::-1], np.uint8)
     full[2:5, 3:6, 4:9] = 2
     cropped = labels_like(image, full)[4:9, 3:6, 2:5]  # SimpleITK slices x, y, z and keeps the physical position
-    sitk.WriteImage(cropped, str(tmp_path / "cropped.nrrd"))
-    labels, _ = read_label_map(tmp_path / "cropped.nrrd", image)
+    write_seg_nrrd(
+        tmp_path / "cropped.seg.nrrd", cropped, sitk.GetArrayFromImage(cropped).transpose(2, 1, 0), [SEGMENT]
+    )
+    labels, _ = read_label_map(tmp_path / "cropped.seg.nrrd", image)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(labels), full)
 
 
-def write_seg_nrrd(path: Path, image: sitk.Image, layers: np.ndarray, segments: list[dict]) -> None:
-    """A Slicer segmentation file written with slicerio, voxels as (i, j, k) or (layer, i, j, k)."""
-    slicerio.write_segmentation(str(path), {"voxels": layers, "ijkToLPS": ijk_to_lps(image), "segments": segments})
+def test_a_plain_label_map_cropped_by_one_slice_is_refused(tmp_path: Path) -> None:
+    image_path, labels_path = case_paths(HIPPOCAMPUS, "hippocampus_001")
+    image = read_image(image_path)
+    cropped = sitk.ReadImage(str(labels_path))[:, :, 1:]
+    sitk.WriteImage(cropped, str(tmp_path / "cropped.nii.gz"))
+    size, cropped_size = image.GetSize(), cropped.GetSize()
+    with pytest.raises(InputError) as error:
+        read_label_map(tmp_path / "cropped.nii.gz", image)
+    message = str(error.value)
+    assert f"size {cropped_size}" in message and f"size {size}" in message
+    assert "must be on exactly its image's grid" in message and "Resample the labels onto the image grid" in message
+    # the same crop saved as a Slicer segmentation, which carries its own extent, is padded back
+    segments = [{**SEGMENT, "id": name, "name": name, "labelValue": value} for value, name in ((1, "a"), (2, "p"))]
+    write_seg_nrrd(tmp_path / "cropped.seg.nrrd", cropped, sitk.GetArrayFromImage(cropped).transpose(2, 1, 0), segments)
+    labels, _ = read_label_map(tmp_path / "cropped.seg.nrrd", image)
+    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(labels_path)))
+    expected[0] = 0
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(labels), expected)
+
+
+def test_a_label_map_from_another_case_is_refused(tmp_path: Path) -> None:
+    image = read_image(case_paths(HIPPOCAMPUS, "hippocampus_001")[0])
+    other_labels = case_paths(HIPPOCAMPUS, "hippocampus_003")[1]
+    with pytest.raises(InputError, match=r"(?s)hippocampus_003.nii.gz does not match its image.*size.*size.*Resample"):
+        read_label_map(other_labels, image)
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".nii.gz", ".mha"])
+def test_label_values_above_65535_are_refused_when_read(tmp_path: Path, suffix: str) -> None:
+    image = make_image()
+    array = np.zeros(image.GetSize()[::-1], np.uint32)
+    array[1, 1, 1], array[2, 2, 2] = 3, 70000
+    path = tmp_path / f"labels{suffix}"
+    sitk.WriteImage(labels_like(image, array), str(path))
+    with pytest.raises(
+        InputError, match=r"label value 70000, above 65535.*Relabel its structures with values 1..65535"
+    ):
+        read_labels(path)
+
+
+def test_seg_nrrd_label_values_above_65535_are_refused(tmp_path: Path) -> None:
+    image = make_image()
+    voxels = np.zeros(image.GetSize(), np.int32)
+    voxels[1, 2, 3] = 70000
+    write_seg_nrrd(tmp_path / "big.seg.nrrd", image, voxels, [{**SEGMENT, "labelValue": 70000}])
+    with pytest.raises(InputError, match="label value 70000, above 65535"):
+        read_label_map(tmp_path / "big.seg.nrrd", image)
 
 
 def test_seg_nrrd_keeps_names_colours_and_values(tmp_path: Path) -> None:
