@@ -3,23 +3,50 @@
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
-from .cli_evaluate import add_evaluate_parser
-from .cli_models import add_models_parser
-from .cli_reporting import Reporter, write_json_atomic
-from .crossval import add_crossval_parser
 from .errors import Cancelled, FateSAMError, InputError
-from .label_io import SUPPORTED_OUTPUT_SUFFIXES, output_suffix, write_label_map
-from .pipeline import load_support, segment_volume
-from .progress import CancelToken, StageProgress
-from .run_options import add_model_arguments, engine_from_args, model_name_from_args, normalization_from_args
-from .volumes import read_image
+
+try:  # torch loads here, for seconds: Ctrl+C meanwhile ends the program quietly, as a cancelled run does
+    from .cli_evaluate import add_evaluate_parser
+    from .cli_models import add_models_parser
+    from .cli_reporting import Reporter, json_writer
+    from .crossval import add_crossval_parser
+    from .label_io import SUPPORTED_OUTPUT_SUFFIXES, label_map_writer, output_suffix
+    from .model_loading import is_allocation_failure, not_enough_memory, resolve_device
+    from .outputs import OutputFiles, check_output_location
+    from .pipeline import load_support, segment_volume
+    from .progress import CancelToken, StageProgress
+    from .run_options import (
+        add_model_arguments,
+        engine_from_args,
+        model_name_from_args,
+        normalization_from_args,
+        top_k_from_args,
+        warn_if_top_k_exceeds_candidates,
+    )
+    from .volumes import read_image
+except KeyboardInterrupt:
+    raise SystemExit(130) from None
+
+INTERRUPTED = 130
+
+
+def check_outputs(outputs: Sequence[Path | None], overwrite: bool) -> None:
+    """Refuse, before any work, output paths that cannot be written or that name one file twice."""
+    paths = [Path(path) for path in outputs if path is not None]
+    for path in paths:
+        check_output_location(path, overwrite)
+    resolved = [path.resolve() for path in paths]
+    if len(set(resolved)) < len(resolved):
+        raise InputError(f"The output paths {', '.join(map(str, paths))} name the same file; give each its own.")
 
 
 def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> int:
@@ -28,9 +55,7 @@ def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToke
     output = Path(args.output)
     if output_suffix(output) not in SUPPORTED_OUTPUT_SUFFIXES:
         raise InputError(f"Unsupported output '{output}'. Use one of: {', '.join(SUPPORTED_OUTPUT_SUFFIXES)}.")
-    for path in (output, args.stats_json):
-        if path is not None and Path(path).exists() and not args.overwrite:
-            raise InputError(f"{path} exists; pass --overwrite or choose another path.")
+    check_outputs([output, args.stats_json], args.overwrite)
     normalization = normalization_from_args(args)
 
     reporter.progress(0.0, "Reading volumes")
@@ -51,38 +76,51 @@ def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToke
         cancel=cancel,
     )
     cancel.raise_if_cancelled()
+    warn_if_top_k_exceeds_candidates(top_k_from_args(args), result.stats, reporter)
     write_started = time.perf_counter()
-    written = write_label_map(result.labels, output, result.segments, overwrite=args.overwrite)
-    stats = dict(result.stats)
-    stats["seconds"] = {
-        "read": read_seconds,
-        "model_load": model_seconds,
-        **stats["seconds"],
-        "write": time.perf_counter() - write_started,
-        "total": time.perf_counter() - started,
-    }
-    stats.update(
-        model=model_name_from_args(args),
-        image_size=engine.image_size,
-        device=str(engine.device),
-        random_weights=args.random_weights,
-        reuse_features=engine.options.reuse_features,
-        top_k=engine.options.top_k,
-        doubtful_slices=result.doubtful_slices,
-        confidence=result.confidence,
-    )
-    if args.stats_json:
-        write_json_atomic(Path(args.stats_json), stats)
-    reporter.progress(1.0, f"Wrote {written}")
-    reporter.done(str(written))
+    with OutputFiles(args.overwrite) as outputs:
+        outputs.add(output, label_map_writer(result.labels, output, result.segments), output_suffix(output))
+        stats = dict(result.stats)
+        stats["seconds"] = {
+            "read": read_seconds,
+            "model_load": model_seconds,
+            **stats["seconds"],
+            "write": time.perf_counter() - write_started,
+            "total": time.perf_counter() - started,
+        }
+        stats.update(
+            model=model_name_from_args(args),
+            image_size=engine.image_size,
+            device=str(engine.device),
+            random_weights=args.random_weights,
+            reuse_features=engine.options.reuse_features,
+            top_k=engine.options.top_k,
+            doubtful_slices=result.doubtful_slices,
+            confidence=result.confidence,
+        )
+        if args.stats_json:
+            outputs.add(args.stats_json, json_writer(stats))
+    reporter.progress(1.0, f"Wrote {output}")
+    reporter.done(str(output))
     return 0
+
+
+class UsageError(InputError):
+    """Options that argparse refused (unknown, missing or out of range)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse reporting bad options as every other bad input: exit code 1 (argparse's own is 2); --help exits 0."""
+
+    def error(self, message: str) -> NoReturn:
+        # "argument --top-k: --top-k must be ..." -> "--top-k must be ...": the check's message already names it.
+        message = re.sub(r"^argument (\S+): (?=\1\b)", "", message)
+        raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="fatesam", description="Few-shot 3D segmentation with frozen SAM2 (FATE-SAM)."
-    )
+    parser = ArgumentParser(prog="fatesam", description="Few-shot 3D segmentation with frozen SAM2 (FATE-SAM).")
     parser.add_argument("--version", action="version", version=f"fatesam {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
 
@@ -119,18 +157,37 @@ def _install_cancel_handlers(cancel: CancelToken) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``fatesam`` console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    if not getattr(args, "reporting", False):
-        return args.func(args)
-    reporter = Reporter(json_lines=getattr(args, "json_progress", False))
-    cancel = CancelToken()
-    _install_cancel_handlers(cancel)
+    """Entry point of the ``fatesam`` console script; returns the exit code (0, 1 for any error, 130 if cancelled)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        if not getattr(args, "reporting", False):
+            return args.func(args)
+        reporter = Reporter(json_lines=getattr(args, "json_progress", False))
+        cancel = CancelToken()
+        _install_cancel_handlers(cancel)
+        return _run(args, reporter, cancel)
+    except UsageError as error:
+        Reporter(json_lines="--json-progress" in argv).error(error)
+        return 1
+    except KeyboardInterrupt:  # before the cancel handlers were installed
+        return INTERRUPTED
+
+
+def _run(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> int:
+    """Run the subcommand; every error a user can cause is reported in one message (exit 1, 130 when cancelled)."""
     try:
         return args.func(args, reporter, cancel)
+    except (MemoryError, RuntimeError) as error:
+        if not is_allocation_failure(error):
+            raise
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        device = resolve_device(getattr(args, "device", "auto"))
+        reporter.error(not_enough_memory(f"an allocation failed during the run ({reason[:200]})", device))
+        return 1
     except Cancelled as error:
         reporter.error(error)
-        return 130
+        return INTERRUPTED
     except FateSAMError as error:
         reporter.error(error)
         return 1

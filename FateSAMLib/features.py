@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
+import pickle
+import uuid
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,17 +123,24 @@ class SliceEncoder:
         return StackFeatures.concatenate(parts)
 
 
+def _warn(message: str) -> None:
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
 class FeatureCache:
     """Support-slice features saved on disk, keyed by the model and the exact model input (so by file content).
 
     The key is the model's identity (name, input size, weights) and the normalised slices, so it follows the files'
     content, not their names. A second run with the same supports (a saved support set) loads their features
-    instead of encoding them.
+    instead of encoding them. The cache is an optimisation: a folder that cannot be written is reported once through
+    ``warn`` and the run goes on without saving.
     """
 
-    def __init__(self, folder: Path, model_key: str) -> None:
+    def __init__(self, folder: Path, model_key: str, warn: Callable[[str], None] = _warn) -> None:
         self.folder = Path(folder)
         self.model_key = model_key
+        self.warn = warn
+        self.writable = True
 
     def _path(self, slices01: np.ndarray) -> Path:
         digest = hashlib.sha256(self.model_key.encode())
@@ -145,18 +155,29 @@ class FeatureCache:
             return None
         try:
             levels = torch.load(path, map_location=device, weights_only=True)
-        except (OSError, RuntimeError, EOFError):
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
             return None
         return StackFeatures(levels=levels)
 
     def save(self, slices01: np.ndarray, features: StackFeatures) -> None:
-        """Store the features of these normalised slices atomically (temporary file, then rename)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Store the features of these normalised slices atomically (temporary file, then rename).
+
+        A failure (folder not writable, disk full) is warned about once; later saves of this run are skipped.
+        """
+        if not self.writable:
+            return
         path = self._path(slices01)
-        handle, temporary = tempfile.mkstemp(prefix=".features.", suffix=".tmp", dir=self.folder)
-        os.close(handle)
+        temporary = self.folder / f".features.{uuid.uuid4().hex[:12]}.tmp"
         try:
+            self.folder.mkdir(parents=True, exist_ok=True)
             torch.save([level.cpu() for level in features.levels], temporary)
             os.replace(temporary, path)
+        except (OSError, RuntimeError) as error:  # torch reports a failed write as a RuntimeError
+            self.writable = False
+            self.warn(
+                f"The feature cache {self.folder} cannot be written ({str(error).strip() or type(error).__name__}); "
+                "the run goes on without it. Free disk space or choose another --feature-cache folder."
+            )
         finally:
-            Path(temporary).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)

@@ -10,8 +10,8 @@ import SimpleITK as sitk
 import torch
 
 from .engine import FateSamEngine, StackSegmentation, SupportStack
-from .errors import InputError, ResourceError
-from .model_loading import available_memory_bytes
+from .errors import InputError
+from .model_loading import available_memory_bytes, not_enough_memory
 from .normalization import normalize_intensities
 from .orientation import choose_slice_axis, labels_on_grid, slice_centers, to_slices
 from .progress import CancelToken, ProgressCallback, StageProgress, ignore_progress
@@ -115,14 +115,11 @@ def feature_bytes_per_slice(image_size: int, device: torch.device) -> int:
 
 
 def check_memory(num_slices: int, image_size: int, device: torch.device) -> None:
-    """Refuse to start a run whose cached features alone would not fit in the device's free memory."""
+    """Refuse to start a run whose cached features alone would not fit in the memory free for this process."""
     needed = num_slices * feature_bytes_per_slice(image_size, device) + 2 * 1024**3
-    available = available_memory_bytes(device)
-    if needed > available:
-        raise ResourceError(
-            f"Not enough memory: {num_slices} slices at input size {image_size} need about {needed / 1024**3:.1f} GB "
-            f"on {device}, but only {available / 1024**3:.1f} GB is free. Use fewer or smaller supports, a smaller "
-            "--image-size, or a machine with more memory."
+    if needed > available_memory_bytes(device):
+        raise not_enough_memory(
+            f"{num_slices} slices at input size {image_size} need about {needed / 1024**3:.1f} GB", device
         )
 
 
