@@ -21,7 +21,7 @@ try:  # torch loads here, for seconds: Ctrl+C meanwhile ends the program quietly
     from .crossval import add_crossval_parser
     from .label_io import SUPPORTED_OUTPUT_SUFFIXES, label_map_writer, output_suffix
     from .model_loading import is_allocation_failure, not_enough_memory, resolve_device
-    from .outputs import OutputFiles, check_output_location
+    from .outputs import OutputFiles, check_outputs
     from .pipeline import load_support, segment_volume
     from .progress import CancelToken, StageProgress
     from .run_options import (
@@ -37,16 +37,6 @@ except KeyboardInterrupt:
     raise SystemExit(130) from None
 
 INTERRUPTED = 130
-
-
-def check_outputs(outputs: Sequence[Path | None], overwrite: bool) -> None:
-    """Refuse, before any work, output paths that cannot be written or that name one file twice."""
-    paths = [Path(path) for path in outputs if path is not None]
-    for path in paths:
-        check_output_location(path, overwrite)
-    resolved = [path.resolve() for path in paths]
-    if len(set(resolved)) < len(resolved):
-        raise InputError(f"The output paths {', '.join(map(str, paths))} name the same file; give each its own.")
 
 
 def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> int:

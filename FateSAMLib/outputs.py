@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 
@@ -48,6 +48,18 @@ def check_output_location(path: str | Path, overwrite: bool) -> None:
         ) from None
     os.close(handle)
     os.unlink(probe)
+
+
+def check_outputs(paths: Iterable[str | Path | None], overwrite: bool) -> None:
+    """Refuse, before any work, outputs that cannot be written or that name one file twice; None entries are skipped.
+
+    Each path is checked by :func:`check_output_location`."""
+    seen: dict[Path, Path] = {}
+    for path in (Path(p) for p in paths if p is not None):
+        check_output_location(path, overwrite)
+        other = seen.setdefault(path.resolve(), path)
+        if other is not path:
+            raise InputError(f"The output paths {other} and {path} name the same file; give each its own.")
 
 
 def _reason(error: Exception) -> str:
