@@ -32,6 +32,8 @@ _CHUNK = 1 << 20
 _ZLIB_OR_GZIP = 32 + zlib.MAX_WBITS  # zlib.decompressobj detects either header
 _GZIP_MAGIC = b"\x1f\x8b"
 _NIFTI_HEADER = 540  # bytes: a NIfTI-2 header; a NIfTI-1 header is 348
+# the first field of a NIfTI-1 or -2 header, its own size, in either byte order
+_NIFTI_SIZES = {struct.pack(endian + "i", size): size for endian in "<>" for size in (348, 540)}
 _MAX_HEADER_LINES = 4096
 _MAX_LINE = 1 << 16
 # NIfTI datatype code -> (bytes per voxel, float type whose NaN/inf niftilib turns into 0, or None)
@@ -157,6 +159,8 @@ def _check_nifti(path: Path) -> None:
         if layout is None:
             if compressed:  # still refuse a gzip stream cut short, whatever it holds
                 _data_length(chunks, 0)
+            if len(header) < _NIFTI_SIZES.get(header[:4], 0):
+                raise _incomplete(path, f"it stops within its header, after {len(header)} bytes")
             return
         start, promised, float_type = layout
         held, finite = _data_length(itertools.chain([header], chunks), start, float_type)
@@ -166,20 +170,22 @@ def _check_nifti(path: Path) -> None:
         raise non_finite_error(path)
 
 
-def _header_fields(stream: BinaryIO, separator: str, last: str | None) -> dict[str, str]:
-    """Text header fields ``key<separator>value`` (keys lower-case) up to a blank line, the end of the file, or the
-    field ``last``; the stream is left at the first byte after the header."""
+def _header_fields(stream: BinaryIO, separator: str, last: str | None) -> tuple[dict[str, str], bool]:
+    """Text header fields ``key<separator>value`` (keys lower-case) up to a blank line, the field ``last`` or the end
+    of the file, and whether the header ended before the end of the file; the stream is left after the header."""
     fields: dict[str, str] = {}
     for _ in range(_MAX_HEADER_LINES):
-        line = stream.readline(_MAX_LINE).decode("latin-1").strip()
+        raw = stream.readline(_MAX_LINE)
+        line = raw.decode("latin-1").strip()
         if not line:
-            break
+            return fields, bool(raw)
         key, found, value = line.partition(separator)
+        key = key.strip().lower()
         if found and not line.startswith("#") and not value.startswith("="):  # "key:=value": NRRD metadata
-            fields[key.strip().lower()] = value.strip()
-            if key.strip().lower() == last:
-                break
-    return fields
+            fields[key] = value.strip()
+            if key == last:
+                return fields, True
+    return fields, False
 
 
 def _data_source(path: Path, name: str | None, data_start: int) -> tuple[Path, int] | None:
@@ -222,8 +228,11 @@ def _check_nrrd(path: Path) -> None:
         if stream.read(4) != b"NRRD":
             return
         stream.readline()
-        fields = _header_fields(stream, ":", None)
+        fields, ended = _header_fields(stream, ":", None)
         data_start = stream.tell()
+    data_file = fields.get("data file", fields.get("datafile"))
+    if data_file is None and not ended:
+        raise _incomplete(path, "its header stops before the voxel data")
     try:
         encoding = fields.get("encoding", "raw").lower()
         byte_skip = int(fields.get("byte skip", fields.get("byteskip", "0")))
@@ -233,15 +242,17 @@ def _check_nrrd(path: Path) -> None:
         skip_lines = int(fields.get("line skip", fields.get("lineskip", "0")))
     except (KeyError, ValueError, StopIteration):  # a malformed header: the reader reports it
         return
-    source = _data_source(path, fields.get("data file", fields.get("datafile")), data_start)
+    source = _data_source(path, data_file, data_start)
     if source is not None:
         _check_data(path, *source, skip_lines, encoding != "raw", promised + byte_skip)
 
 
 def _check_meta(path: Path) -> None:
     with path.open("rb") as stream:
-        fields = _header_fields(stream, "=", "elementdatafile")
+        fields, ended = _header_fields(stream, "=", "elementdatafile")
         data_start = stream.tell()
+    if not ended and {"objecttype", "ndims"} & fields.keys():
+        raise _incomplete(path, "its header stops before its last field, ElementDataFile")
     try:
         if "elementdatafile" not in fields or fields.get("binarydata", "true").lower() == "false":
             return

@@ -18,6 +18,12 @@ from FateSAMLib.volumes import check_same_geometry, read_image, read_label_map, 
 DIRECTION = (0.0, 0.0, 1.0, -1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
 
 
+def cut_short(path: Path, missing: int | float) -> None:
+    """Drop the last ``missing`` bytes of a file (or that fraction of it), as an interrupted copy does."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - (missing if isinstance(missing, int) else int(len(data) * missing))])
+
+
 def labels_like(image: sitk.Image, array: np.ndarray) -> sitk.Image:
     labels = sitk.GetImageFromArray(array)
     labels.CopyInformation(image)
@@ -39,6 +45,68 @@ def test_reads_each_file_format_with_its_geometry(tmp_path: Path, suffix: str) -
     path = tmp_path / f"volume{suffix}"
     sitk.WriteImage(image, str(path))
     assert_same_image(read_image(path), image)
+
+
+TRUNCATED = r"is incomplete \(truncated\).*copy it again from its source \(or export it again\)"
+FORMATS = [(".nrrd", False), (".nrrd", True), (".nhdr", False), (".nhdr", True), (".nii", False)]
+FORMATS += [(".mha", False), (".mha", True), (".mhd", False), (".mhd", True)]
+
+
+@pytest.mark.parametrize("missing", [1, 0.5, 0.99])  # the last byte, half the file, all but the header's start
+def test_a_truncated_real_nifti_gz_is_refused_as_image_and_as_labels(tmp_path: Path, missing: int | float) -> None:
+    for source in case_paths(HIPPOCAMPUS, "hippocampus_001"):
+        path = tmp_path / source.parent.name / source.name
+        path.parent.mkdir()
+        path.write_bytes(source.read_bytes())
+        cut_short(path, missing)
+        with pytest.raises(InputError, match=f"{path.name} {TRUNCATED}"):
+            (read_image if source.parent.name == "images" else read_labels)(path)
+
+
+@pytest.mark.parametrize("suffix, compressed", FORMATS)
+@pytest.mark.parametrize("missing", [1, 0.5, 0.99])  # the last byte, half the file, all but the header's start
+def test_a_truncated_file_is_refused_in_every_format(
+    tmp_path: Path, suffix: str, compressed: bool, missing: int | float
+) -> None:
+    image_path, labels_path = case_paths(HIPPOCAMPUS, "hippocampus_001")
+    for source, reader in ((image_path, read_image), (labels_path, read_labels)):
+        folder = tmp_path / reader.__name__
+        folder.mkdir()
+        path = folder / f"volume{suffix}"
+        sitk.WriteImage(sitk.ReadImage(str(source)), str(path), useCompression=compressed)
+        reader(path)  # complete: accepted
+        (data_file,) = [p for p in folder.iterdir() if p != path] or [path]  # .nhdr, .mhd: a detached data file
+        cut_short(data_file, missing)
+        with pytest.raises(InputError, match=f"volume{suffix} {TRUNCATED}"):
+            reader(path)
+
+
+def test_a_truncated_seg_nrrd_is_refused(tmp_path: Path) -> None:
+    image = make_image(size=(30, 20, 10))
+    voxels = np.zeros(image.GetSize(), np.uint8)
+    voxels[3:20, 4:15, 2:8] = 2
+    write_seg_nrrd(tmp_path / "s.seg.nrrd", image, voxels, [SEGMENT])
+    cut_short(tmp_path / "s.seg.nrrd", 0.3)
+    with pytest.raises(InputError, match=f"s.seg.nrrd {TRUNCATED}"):
+        read_label_map(tmp_path / "s.seg.nrrd", image)
+
+
+@pytest.mark.parametrize("suffix", [".nhdr", ".mhd"])
+def test_a_missing_detached_data_file_is_named(tmp_path: Path, suffix: str) -> None:
+    sitk.WriteImage(make_image(), str(tmp_path / f"volume{suffix}"))
+    (data_file,) = [p for p in tmp_path.iterdir() if p.suffix != suffix]
+    data_file.unlink()
+    with pytest.raises(InputError, match=f"keeps its voxels in .*{data_file.name}, which does not exist. Copy"):
+        read_image(tmp_path / f"volume{suffix}")
+
+
+def test_a_damaged_gzip_stream_is_refused(tmp_path: Path) -> None:
+    source = case_paths(HIPPOCAMPUS, "hippocampus_001")[0]
+    data = bytearray(source.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    (tmp_path / "damaged.nii.gz").write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"damaged.nii.gz is damaged: its compressed data cannot be decompressed"):
+        read_image(tmp_path / "damaged.nii.gz")
 
 
 def write_dicom_series(image: sitk.Image, folder: Path, series_uid: str) -> None:
