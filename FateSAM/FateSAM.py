@@ -5,7 +5,6 @@ Python process, follows it with a timer, and imports the result (see FateSAMLib.
 """
 
 import logging
-import os
 import re
 import sys
 import tempfile
@@ -51,19 +50,19 @@ from FateSAMLib.scene import (  # noqa: E402
 )
 from FateSAMLib.segments import Segment  # noqa: E402
 from FateSAMLib.slicer_deps import (  # noqa: E402
-    BUILD_ENVIRONMENT,
     TORCH_VERSION,
     missing_packages,
     missing_torch,
-    pip_arguments,
+    start_pip_install,
 )
-from FateSAMLib.slicer_process import (  # noqa: E402
-    EngineProcess,
-    RunOptions,
-    download_arguments,
-    engine_command,
+from FateSAMLib.slicer_process import BackgroundJob, RunOptions, start_download  # noqa: E402
+from FateSAMLib.slicer_run import (  # noqa: E402
+    SegmentationRun,
+    SupportPair,
+    display_result,
+    jump_to,
+    segment_names,
 )
-from FateSAMLib.slicer_run import SegmentationRun, SupportPair, segment_names  # noqa: E402
 from FateSAMLib.support_set import load_support_set, save_support_set  # noqa: E402
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
@@ -140,8 +139,11 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._run = None
+        self._task = None  # what runs in the background: a SegmentationRun, or a BackgroundJob (install, download)
+        self._taskKind = None  # "run", "install" or "download"
+        self._afterInstall = None  # what to start once the dependencies are installed
         self._lastResult = None
+        self._lastTarget = None
         self._timer = None
         self._updatingGui = False
 
@@ -155,7 +157,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
-        self._timer.timeout.connect(self.onPollRun)
+        self._timer.timeout.connect(self.onPollTask)
 
         self.ui.supportsTable.horizontalHeader().setSectionResizeMode(qt.QHeaderView.Stretch)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -177,10 +179,8 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateModelList()
 
     def cleanup(self) -> None:
-        """Called when the application closes and the module widget is destroyed."""
-        if self._run is not None:
-            self._run.cancel()
-        self._timer.stop()
+        """Called when the application closes and the module widget is destroyed: stop what runs, timer first."""
+        self._endTask()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -193,8 +193,16 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGuiFromParameterNode)
 
     def onSceneStartClose(self, caller, event) -> None:
-        if self._run is not None:
-            self._run.cancel()
+        """A run reads and writes the scene: stop it (engine ended, folder removed) before its nodes go.
+
+        An installation or a download goes on (they do not use the scene), but nothing is started after it.
+        """
+        if self._taskKind == "run":
+            self._endTask()
+        self._afterInstall = None
+        self._lastResult = self._lastTarget = None
+        self.ui.doubtfulSlicesList.clear()
+        self.ui.showInSegmentEditorButton.enabled = False
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -305,7 +313,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.windowWidthSpinBox.enabled = window
             if self.ui.modelComboBox.currentText != self._parameterNode.model:
                 self.ui.modelComboBox.setCurrentText(self._parameterNode.model)
-            self._updateApplyButton()
+            self._updateButtons()
         finally:
             self._updatingGui = False
 
@@ -323,13 +331,24 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             item = segmentsList.item(index)
             item.setCheckState(qt.Qt.Unchecked if item.text().casefold() in unchecked else qt.Qt.Checked)
 
-    def _updateApplyButton(self) -> None:
-        if self._run is not None:
+    def _updateButtons(self) -> None:
+        """Apply becomes Cancel while a task runs; the model and its Download button wait until it has ended."""
+        busy = self._task is not None
+        self.ui.modelComboBox.enabled = not busy
+        self._showModelState()
+        if busy:
             self.ui.applyButton.text = _("Cancel")
-            self.ui.applyButton.toolTip = _("Stop the run; the scene stays as it was.")
+            self.ui.applyButton.toolTip = {
+                "run": _("Stop the run; the scene stays as it was."),
+                "install": _("Stop installing FateSAM's Python packages."),
+                "download": _("Stop the download."),
+            }[self._taskKind]
             self.ui.applyButton.enabled = True
             return
         self.ui.applyButton.text = _("Apply")
+        if self._parameterNode is None:
+            self.ui.applyButton.enabled = False
+            return
         ready = self._parameterNode.targetVolume is not None and bool(supportPairs(self._parameterNode))
         self.ui.applyButton.enabled = ready
         self.ui.applyButton.toolTip = (
@@ -353,7 +372,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         states = states if states is not None else self.logic.modelStates()
         downloaded = states.get(self.ui.modelComboBox.currentText, False)
         self.ui.modelStatusLabel.text = _("downloaded") if downloaded else _("not downloaded (about 40-900 MB)")
-        self.ui.downloadModelButton.enabled = not downloaded
+        self.ui.downloadModelButton.enabled = not downloaded and self._task is None
 
     def onModelChanged(self, name: str) -> None:
         if self._parameterNode and name and not self._updatingGui:
@@ -361,47 +380,84 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._showModelState()
 
     def onDownloadModel(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to download the model."), waitCursor=False):
-            if not self.logic.ensureDependencies(askConfirmation=True):
-                return
-            self.logic.downloadModelWithProgress(self.ui.modelComboBox.currentText)
+        self._withDependencies(self._startDownload)
+
+    def _startDownload(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the download."), waitCursor=False):
+            model = self.ui.modelComboBox.currentText
+            self._log(_("Downloading {model}...").format(model=model))
+            self._startTask(self.logic.startDownload(model), "download")
+
+    def onDownloadFinished(self, job: BackgroundJob) -> None:
         self.updateModelList()
+        if job.state == "succeeded":
+            self.ui.statusLabel.text = _("Downloaded.")
+        elif job.state == "cancelled":
+            self.ui.statusLabel.text = _("Download cancelled.")
+        else:
+            self.ui.statusLabel.text = _("Download failed.")
+            slicer.util.errorDisplay(str(job.error), windowTitle=_("FateSAM: download failed"))
 
-    # Run
+    # Dependencies
 
-    def onApplyButton(self) -> None:
-        if self._run is not None:
-            self._run.cancel()
-            self.ui.statusLabel.text = _("Cancelling...")
+    def _withDependencies(self, then) -> None:
+        """Call ``then`` once the engine's dependencies are there: at once, or when their installation succeeded."""
+        accepted, job = False, None
+        with slicer.util.tryWithErrorDisplay(_("FateSAM could not install its dependencies."), waitCursor=False):
+            accepted, job = self.logic.startDependencyInstall(askConfirmation=True)
+        if not accepted:
             return
-        with slicer.util.tryWithErrorDisplay(_("FateSAM could not start."), waitCursor=True):
-            if not self.logic.ensureDependencies(askConfirmation=True):
-                return
-            self.updateModelList()
-            run = self.logic.createRunFromParameterNode(self._parameterNode)
-            self.ui.logTextEdit.clear()
-            self.ui.doubtfulSlicesList.clear()
-            run.start()
-            self._run = run
-            for warning in run.warnings:
-                self._log(_("Warning: ") + warning)
-            self._log(_("Temporary folder: ") + str(run.folder))
-            self.ui.progressBar.value = 0
-            self._updateApplyButton()
-            self._timer.start()
+        if job is None:
+            then()
+            return
+        self._afterInstall = then
+        self._log(_("Installing FateSAM's Python packages (pip); Cancel stops it."))
+        self._startTask(job, "install")
 
-    def _log(self, message: str) -> None:
-        self.ui.logTextEdit.appendPlainText(message)
+    def onInstallFinished(self, job: BackgroundJob) -> None:
+        then, self._afterInstall = self._afterInstall, None
+        if job.state == "cancelled":
+            self.ui.statusLabel.text = _("Installation cancelled; nothing was run.")
+            return
+        if job.state == "failed":
+            self.ui.statusLabel.text = _("Installation failed.")
+            slicer.util.errorDisplay(str(job.error), windowTitle=_("FateSAM: installation failed"))
+            return
+        with slicer.util.tryWithErrorDisplay(_("FateSAM's dependencies are incomplete."), waitCursor=False):
+            self.logic.checkDependenciesInstalled()
+            self._log(_("FateSAM's Python packages are installed."))
+            if then is not None:
+                then()
 
-    def onPollRun(self) -> None:
-        run = self._run
-        try:
-            events = run.poll()
-        except Exception as error:  # never leave a timer firing on a broken run
+    # Background tasks: a run, an installation or a download, followed by one timer
+
+    def _startTask(self, task, kind: str) -> None:
+        self._task, self._taskKind = task, kind
+        self.ui.progressBar.maximum = 0 if kind == "install" else 100  # pip reports no fraction: busy indicator
+        self.ui.progressBar.value = 0
+        self.ui.statusLabel.text = task.message
+        self._updateButtons()
+        self._timer.start()
+
+    def _endTask(self) -> None:
+        """Stop the timer, then the task if it still runs (its process ended, its temporary folder removed)."""
+        if self._timer is not None:
             self._timer.stop()
-            run.cancel()
-            self._run = None
-            self._updateApplyButton()
+        task, self._task, self._taskKind = self._task, None, None
+        if task is not None and not task.finished:
+            task.stop()
+        self.ui.progressBar.maximum = 100
+        self._updateButtons()
+
+    def onPollTask(self) -> None:
+        task, kind = self._task, self._taskKind
+        if task is None:
+            self._timer.stop()
+            return
+        try:
+            events = task.poll()
+        except Exception as error:  # never leave a timer firing on a broken task
+            self._endTask()
             slicer.util.errorDisplay(_("FateSAM stopped: {error}").format(error=error))
             return
         for event in events:
@@ -409,20 +465,52 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._log(_("Warning: ") + event.message)
             elif event.kind in ("log", "error") and event.message:
                 self._log(event.message)
-        self.ui.progressBar.value = int(round(100 * run.fraction))
-        self.ui.statusLabel.text = run.message
-        if run.finished:
-            self._timer.stop()
-            self._run = None
-            self.onRunFinished(run)
+        if self.ui.progressBar.maximum:
+            self.ui.progressBar.value = int(round(100 * task.fraction))
+        self.ui.statusLabel.text = task.message
+        if task.finished:
+            self._endTask()
+            handlers = {
+                "run": self.onRunFinished,
+                "install": self.onInstallFinished,
+                "download": self.onDownloadFinished,
+            }
+            handlers[kind](task)
+
+    # Run
+
+    def onApplyButton(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self.ui.statusLabel.text = _("Cancelling...")
+            return
+        self._withDependencies(self._startRun)
+
+    def _startRun(self) -> None:
+        if self._parameterNode is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("FateSAM could not start."), waitCursor=True):
+            self.updateModelList()
+            run = self.logic.createRunFromParameterNode(self._parameterNode)
+            self.ui.logTextEdit.clear()
+            self.ui.doubtfulSlicesList.clear()
+            run.start()
+            for warning in run.warnings:
+                self._log(_("Warning: ") + warning)
+            self._log(_("Temporary folder: ") + str(run.folder))
+            self._startTask(run, "run")
+
+    def _log(self, message: str) -> None:
+        self.ui.logTextEdit.appendPlainText(message)
 
     def onRunFinished(self, run: SegmentationRun) -> None:
-        self._updateApplyButton()
         if run.state == "succeeded":
             self.updateModelList()  # the run may have downloaded the checkpoint
-            self.logic.showResult(run.result, run.target)
-            self._lastResult = run.result
+            self._lastResult, self._lastTarget = run.result, run.target
             self.ui.showInSegmentEditorButton.enabled = True
+            for warning in self.logic.showResult(run.result, run.target):
+                self._log(_("Warning: ") + warning)
+                slicer.util.warningDisplay(warning, windowTitle=_("FateSAM"))
             self.ui.statusLabel.text = _("Done: '{name}'. Review it, starting with the slices below.").format(
                 name=run.result.GetName()
             )
@@ -457,8 +545,9 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             editorWidget.setSourceVolumeNode(reference)
 
     def onDoubtfulSliceClicked(self, item) -> None:
-        r, a, s = item.data(qt.Qt.UserRole)
-        slicer.vtkMRMLSliceNode.JumpAllSlices(slicer.mrmlScene, r, a, s, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+        """Centre the slice views on the slice, where the target volume is shown (through its parent transform)."""
+        if self._lastTarget is not None:
+            jump_to(slicer.mrmlScene, self._lastTarget, item.data(qt.Qt.UserRole))
 
     # Support sets
 
@@ -510,14 +599,18 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
         """(torch packages for the PyTorch extension to install, other packages for pip to install)."""
         return missing_torch(), missing_packages()
 
-    def ensureDependencies(self, askConfirmation: bool = True) -> bool:
-        """Install what the engine needs, after one confirmation; False if the user declined.
+    def startDependencyInstall(self, askConfirmation: bool = True):
+        """Ask once, then install what the engine needs; returns (accepted, the pip job to poll or None).
 
+        PyTorch is installed first, by the PyTorch extension, in this process (PyTorchUtils has no background mode):
+        Slicer is busy meanwhile, behind a busy progress dialog. The other packages are installed by
+        ``PythonSlicer -m pip`` in a separate process: the returned job, to poll until it has finished (it can be
+        cancelled). (False, None) if the user declined; (True, None) if pip has nothing to install.
         Raises FateSAMError when PyTorch is missing and the PyTorch extension is not installed.
         """
         torchMissing, packagesMissing = self.missingDependencies()
         if not torchMissing and not packagesMissing:
-            return True
+            return True, None
         if torchMissing:
             try:
                 import PyTorchUtils
@@ -535,39 +628,60 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
         if askConfirmation and not slicer.app.testingEnabled():
             message = _(
                 "FateSAM needs these Python packages, which will now be downloaded and installed into Slicer:\n\n"
-                "{items}\n\nThis can take several minutes and a few GB of disk space. Install them now?"
+                "{items}\n\nThis can take several minutes and a few GB of disk space. Slicer is busy while PyTorch "
+                "is installed; the other packages install in the background (Cancel stops them). Install them now?"
             ).format(items="\n".join(f"- {item}" for item in items))
             if not slicer.util.confirmOkCancelDisplay(message, windowTitle=_("FateSAM: install dependencies")):
-                return False
-        with slicer.util.WaitCursor():
-            if torchMissing:
+                return False, None
+        if torchMissing:
+            self._installTorch(PyTorchUtils)
+        return True, (start_pip_install() if missing_packages() else None)
+
+    @staticmethod
+    def _installTorch(PyTorchUtils) -> None:
+        """Install PyTorch through the PyTorch extension, in this process, behind a busy progress dialog."""
+        dialog = slicer.util.createProgressDialog(
+            windowTitle=_("FateSAM: installing PyTorch"),
+            labelText=_("Installing PyTorch through the PyTorch extension; Slicer is busy until it is done..."),
+            maximum=0,
+        )
+        slicer.app.processEvents()
+        try:
+            with slicer.util.WaitCursor():
                 torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
                     askConfirmation=False, torchVersionRequirement=TORCH_VERSION
                 )
-                if torch is None:
-                    raise FateSAMError("PyTorch was not installed; install it in the PyTorch Utils module and retry.")
-            if missing_packages():
-                self._pipInstallRequirements()
+        finally:
+            dialog.close()
+        if torch is None:
+            raise FateSAMError("PyTorch was not installed; install it in the PyTorch Utils module and retry.")
+
+    @staticmethod
+    def checkDependenciesInstalled() -> None:
+        """Raise FateSAMError naming what an installation left missing."""
         stillMissing = missing_torch() + missing_packages()
         if stillMissing:
             raise FateSAMError(
                 f"These packages are still missing after installation: {', '.join(stillMissing)}. "
-                "Restart Slicer and try again; see the Python console for pip's messages."
+                "Restart Slicer and try again; see the module's log for pip's messages."
             )
-        return True
 
-    @staticmethod
-    def _pipInstallRequirements() -> None:
-        saved = {key: os.environ.get(key) for key in BUILD_ENVIRONMENT}
-        os.environ.update(BUILD_ENVIRONMENT)
-        try:
-            slicer.util.pip_install(pip_arguments())
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    def ensureDependencies(self, askConfirmation: bool = True) -> bool:
+        """Install what the engine needs, after one confirmation, and wait (for scripts); False if the user declined.
+
+        Raises FateSAMError when PyTorch is missing and the PyTorch extension is not installed, or pip failed.
+        """
+        accepted, job = self.startDependencyInstall(askConfirmation)
+        if not accepted:
+            return False
+        if job is not None:
+            job.wait(on_poll=lambda _job: slicer.app.processEvents())
+            for line in job.log_tail:
+                logging.info(line)
+            if job.state != "succeeded":
+                raise job.error
+        self.checkDependenciesInstalled()
+        return True
 
     # Models
 
@@ -577,31 +691,9 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
         return {name: cached_checkpoint_path(spec).is_file() for name, spec in MODELS.items()}
 
     @staticmethod
-    def downloadModelWithProgress(model: str) -> None:
-        """Download a checkpoint in a separate process, with a progress dialog whose Cancel stops it."""
-        process = EngineProcess(engine_command(download_arguments(model)))
-        dialog = slicer.util.createProgressDialog(
-            windowTitle=_("FateSAM"), labelText=_("Downloading {model}...").format(model=model), maximum=100
-        )
-        error = None
-        try:
-            while not process.finished:
-                for event in process.poll():
-                    if event.kind == "progress" and event.fraction is not None:
-                        dialog.value = int(round(100 * event.fraction))
-                        dialog.labelText = event.message
-                    elif event.kind == "error":
-                        error = event.message
-                if dialog.wasCanceled:
-                    process.cancel()
-                slicer.app.processEvents()
-                qt.QThread.msleep(50)
-        finally:
-            dialog.close()
-        if process.cancel_requested:
-            return
-        if process.returncode != 0:
-            raise FateSAMError(error or f"The download stopped with exit code {process.returncode}.")
+    def startDownload(model: str) -> BackgroundJob:
+        """Start downloading a checkpoint in a separate process; poll the job until it has finished (or cancel it)."""
+        return start_download(model)
 
     # Runs
 
@@ -655,18 +747,22 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
         """
         run = self.createRun(targetVolume, supports, segmentNames, outputSegmentation, **options)
         result = run.run_blocking(on_poll=lambda _run: slicer.app.processEvents())
-        for warning in run.warnings:
+        for warning in run.warnings + self.showResult(result, targetVolume):
             logging.warning(warning)
-        self.showResult(result, targetVolume)
         return result
 
     @staticmethod
-    def showResult(segmentation, targetVolume) -> None:
-        """Show the result over its volume in the slice views and as surfaces in 3D."""
-        segmentation.CreateDefaultDisplayNodes()
-        segmentation.GetDisplayNode().SetVisibility(True)
-        segmentation.CreateClosedSurfaceRepresentation()
-        slicer.util.setSliceViewerLayers(background=targetVolume)
+    def showResult(segmentation, targetVolume) -> list:
+        """Show the result over its volume in the slice views and as surfaces in 3D; returns warnings, never raises.
+
+        The result stays in the scene whatever fails here (see FateSAMLib.slicer_run.display_result).
+        """
+        warnings = display_result(segmentation)
+        try:
+            slicer.util.setSliceViewerLayers(background=targetVolume)
+        except Exception as error:  # showing is a convenience: never lose the imported result over it
+            warnings.append(f"Could not show '{targetVolume.GetName()}' in the slice views ({error}).")
+        return warnings
 
     # Support sets
 
