@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 from conftest import HIPPOCAMPUS, TEST_IMAGE_SIZE
 
-from FateSAMLib.cli import main
-from FateSAMLib.crossval import find_cases, summarize
+from FateSAMLib.checkpoints import MIRROR_ENV
+from FateSAMLib.cli import build_parser, main
+from FateSAMLib.cli_reporting import Reporter
+from FateSAMLib.crossval import find_cases, split_cases, summarize
+from FateSAMLib.errors import Cancelled, InputError
+from FateSAMLib.progress import CancelToken
 
 FAST = ["--random-weights", "--model", "sam2.1-tiny", "--image-size", str(TEST_IMAGE_SIZE), "--device", "cpu"]
 
@@ -54,3 +62,136 @@ def test_summary_leaves_out_infinite_distances():
     summary = summarize(rows)["1"]
     assert summary["dice_mean"] == pytest.approx(0.25)
     assert summary["hd95_mean"] == pytest.approx(2.0)
+
+
+@pytest.fixture
+def no_model(tmp_path, monkeypatch):
+    """An empty checkpoint cache and an unreachable download server: loading a real model fails with a network error.
+
+    A run that is refused with another message was refused before it tried to load the model."""
+    monkeypatch.setenv("FATESAM_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv(MIRROR_ENV, "http://127.0.0.1:1")
+
+
+def labelled_cases(folder: Path, names: tuple[str, ...] = ("a", "b", "c", "d")) -> Path:
+    """Small real NIfTI cases (32 x 32 x 4 voxels, a bright cube labelled 1) in ``folder/{images,labels}``."""
+    rng = np.random.default_rng(0)
+    for sub in ("images", "labels"):
+        (folder / sub).mkdir(parents=True)
+    for index, name in enumerate(names):
+        labels = np.zeros((4, 32, 32), np.uint8)
+        labels[1:3, 8 + index : 20 + index, 10:22] = 1
+        image = rng.normal(0.0, 1.0, labels.shape).astype(np.float32) + 3.0 * labels
+        for array, sub in ((image, "images"), (labels, "labels")):
+            volume = sitk.GetImageFromArray(array)
+            volume.SetSpacing((1.0, 1.0, 3.0))
+            sitk.WriteImage(volume, str(folder / sub / f"{name}.nii.gz"))
+    return folder
+
+
+def test_an_existing_json_is_refused_before_anything_is_written(tmp_path, capsys, no_model):
+    data = labelled_cases(tmp_path / "data")
+    report, predictions = tmp_path / "report.json", tmp_path / "predictions"
+    report.write_text("an earlier run's report")
+    args = ["crossval", str(data), "--shots", "2", "--json", str(report), "--output-dir", str(predictions)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"{report} exists; pass --overwrite" in err and "Traceback" not in err
+    assert report.read_text() == "an earlier run's report" and not predictions.exists()
+
+
+def test_an_existing_prediction_is_refused_before_any_work(tmp_path, capsys, no_model):
+    data = labelled_cases(tmp_path / "data")
+    (data / "images" / "d.nii.gz").write_bytes(b"damaged: it would be refused if it were read first")
+    predictions = tmp_path / "predictions"
+    predictions.mkdir()
+    (predictions / "d.nii.gz").write_bytes(b"an earlier prediction")
+    report = tmp_path / "report.json"
+    args = ["crossval", str(data), "--shots", "2", "--json", str(report), "--output-dir", str(predictions)]
+    assert main(args) == 1
+    assert f"{predictions / 'd.nii.gz'} exists; pass --overwrite" in capsys.readouterr().err
+    assert [p.name for p in predictions.iterdir()] == ["d.nii.gz"] and not report.exists()
+    assert (predictions / "d.nii.gz").read_bytes() == b"an earlier prediction"
+
+
+def test_a_damaged_query_is_refused_before_the_model_loads_and_nothing_is_written(tmp_path, capsys, no_model):
+    data = labelled_cases(tmp_path / "data")
+    (data / "images" / "d.nii.gz").write_bytes(b"not an image")
+    report, predictions = tmp_path / "report.json", tmp_path / "predictions"
+    args = ["crossval", str(data), "--shots", "2", "--json", str(report), "--output-dir", str(predictions)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "d.nii.gz" in err and "download" not in err.lower()
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--shots", "2", "--cases", "-1"], "--cases must be a whole number of at least 1 (got -1)"),
+        (["--shots", "2", "--cases", "0"], "--cases must be a whole number of at least 1 (got 0)"),
+        (["--shots", "0"], "--shots must be a whole number of at least 1 (got 0)"),
+        (["--shots", "two"], "'two' is not a whole number"),
+        (["--shots", "4"], "--shots 4 leaves no case to evaluate: {data} has 4 labelled case(s)"),
+        (["--shots", "9"], "use --shots 3 or fewer"),
+    ],
+)
+def test_shots_and_cases_are_validated(tmp_path, capsys, no_model, options, message):
+    data = labelled_cases(tmp_path / "data")
+    report = tmp_path / "report.json"
+    assert main(["crossval", str(data), *options, "--json", str(report)]) == 1
+    err = capsys.readouterr().err
+    assert message.format(data=data) in err and "Traceback" not in err
+    assert not report.exists()
+
+
+def test_two_images_of_one_case_are_refused(tmp_path):
+    data = labelled_cases(tmp_path / "data", names=("a", "b"))
+    for sub in ("images", "labels"):
+        sitk.WriteImage(sitk.ReadImage(str(data / sub / "a.nii.gz")), str(data / sub / "a.nrrd"))
+    with pytest.raises(InputError, match="two labelled images of case 'a' \\(a.nii.gz, a.nrrd\\)"):
+        find_cases(data)
+
+
+def test_more_cases_than_remain_are_all_used_with_a_warning(tmp_path):
+    cases = find_cases(labelled_cases(tmp_path / "data"))
+    err = io.StringIO()
+    reporter = Reporter(json_lines=False, stdout=io.StringIO(), stderr=err)
+    supports, queries = split_cases(cases, 1, 10, tmp_path, reporter)
+    assert [c[0] for c in supports] == ["a"] and [c[0] for c in queries] == ["b", "c", "d"]
+    assert "--cases 10: only 3 cases remain after the 1 supports; all are used." in err.getvalue()
+    assert [c[0] for c in split_cases(cases, 1, 2, tmp_path, reporter)[1]] == ["b", "c"]
+
+
+class _CancelOnceAPredictionIsStaged(Reporter):
+    """Cancels the run at its first progress report after a prediction file appeared in ``folder``."""
+
+    def __init__(self, folder: Path, cancel: CancelToken) -> None:
+        super().__init__(json_lines=True, stdout=io.StringIO())
+        self.folder, self.cancel = folder, cancel
+
+    def progress(self, fraction: float, message: str) -> None:
+        super().progress(fraction, message)
+        if self.folder.is_dir() and any(self.folder.iterdir()):
+            self.cancel.cancel()
+
+
+def test_a_cancelled_run_writes_nothing_and_a_finished_one_everything(tmp_path, capsys):
+    data = labelled_cases(tmp_path / "data")
+    report, predictions = tmp_path / "report.json", tmp_path / "predictions"
+    argv = ["crossval", str(data), "--shots", "2", "--json", str(report), "--output-dir", str(predictions), *FAST]
+    cancel = CancelToken()
+    with pytest.raises(Cancelled):
+        args = build_parser().parse_args(argv)
+        args.func(args, _CancelOnceAPredictionIsStaged(predictions, cancel), cancel)
+    assert not report.exists() and list(predictions.iterdir()) == [], "the staged prediction of c was removed"
+
+    assert main(argv) == 0
+    assert sorted(p.name for p in predictions.iterdir()) == ["c.nii.gz", "d.nii.gz"]
+    assert {row["case"] for row in json.loads(report.read_text())["rows"]} == {"c", "d"}
+    before = {p: p.stat().st_mtime_ns for p in [report, *predictions.iterdir()]}
+    assert main(argv) == 1, "a second run does not replace the first one's files without --overwrite"
+    assert {p: p.stat().st_mtime_ns for p in [report, *predictions.iterdir()]} == before
+    capsys.readouterr()
+    assert main([*argv, "--overwrite"]) == 0
+    assert all(p.stat().st_mtime_ns != before[p] for p in before)
