@@ -208,9 +208,7 @@ class EngineProcess:
 
     def poll(self) -> list[EngineEvent]:
         """The events reported since the last call (never blocks); ends a cancelled process that lingers."""
-        if self._kill_at is not None and time.monotonic() > self._kill_at and not self.finished:
-            self._kill_at = None
-            self._signal_group(kill=True)
+        self._kill_if_lingering()
         events = []
         while True:
             try:
@@ -249,9 +247,7 @@ class EngineProcess:
         self.cancel()
         deadline = time.monotonic() + timeout_s
         while not self.finished and time.monotonic() < deadline:
-            if self._kill_at is not None and time.monotonic() > self._kill_at:
-                self._kill_at = None
-                self._signal_group(kill=True)
+            self._kill_if_lingering()
             time.sleep(0.02)
         if self._process.poll() is None:
             self._signal_group(kill=True)
@@ -260,6 +256,12 @@ class EngineProcess:
             except subprocess.TimeoutExpired:
                 return False
         return True
+
+    def _kill_if_lingering(self) -> None:
+        """Kill the process group once a cancelled process has had ``kill_after_s`` seconds to stop."""
+        if self._kill_at is not None and time.monotonic() > self._kill_at and not self.finished:
+            self._kill_at = None
+            self._signal_group(kill=True)
 
     def _signal_group(self, kill: bool) -> None:
         """Signal the whole process group: PythonSlicer is a launcher whose child runs the engine."""
