@@ -229,11 +229,9 @@ def test_folders_left_over_are_removed_by_the_exit_hook(private_tmp):
 def test_bad_options_are_refused_before_anything_is_exported(scene, supports, private_tmp):
     pairs, _ = supports
     target = add_to_scene(scene, array_to_volume(np.zeros((4, 5, 6), np.int16), np.eye(4), "target"))
-    options = {"top_k": 0, "window": (40, 400)}
-    with pytest.raises(InputError, match="--top-k"):
-        SegmentationRun(scene, target, pairs, options=RunOptions(top_k=options["top_k"]))
-    with pytest.raises(InputError, match="only with --normalization window"):
-        SegmentationRun(scene, target, pairs, options=RunOptions(window=options["window"]))
+    for options, message in (({"top_k": 0}, "--top-k"), ({"window": (40, 400)}, "only with --normalization window")):
+        with pytest.raises(InputError, match=message):  # as FateSAMLogic.createRun(..., **options) builds a run
+            SegmentationRun(scene, target, pairs, options=RunOptions(**options)).start()
     assert list(private_tmp.iterdir()) == []
 
 
