@@ -139,7 +139,8 @@ def _nifti_layout(header: bytes) -> tuple[int, int, str | None] | None:
             offset = struct.unpack(endian + "q", header[168:176])[0]
         else:
             continue
-        if datatype not in _NIFTI_TYPES or not 1 <= dims[0] <= 7:
+        two_files = header[344:348] == b"ni1\0" if size == 348 else header[4:8] == b"ni2\0"  # voxels in a .img
+        if two_files or datatype not in _NIFTI_TYPES or not 1 <= dims[0] <= 7:
             return None
         item, float_type = _NIFTI_TYPES[datatype]
         voxels = int(np.prod([max(1, d) for d in dims[1 : dims[0] + 1]], dtype=np.int64))
