@@ -164,7 +164,7 @@ def test_more_cases_than_remain_are_all_used_with_a_warning(tmp_path):
 
 
 class _CancelOnceAPredictionIsStaged(Reporter):
-    """Cancels the run at its first progress report after a prediction file appeared in ``folder``."""
+    """Cancels the run at its first progress report after a prediction was written (under a temporary name)."""
 
     def __init__(self, folder: Path, cancel: CancelToken) -> None:
         super().__init__(json_lines=True, stdout=io.StringIO())
@@ -172,26 +172,31 @@ class _CancelOnceAPredictionIsStaged(Reporter):
 
     def progress(self, fraction: float, message: str) -> None:
         super().progress(fraction, message)
-        if self.folder.is_dir() and any(self.folder.iterdir()):
+        if any(path.name.startswith(".") for path in self.folder.iterdir()):
             self.cancel.cancel()
 
 
-def test_a_cancelled_run_writes_nothing_and_a_finished_one_everything(tmp_path, capsys):
+def test_outputs_are_replaced_only_with_overwrite_and_only_by_a_finished_run(tmp_path, capsys):
     data = labelled_cases(tmp_path / "data")
     report, predictions = tmp_path / "report.json", tmp_path / "predictions"
+    predictions.mkdir()
+    (predictions / "c.nii.gz").write_bytes(b"an earlier prediction")
+    report.write_text("an earlier report")
     argv = ["crossval", str(data), "--shots", "2", "--json", str(report), "--output-dir", str(predictions), *FAST]
     cancel = CancelToken()
     with pytest.raises(Cancelled):
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args([*argv, "--overwrite"])
         args.func(args, _CancelOnceAPredictionIsStaged(predictions, cancel), cancel)
-    assert not report.exists() and list(predictions.iterdir()) == [], "the staged prediction of c was removed"
+    assert [p.name for p in predictions.iterdir()] == ["c.nii.gz"], "the new prediction of c was removed"
+    assert (predictions / "c.nii.gz").read_bytes() == b"an earlier prediction"
+    assert report.read_text() == "an earlier report"
 
-    assert main(argv) == 0
+    assert main([*argv, "--overwrite"]) == 0
     assert sorted(p.name for p in predictions.iterdir()) == ["c.nii.gz", "d.nii.gz"]
+    assert sitk.ReadImage(str(predictions / "c.nii.gz")).GetSize() == (32, 32, 4)
     assert {row["case"] for row in json.loads(report.read_text())["rows"]} == {"c", "d"}
     before = {p: p.stat().st_mtime_ns for p in [report, *predictions.iterdir()]}
-    assert main(argv) == 1, "a second run does not replace the first one's files without --overwrite"
-    assert {p: p.stat().st_mtime_ns for p in [report, *predictions.iterdir()]} == before
     capsys.readouterr()
-    assert main([*argv, "--overwrite"]) == 0
-    assert all(p.stat().st_mtime_ns != before[p] for p in before)
+    assert main(argv) == 1, "without --overwrite a second run is refused before it starts"
+    assert f"{predictions / 'c.nii.gz'} exists; pass --overwrite" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in [report, *predictions.iterdir()]} == before
