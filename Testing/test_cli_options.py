@@ -125,21 +125,21 @@ def test_available_memory_respects_ulimit_v():
     assert limited <= 2**30 < before
 
 
-# Imports torch and the CLI first, then limits the address space to what is in use plus 1.5 GB, then runs the CLI.
+# Imports torch and the CLI first, then limits the address space to what is in use plus argv[1] MB, then runs the CLI.
 UNDER_ULIMIT_V = """
 import resource, sys
 from FateSAMLib.cli import main
 used = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
-resource.setrlimit(resource.RLIMIT_AS, (used + 1536 * 1024**2, resource.RLIM_INFINITY))
-sys.exit(main(sys.argv[1:]))
+resource.setrlimit(resource.RLIMIT_AS, (used + int(sys.argv[1]) * 1024**2, resource.RLIM_INFINITY))
+sys.exit(main(sys.argv[2:]))
 """
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads VmSize from /proc (Linux)")
-def test_a_run_under_ulimit_v_is_refused_before_the_model_runs(tmp_path):
-    output = tmp_path / "out.nii.gz"
+def run_under_ulimit_v(headroom_mb: int, output: Path, extra: list[str]) -> list[dict]:
+    """The CLI's JSON events in a process limited to ``headroom_mb`` of address space more than it uses at start."""
+    arguments = segment_args(output, extra=["--json-progress", *extra])
     completed = subprocess.run(
-        [sys.executable, "-c", UNDER_ULIMIT_V, *segment_args(output, extra=["--json-progress"])],
+        [sys.executable, "-c", UNDER_ULIMIT_V, str(headroom_mb), *arguments],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -147,10 +147,23 @@ def test_a_run_under_ulimit_v_is_refused_before_the_model_runs(tmp_path):
     )
     assert completed.returncode == 1, completed.stderr
     assert "Traceback" not in completed.stderr
-    events = [json.loads(line) for line in completed.stdout.splitlines()]
-    assert events[-1]["event"] == "error" and events[-1]["message"].startswith("Not enough memory on cpu")
-    assert not any(e.get("message", "").startswith("Segmenting slice") for e in events)
     assert not output.exists()
+    return [json.loads(line) for line in completed.stdout.splitlines()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads VmSize from /proc (Linux)")
+def test_a_run_under_ulimit_v_is_refused_before_the_model_runs(tmp_path):
+    events = run_under_ulimit_v(1536, tmp_path / "out.nii.gz", [])
+    assert events[-1]["event"] == "error" and events[-1]["message"].startswith("Not enough memory on cpu: 39 slices")
+    assert not any(e.get("message", "").startswith("Segmenting slice") for e in events)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads VmSize from /proc (Linux)")
+def test_an_allocator_failure_during_the_run_is_the_same_clear_error(tmp_path):
+    """The memory check passes (4.5 GB free), then 40-slice encoder batches at 1024 exhaust the address space."""
+    events = run_under_ulimit_v(4608, tmp_path / "out.nii.gz", ["--image-size", "1024", "--encoder-batch-size", "40"])
+    assert events[-1]["event"] == "error" and events[-1]["kind"] == "ResourceError"
+    assert events[-1]["message"].startswith("Not enough memory on cpu: an allocation failed during the run")
 
 
 @pytest.mark.parametrize(
