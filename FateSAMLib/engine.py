@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -15,7 +15,7 @@ from .features import FeatureCache, SliceEncoder, StackFeatures
 from .normalization import logits_to_slice, masks_to_model_input, to_model_input
 from .progress import CancelToken, ProgressCallback, StageProgress, ignore_progress
 from .retrieval import top_k_slices
-from .tracking import Memory, SlicePrediction, SliceTracker
+from .tracking import Memory, SliceTracker
 
 STAGES = ("encode", "retrieval", "memory_encoding", "attention_decoding")
 
@@ -39,11 +39,17 @@ class EngineOptions:
 
     The reference encodes every query and support slice once for retrieval, then, for every query slice, the query
     slice again and each retrieved support slice ``REFERENCE_ENCODINGS_PER_SUPPORT`` times; the masks are the same.
+    ``memory_dtype`` is how mask memories are kept (None: bf16 on CUDA as SAM2 keeps them, float32 elsewhere).
     """
 
     top_k: int = 3
     reuse_features: bool = True
     encoder_batch_size: int = 1
+    memory_dtype: torch.dtype | None = None
+
+
+SliceLogitsCallback = Callable[[int, torch.Tensor], None]
+"""Called with a query slice's index and its (L, H, W) mask logits at the slice's size, once it is predicted."""
 
 
 @dataclass
@@ -131,11 +137,13 @@ class FateSamEngine:
         label_values: list[int],
         progress: ProgressCallback = ignore_progress,
         cancel: CancelToken | None = None,
+        on_slice_logits: SliceLogitsCallback | None = None,
     ) -> StackSegmentation:
         """Segment ``query`` (S, H, W, intensities in [0, 1]) with the labels ``label_values`` of ``supports``.
 
         Only support slices that show a label are encoded (once; from the disk cache when one is set). Query slices
         are encoded in batches in the order they are tracked and dropped once predicted, so memory stays bounded.
+        ``on_slice_logits`` receives each slice's logits at the slice's size (to inspect them; nothing keeps them).
         """
         cancel = cancel or CancelToken()
         clock = StageClock(self.device)
@@ -158,7 +166,9 @@ class FateSamEngine:
             chunk = order[first : first + batch]
             with clock.stage("encode"):
                 chunk_features = encoder.encode(to_model_input(query[[i for i, _ in chunk]], self.image_size), cancel)
-            tracker = tracker or SliceTracker(self.model, encoder.geometry, self.device, num_slices)
+            tracker = tracker or SliceTracker(
+                self.model, encoder.geometry, self.device, num_slices, self.options.memory_dtype
+            )
             for row, (index, reverse) in enumerate(chunk):
                 cancel.raise_if_cancelled()
                 query_levels = chunk_features.slice_levels(row)
@@ -181,7 +191,10 @@ class FateSamEngine:
                     )
                 with clock.stage("memory_encoding"):
                     tracker.remember(index, current_out, feats, keep_near=num_slices // 2 if reverse else index)
-                labels[index] = self._slice_labels(prediction, label_values, height, width)
+                logits = logits_to_slice(prediction.logits[:, 0], height, width).cpu()
+                if on_slice_logits is not None:
+                    on_slice_logits(index, logits)
+                labels[index] = _assemble_labels(logits, label_values)
                 object_scores[index] = prediction.object_scores.cpu().numpy()
                 ious[index] = prediction.ious.cpu().numpy()
                 done += 1
@@ -258,9 +271,3 @@ class FateSamEngine:
         if self.options.reuse_features:
             cache[row] = memory
         return memory
-
-    def _slice_labels(
-        self, prediction: SlicePrediction, label_values: list[int], height: int, width: int
-    ) -> np.ndarray:
-        logits = logits_to_slice(prediction.logits[:, 0], height, width).cpu()
-        return _assemble_labels(logits, label_values)

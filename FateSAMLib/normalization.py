@@ -43,26 +43,39 @@ def normalize_intensities(
     return ((np.clip(values, low, high) - low) / (high - low)).astype(np.float32)
 
 
-def _resize(batch: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    shrinking = batch.shape[-2] > height or batch.shape[-1] > width
-    return F.interpolate(batch, size=(height, width), mode="bilinear", align_corners=False, antialias=shrinking)
-
-
 def to_model_input(slices01: np.ndarray, image_size: int) -> torch.Tensor:
-    """(S, H, W) intensities in [0, 1] -> (S, 3, size, size) float32, bilinear resize, ImageNet mean/std."""
+    """(S, H, W) intensities in [0, 1] -> (S, 3, size, size) float32, bilinear resize, ImageNet mean/std.
+
+    Shrinking is antialiased (a slice larger than the model input is filtered, not sampled).
+    """
     batch = torch.from_numpy(np.ascontiguousarray(slices01, dtype=np.float32)).unsqueeze(1)
-    batch = _resize(batch, image_size, image_size)
+    size = (image_size, image_size)
+    shrinking = batch.shape[-2] > image_size or batch.shape[-1] > image_size
+    batch = F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (batch.expand(-1, 3, -1, -1) - mean) / std
 
 
 def masks_to_model_input(masks: np.ndarray, image_size: int) -> torch.Tensor:
-    """(N, H, W) booleans -> (N, 1, size, size) float 0/1: bilinear resize then >= 0.5, as SAM2 treats mask prompts."""
+    """(N, H, W) booleans -> (N, 1, size, size) float 0/1, as SAM2's ``add_new_mask`` makes a mask prompt.
+
+    A mask of another size is resized bilinearly with antialiasing and thresholded at 0.5; one of the input size is
+    taken as it is.
+    """
     batch = torch.from_numpy(np.ascontiguousarray(masks, dtype=np.float32)).unsqueeze(1)
-    return (_resize(batch, image_size, image_size) >= 0.5).float()
+    if batch.shape[-2:] == (image_size, image_size):
+        return batch
+    resized = F.interpolate(batch, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
+    return (resized >= 0.5).float()
 
 
 def logits_to_slice(logits: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(N, size, size) mask logits -> (N, height, width), bilinear, as SAM2 returns masks at the video's size."""
-    return _resize(logits.unsqueeze(1).float(), height, width).squeeze(1)
+    """(N, h, w) low-resolution mask logits -> (N, height, width) by SAM2's rule for its video-sized output.
+
+    Bilinear, ``align_corners=False``, no antialiasing, as ``SAM2VideoPredictor._get_orig_video_res_output``.
+    """
+    batch = logits.unsqueeze(1).float()
+    if batch.shape[-2:] != (height, width):
+        batch = F.interpolate(batch, size=(height, width), mode="bilinear", align_corners=False)
+    return batch.squeeze(1)

@@ -18,8 +18,9 @@ from .pipeline import Normalization
 from .progress import CancelToken, ProgressCallback
 
 PRESETS = {
-    # The reference implementation's defaults (FATE-SAM paper): Hiera-L at 1024, top-3 supports.
-    "paper": {"model": "sam2.1-large", "image_size": 1024, "top_k": 3},
+    # What the reference implementation (FATE-SAM paper) really runs: it loads sam2_hiera_large.pt with
+    # sam2_hiera_l.yaml, the SAM2.0 Hiera-L, at input 1024 with the top-3 supports.
+    "paper": {"model": "sam2.0-large", "image_size": 1024, "top_k": 3},
 }
 
 

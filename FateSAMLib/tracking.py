@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from .features import EncoderOutputGeometry, compute_autocast
+from .holes import fill_small_holes
 
 Memory = dict[str, object]
 """What a memory bank keeps of one frame: ``maskmem_features``, ``maskmem_pos_enc`` and ``obj_ptr``."""
@@ -21,7 +23,7 @@ Memory = dict[str, object]
 class SlicePrediction:
     """SAM2's output for one query slice, one row per label."""
 
-    logits: torch.Tensor  # (L, 1, size, size) mask logits at the model's input size
+    logits: torch.Tensor  # (L, 1, size/4, size/4) SAM2's low-resolution mask logits, small holes filled
     object_scores: torch.Tensor  # (L,) object-score logits (> 0: the label is present)
     ious: torch.Tensor  # (L,) predicted IoU of the kept mask
 
@@ -30,45 +32,69 @@ def _per_label(levels: list[torch.Tensor], num_labels: int) -> list[torch.Tensor
     return [level.repeat(1, num_labels, 1) for level in levels]
 
 
-def _kept_memory(out: dict) -> Memory:
-    return {key: out[key] for key in ("maskmem_features", "maskmem_pos_enc", "obj_ptr")}
+def memory_dtype_for(device: torch.device) -> torch.dtype:
+    """How mask memories are stored: bf16 on CUDA, as SAM2's video predictor stores them; float32 elsewhere."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 class SliceTracker:
     """Predicts query slices one at a time against support memories and the memories of predicted neighbours."""
 
     def __init__(
-        self, model: torch.nn.Module, geometry: EncoderOutputGeometry, device: torch.device, num_query_slices: int
+        self,
+        model: torch.nn.Module,
+        geometry: EncoderOutputGeometry,
+        device: torch.device,
+        num_query_slices: int,
+        memory_dtype: torch.dtype | None = None,
     ) -> None:
         self.model = model
         self.geometry = geometry
         self.device = device
         self.num_query_slices = num_query_slices
+        self.memory_dtype = memory_dtype or memory_dtype_for(device)
         self.predicted: dict[int, Memory] = {}
         # A memory is still needed while a later frame may look back at it (mask memories or object pointers).
         self.reach = max(model.num_maskmem, model.max_obj_ptrs_in_encoder)
 
+    def _memory(self, features: torch.Tensor, pos_enc: list[torch.Tensor], obj_ptr: torch.Tensor) -> Memory:
+        return {"maskmem_features": features.to(self.memory_dtype), "maskmem_pos_enc": pos_enc, "obj_ptr": obj_ptr}
+
     def encode_support(self, levels: list[torch.Tensor], masks: torch.Tensor) -> Memory:
         """Conditioning memory of one support slice: ``masks`` (L, 1, size, size) in {0, 1}, one per label.
 
-        An all-zero mask encodes the label as absent (SAM2 sets its object score negative and mixes in the
-        no-object pointer and embedding).
+        The path of SAM2's video predictor for a mask given by the user (``add_new_mask``, then
+        ``propagate_in_video_preflight``): the mask becomes low-resolution logits (+-10) and an object pointer,
+        small holes are filled, the logits are upsampled to the input size and binarised by the memory encoder.
+        An all-zero mask encodes the label as absent (object score negative, SAM2's no-object pointer and embedding).
         """
         num_labels = masks.shape[0]
+        feats = _per_label(levels, num_labels)
         with torch.inference_mode(), compute_autocast(self.device):
             out = self.model.track_step(
                 frame_idx=0,
                 is_init_cond_frame=True,
-                current_vision_feats=_per_label(levels, num_labels),
+                current_vision_feats=feats,
                 current_vision_pos_embeds=_per_label(self.geometry.pos_embeds, num_labels),
                 feat_sizes=self.geometry.feat_sizes,
                 point_inputs=None,
                 mask_inputs=masks.to(self.device),
                 output_dict={"cond_frame_outputs": {}, "non_cond_frame_outputs": {}},
                 num_frames=1,
-                run_mem_encoder=True,
+                run_mem_encoder=False,
             )
-        return _kept_memory(out)
+            size = self.model.image_size
+            high_res = F.interpolate(
+                fill_small_holes(out["pred_masks"]), size=(size, size), mode="bilinear", align_corners=False
+            )
+            features, pos_enc = self.model._encode_new_memory(
+                current_vision_feats=feats,
+                feat_sizes=self.geometry.feat_sizes,
+                pred_masks_high_res=high_res,
+                object_score_logits=out["object_score_logits"],
+                is_mask_from_pts=True,
+            )
+        return self._memory(features, pos_enc, out["obj_ptr"])
 
     def attend_and_decode(
         self, frame_idx: int, levels: list[torch.Tensor], supports: list[Memory], reverse: bool
@@ -95,12 +121,12 @@ class SliceTracker:
                 reverse,
                 None,
             )
-        _, _, ious, _, high_res_masks, obj_ptr, object_scores = sam_outputs
+        _, _, ious, low_res_masks, high_res_masks, obj_ptr, object_scores = sam_outputs
         current_out["pred_masks_high_res"] = high_res_masks
         current_out["obj_ptr"] = obj_ptr
         current_out["object_score_logits"] = object_scores
         prediction = SlicePrediction(
-            logits=high_res_masks.float(),
+            logits=fill_small_holes(low_res_masks.float()),
             object_scores=object_scores.float().reshape(-1),
             ious=ious.float().max(dim=-1).values,
         )
@@ -118,6 +144,8 @@ class SliceTracker:
                 current_out["object_score_logits"],
                 current_out,
             )
-        self.predicted[frame_idx] = _kept_memory(current_out)
+        self.predicted[frame_idx] = self._memory(
+            current_out["maskmem_features"], current_out["maskmem_pos_enc"], current_out["obj_ptr"]
+        )
         for old in [t for t in self.predicted if abs(t - frame_idx) > self.reach and abs(t - keep_near) > self.reach]:
             del self.predicted[old]
