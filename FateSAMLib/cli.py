@@ -14,6 +14,8 @@ from typing import NoReturn
 from . import __version__
 from .errors import Cancelled, FateSAMError, InputError
 
+INTERRUPTED = 130  # the exit code of a run stopped by Ctrl+C or SIGTERM
+
 try:  # torch loads here, for seconds: Ctrl+C meanwhile ends the program quietly, as a cancelled run does
     from .cli_evaluate import add_evaluate_parser
     from .cli_models import add_models_parser
@@ -34,9 +36,7 @@ try:  # torch loads here, for seconds: Ctrl+C meanwhile ends the program quietly
     )
     from .volumes import read_image
 except KeyboardInterrupt:
-    raise SystemExit(130) from None
-
-INTERRUPTED = 130
+    raise SystemExit(INTERRUPTED) from None
 
 
 def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> int:
