@@ -1,7 +1,7 @@
 """FateSAM: few-shot segmentation of a volume from a few segmented examples, with frozen SAM2 modules (FATE-SAM).
 
 The module is a thin GUI over FateSAMLib: the logic exports the scene's inputs, runs the engine in a separate
-Python process, follows it with a timer, and imports the result (see FateSAMLib.slicer_run).
+Python process, follows it with a timer, and imports the result (see FateSAMLib.slicer.run).
 """
 
 import logging
@@ -38,8 +38,12 @@ def _addEngineToPath() -> None:
 _addEngineToPath()
 
 from FateSAMLib.errors import FateSAMError  # noqa: E402
-from FateSAMLib.model_registry import MODELS, cached_checkpoint_path  # noqa: E402
-from FateSAMLib.scene import (  # noqa: E402
+from FateSAMLib.models.registry import MODELS, cached_checkpoint_path  # noqa: E402
+from FateSAMLib.segments import Segment  # noqa: E402
+from FateSAMLib.slicer.deps import TORCH_VERSION, missing_packages, missing_torch, start_pip_install  # noqa: E402
+from FateSAMLib.slicer.process import BackgroundJob, RunOptions, start_download  # noqa: E402
+from FateSAMLib.slicer.run import SegmentationRun, SupportPair, display_result, jump_to, segment_names  # noqa: E402
+from FateSAMLib.slicer.scene import (  # noqa: E402
     add_to_scene,
     array_to_volume,
     label_array_to_segmentation,
@@ -48,22 +52,7 @@ from FateSAMLib.scene import (  # noqa: E402
     segmentation_to_label_array,
     segmentations_with_reference_volume,
 )
-from FateSAMLib.segments import Segment  # noqa: E402
-from FateSAMLib.slicer_deps import (  # noqa: E402
-    TORCH_VERSION,
-    missing_packages,
-    missing_torch,
-    start_pip_install,
-)
-from FateSAMLib.slicer_process import BackgroundJob, RunOptions, start_download  # noqa: E402
-from FateSAMLib.slicer_run import (  # noqa: E402
-    SegmentationRun,
-    SupportPair,
-    display_result,
-    jump_to,
-    segment_names,
-)
-from FateSAMLib.support_set import load_support_set, save_support_set  # noqa: E402
+from FateSAMLib.slicer.support_set import load_support_set, save_support_set  # noqa: E402
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 SLICE_AXES = ["auto", "axial", "coronal", "sagittal"]
@@ -705,7 +694,7 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
         outputSegmentation=None,
         **options,
     ) -> SegmentationRun:
-        """A background run; call start(), then poll() from a timer until finished (see FateSAMLib.slicer_run).
+        """A background run; call start(), then poll() from a timer until finished (see FateSAMLib.slicer.run).
 
         supports: (volume, segmentation) pairs. options: RunOptions fields (model, checkpoint, random_weights,
         image_size, device, top_k, slice_axis, normalization, window).
@@ -755,7 +744,7 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
     def showResult(segmentation, targetVolume) -> list:
         """Show the result over its volume in the slice views and as surfaces in 3D; returns warnings, never raises.
 
-        The result stays in the scene whatever fails here (see FateSAMLib.slicer_run.display_result).
+        The result stays in the scene whatever fails here (see FateSAMLib.slicer.run.display_result).
         """
         warnings = display_result(segmentation)
         try:

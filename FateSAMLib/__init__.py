@@ -1,3 +1,15 @@
-"""FateSAMLib: few-shot 3D segmentation with frozen SAM2 modules (FATE-SAM), without Slicer or Qt."""
+"""FateSAMLib: few-shot 3D segmentation with frozen SAM2 modules (FATE-SAM), without Slicer's GUI or Qt.
+
+Subpackages by dependency tier (each may import the tiers above it, never those below):
+
+- this top level (``errors``, ``progress``, ``segments``, ``options``): the standard library only;
+- ``slicer``: the 3D Slicer scene adapter and the engine process it starts; MRML and numpy, never torch, sam2,
+  SimpleITK or slicerio (the module loads it before those may be installed);
+- ``models.registry``: the model names and checkpoint locations, standard library only;
+- ``io``: images and label maps read and written, voxel grids, one atomic write; numpy, SimpleITK, slicerio;
+- ``models`` (the rest): checkpoints, building and loading SAM2, devices; torch and sam2;
+- ``method``: the FATE-SAM method on SAM2's modules (encoder, retrieval, tracking, engine, pipeline); torch, sam2, io;
+- ``cli``: the ``fatesam`` command line over all of it; ``metrics`` scores a result against a reference (io).
+"""
 
 __version__ = "0.1.0"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from .volumes import check_same_geometry
+from .io.geometry import check_same_geometry
 
 METRICS = ("dice", "hd95", "assd")
 

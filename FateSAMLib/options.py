@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from .errors import InputError, ModelError
-from .model_registry import check_image_size as _check_model_image_size
+from .models.registry import check_image_size as _check_model_image_size
 
 T = TypeVar("T")
 

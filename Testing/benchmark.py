@@ -18,9 +18,10 @@ Configurations, each run in its own child process so that peak memories are not 
   every support slice that shows a label), in the engine's batches, and nothing else (no retrieval, memory or
   decoding).
 
-Every configuration reads the volumes, prepares them with :func:`FateSAMLib.pipeline.prepare_inputs` (so all of them
-see the same normalised, reoriented slices), runs the engine (or the encoder alone), puts the labels back on the
-query grid with :func:`FateSAMLib.pipeline.result_on_query_grid` and writes them to a temporary folder; "total" is
+Every configuration reads the volumes, prepares them with :func:`FateSAMLib.method.pipeline.prepare_inputs` (so all
+of them see the same normalised, reoriented slices), runs the engine (or the encoder alone), puts the labels back on
+the query grid with :func:`FateSAMLib.method.pipeline.result_on_query_grid` and writes them to a temporary folder;
+"total" is
 the wall clock of all of it, model loading excluded (it is in the JSON). "other" is the total minus the four engine
 stages: reading, normalising and reorienting, the confidence lists, writing, and the engine's own bookkeeping.
 
@@ -63,14 +64,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from FateSAMLib.engine import EngineOptions, FateSamEngine, StackSegmentation, StageClock, support_candidates
-from FateSAMLib.features import FeatureCache, SliceEncoder, encoder_batch_size
-from FateSAMLib.label_io import write_label_map
-from FateSAMLib.model_loading import available_memory_bytes, load_model
-from FateSAMLib.normalization import to_model_input
-from FateSAMLib.pipeline import PreparedInputs, load_support, prepare_inputs, result_on_query_grid
+from FateSAMLib.io.images import read_image
+from FateSAMLib.io.labels import write_label_map
+from FateSAMLib.method.encoder import FeatureCache, SliceEncoder, encoder_batch_size
+from FateSAMLib.method.engine import EngineOptions, FateSamEngine, StackSegmentation, StageClock, support_candidates
+from FateSAMLib.method.normalization import to_model_input
+from FateSAMLib.method.pipeline import PreparedInputs, load_support, prepare_inputs, result_on_query_grid
+from FateSAMLib.models.devices import available_memory_bytes
+from FateSAMLib.models.loading import load_model
 from FateSAMLib.progress import CancelToken
-from FateSAMLib.volumes import read_image
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real example data next to the repository and a small SAM2 with seeded random weights."""
+"""Shared fixtures and helpers: the real example data next to the repository, a small SAM2 with seeded random weights,
+and small files (label maps, segmentations, damaged copies) that tests in several folders make."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import slicerio
+
+from FateSAMLib.io.geometry import ijk_to_lps
+from FateSAMLib.segments import Segment
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HIPPOCAMPUS = DATA / "msd_task04_hippocampus"
@@ -26,7 +31,7 @@ def case_paths(dataset: Path, name: str) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def tiny_model():
     """SAM2.1 tiny with seeded random weights at the test input size, built once per test session."""
-    from FateSAMLib.model_loading import load_model
+    from FateSAMLib.models.loading import load_model
 
     return load_model("sam2.1-tiny", random_weights=True, image_size=TEST_IMAGE_SIZE, device="cpu", seed=0)
 
@@ -37,3 +42,32 @@ def assert_same_image(a: sitk.Image, b: sitk.Image) -> None:
     np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-6)
     np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-5)
     np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=1e-6)
+
+
+def cut_short(path: Path, missing: int | float) -> None:
+    """Drop the last ``missing`` bytes of a file (or that fraction of it), as an interrupted copy does."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - (missing if isinstance(missing, int) else int(len(data) * missing))])
+
+
+def write_seg_nrrd(path: Path, image: sitk.Image, layers: np.ndarray, segments: list[dict]) -> None:
+    """A Slicer segmentation file written with slicerio, voxels as (i, j, k) or (layer, i, j, k)."""
+    slicerio.write_segmentation(str(path), {"voxels": layers, "ijkToLPS": ijk_to_lps(image), "segments": segments})
+
+
+SEGMENT = {"id": "a", "name": "liver", "color": [0.1, 0.2, 0.3], "labelValue": 2, "layer": 0}
+
+
+SEGMENTS = [Segment(2, "left kidney", (0.1, 0.5, 0.9)), Segment(7, "spleen", (0.8, 0.2, 0.3))]
+
+
+def oblique_labels(max_value: int = 7) -> sitk.Image:
+    array = np.zeros((5, 6, 7), np.int64)
+    array[1:3, 2:4, 1:5] = 2
+    array[3, 0, 0] = max_value
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.5, 0.75, 3.0))
+    image.SetOrigin((-12.5, 40.0, 7.25))
+    angle = np.radians(20)
+    image.SetDirection((np.cos(angle), -np.sin(angle), 0.0, np.sin(angle), np.cos(angle), 0.0, 0.0, 0.0, -1.0))
+    return image

@@ -11,9 +11,9 @@ import pytest
 import SimpleITK as sitk
 from conftest import ABDOMEN, case_paths
 
-from FateSAMLib.cli import main
+from FateSAMLib.cli.main import main
 from FateSAMLib.errors import InputError
-from FateSAMLib.label_io import write_label_map
+from FateSAMLib.io.labels import write_label_map
 from FateSAMLib.metrics import evaluate_labels, mask_metrics
 from FateSAMLib.segments import Segment
 

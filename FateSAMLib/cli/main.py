@@ -1,0 +1,183 @@
+"""The ``fatesam`` command line: segment, evaluate, crossval, models."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from .. import __version__
+from ..errors import Cancelled, FateSAMError, InputError
+
+INTERRUPTED = 130  # the exit code of a run stopped by Ctrl+C or SIGTERM
+
+try:  # torch loads here, for seconds: Ctrl+C meanwhile ends the program quietly, as a cancelled run does
+    from ..io.atomic import OutputFiles, check_outputs
+    from ..io.images import read_image
+    from ..io.labels import SUPPORTED_OUTPUT_SUFFIXES, label_map_writer, output_suffix
+    from ..method.pipeline import load_support, segment_volume
+    from ..models.devices import is_allocation_failure, not_enough_memory, resolve_device
+    from ..progress import CancelToken, StageProgress
+    from .arguments import (
+        add_model_arguments,
+        engine_from_args,
+        model_name_from_args,
+        normalization_from_args,
+        top_k_from_args,
+        warn_if_top_k_exceeds_candidates,
+    )
+    from .crossval import add_crossval_parser
+    from .evaluate import add_evaluate_parser
+    from .models import add_models_parser
+    from .reporting import Reporter, json_writer
+except KeyboardInterrupt:
+    raise SystemExit(INTERRUPTED) from None
+
+
+def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> int:
+    """``fatesam segment``: read, segment, write the label volume (and stats) atomically."""
+    started = time.perf_counter()
+    output = Path(args.output)
+    if output_suffix(output) not in SUPPORTED_OUTPUT_SUFFIXES:
+        raise InputError(f"Unsupported output '{output}'. Use one of: {', '.join(SUPPORTED_OUTPUT_SUFFIXES)}.")
+    check_outputs([output, args.stats_json], args.overwrite)
+    normalization = normalization_from_args(args)
+
+    reporter.progress(0.0, "Reading volumes")
+    supports = [load_support(image, labels) for image, labels in args.support]
+    query = read_image(args.query)
+    read_seconds = time.perf_counter() - started
+
+    engine = engine_from_args(args, reporter, cancel, StageProgress(reporter.progress, 0.01, 0.1))
+    model_seconds = time.perf_counter() - started - read_seconds
+    result = segment_volume(
+        engine,
+        supports,
+        query,
+        segments=args.segments,
+        slice_axis=args.slice_axis,
+        normalization=normalization,
+        progress=StageProgress(reporter.progress, 0.1, 0.98),
+        cancel=cancel,
+    )
+    cancel.raise_if_cancelled()
+    warn_if_top_k_exceeds_candidates(top_k_from_args(args), result.stats, reporter)
+    write_started = time.perf_counter()
+    with OutputFiles(args.overwrite) as outputs:
+        outputs.add(output, label_map_writer(result.labels, output, result.segments), output_suffix(output))
+        stats = dict(result.stats)
+        stats["seconds"] = {
+            "read": read_seconds,
+            "model_load": model_seconds,
+            **stats["seconds"],
+            "write": time.perf_counter() - write_started,
+            "total": time.perf_counter() - started,
+        }
+        stats.update(
+            model=model_name_from_args(args),
+            image_size=engine.image_size,
+            device=str(engine.device),
+            random_weights=args.random_weights,
+            reuse_features=engine.options.reuse_features,
+            top_k=engine.options.top_k,
+            doubtful_slices=result.doubtful_slices,
+            confidence=result.confidence,
+        )
+        if args.stats_json:
+            outputs.add(args.stats_json, json_writer(stats))
+    reporter.progress(1.0, f"Wrote {output}")
+    reporter.done(str(output))
+    return 0
+
+
+class UsageError(InputError):
+    """Options that argparse refused (unknown, missing or out of range)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse reporting bad options as every other bad input: exit code 1 (argparse's own is 2); --help exits 0."""
+
+    def error(self, message: str) -> NoReturn:
+        # "argument --top-k: --top-k must be ..." -> "--top-k must be ...": the check's message already names it.
+        message = re.sub(r"^argument (\S+): (?=\1\b)", "", message)
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = ArgumentParser(prog="fatesam", description="Few-shot 3D segmentation with frozen SAM2 (FATE-SAM).")
+    parser.add_argument("--version", action="version", version=f"fatesam {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+
+    segment = subparsers.add_parser("segment", help="segment a query volume from labelled support volumes")
+    segment.add_argument(
+        "--support",
+        nargs=2,
+        action="append",
+        required=True,
+        metavar=("IMAGE", "LABELS"),
+        help="a support image and its label map or .seg.nrrd (repeat for more supports)",
+    )
+    segment.add_argument("--query", required=True, help="the volume to segment (NIfTI, NRRD, MHA or a DICOM folder)")
+    segment.add_argument("--output", required=True, help="output label volume: .nii.gz, .nrrd, .mha or .seg.nrrd")
+    segment.add_argument("--segments", nargs="+", metavar="NAME_OR_VALUE", help="only these segments (default all)")
+    segment.add_argument("--stats-json", type=Path, help="write counts, timings and per-slice confidence here")
+    segment.add_argument("--json-progress", action="store_true", help="one JSON object per line on stdout")
+    segment.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_model_arguments(segment)
+    segment.set_defaults(func=run_segment, reporting=True)
+
+    add_crossval_parser(subparsers)
+    add_evaluate_parser(subparsers)
+    add_models_parser(subparsers)
+    return parser
+
+
+def _install_cancel_handlers(cancel: CancelToken) -> None:
+    def handler(signum: int, frame: object) -> None:
+        cancel.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fatesam`` console script; returns the exit code (0, 1 for any error, 130 if cancelled)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        if not getattr(args, "reporting", False):
+            return args.func(args)
+        reporter = Reporter(json_lines=getattr(args, "json_progress", False))
+        cancel = CancelToken()
+        _install_cancel_handlers(cancel)
+        return _run(args, reporter, cancel)
+    except UsageError as error:
+        Reporter(json_lines="--json-progress" in argv).error(error)
+        return 1
+    except KeyboardInterrupt:  # before the cancel handlers were installed
+        return INTERRUPTED
+
+
+def _run(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> int:
+    """Run the subcommand; every error a user can cause is reported in one message (exit 1, 130 when cancelled)."""
+    try:
+        return args.func(args, reporter, cancel)
+    except (MemoryError, RuntimeError) as error:
+        if not is_allocation_failure(error):
+            raise
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        device = resolve_device(getattr(args, "device", "auto"))
+        reporter.error(not_enough_memory(f"an allocation failed during the run ({reason[:200]})", device))
+        return 1
+    except Cancelled as error:
+        reporter.error(error)
+        return INTERRUPTED
+    except FateSAMError as error:
+        reporter.error(error)
+        return 1

@@ -1,0 +1,96 @@
+"""How the command line reports: a progress line for people, or JSON lines for the Slicer module."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from ..errors import FateSAMError
+from ..io.atomic import write_file_atomically
+
+
+class Reporter:
+    """Progress, warnings, the result and errors, either human-readable on stderr or as JSON lines on stdout.
+
+    JSON events: ``{"event": "progress", "fraction": f, "message": m}``, ``{"event": "warning", "message": m}``,
+    ``{"event": "done", "output": path}`` and ``{"event": "error", "message": m, "kind": "InputError"}``.
+    """
+
+    def __init__(self, json_lines: bool, stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
+        self.json_lines = json_lines
+        self.stdout = stdout or sys.stdout
+        self.stderr = stderr or sys.stderr
+        self._last_message = ""
+
+    def _emit(self, event: dict) -> None:
+        self.stdout.write(json.dumps(event) + "\n")
+        self.stdout.flush()
+
+    def progress(self, fraction: float, message: str) -> None:
+        """Report progress; the human form rewrites one status line."""
+        if self.json_lines:
+            self._emit({"event": "progress", "fraction": round(float(fraction), 4), "message": message})
+        elif message != self._last_message:
+            self.stderr.write(f"\r[{fraction * 100:5.1f}%] {message[:100]:<100}")
+            self.stderr.flush()
+        self._last_message = message
+
+    def _end_line(self) -> None:
+        if not self.json_lines and self._last_message:
+            self.stderr.write("\n")
+            self._last_message = ""
+
+    def warning(self, message: str) -> None:
+        """A warning the user must see."""
+        if self.json_lines:
+            self._emit({"event": "warning", "message": message})
+        else:
+            self._end_line()
+            self.stderr.write(f"WARNING: {message}\n")
+
+    def done(self, output: str) -> None:
+        """The run finished and wrote ``output``."""
+        if self.json_lines:
+            self._emit({"event": "done", "output": output})
+        else:
+            self._end_line()
+            self.stdout.write(f"{output}\n")
+
+    def error(self, error: FateSAMError) -> None:
+        """The run failed (or was cancelled) with ``error``."""
+        if self.json_lines:
+            self._emit({"event": "error", "message": str(error), "kind": type(error).__name__})
+        else:
+            self._end_line()
+            self.stderr.write(f"fatesam: error: {error}\n")
+
+
+def strict_json(data: object) -> object:
+    """``data`` with every NaN or infinite float replaced by None, so that it is valid JSON."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: strict_json(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [strict_json(value) for value in data]
+    return data
+
+
+def json_writer(data: object) -> Callable[[Path], None]:
+    """What writes ``data`` as strict JSON (non-finite numbers as null, see :func:`strict_json`) to a given file."""
+    text = json.dumps(strict_json(data), indent=2, allow_nan=False)
+
+    def write(target: Path) -> None:
+        with open(target, "x") as stream:
+            stream.write(text)
+
+    return write
+
+
+def write_json_atomic(path: Path, data: object, overwrite: bool = False) -> None:
+    """Write ``data`` as strict JSON to ``path``, all or nothing; an existing file is replaced only with overwrite."""
+    write_file_atomically(path, json_writer(data), overwrite)

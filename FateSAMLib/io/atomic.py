@@ -1,0 +1,168 @@
+"""Output files, all or none: checked before a run, written to temporary files, then published without replacing a
+file that appeared meanwhile (unless the user allows overwriting)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import TracebackType
+
+from ..errors import InputError, ResourceError
+
+
+def _exists_error(path: Path) -> InputError:
+    return InputError(f"{path} exists; pass --overwrite or choose another path.")
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` itself or the closest of its parents that exists (the folder a new file or folder goes into)."""
+    for candidate in (path, *path.parents):
+        if os.path.lexists(candidate):
+            return candidate
+    return Path(path.anchor or ".")
+
+
+def check_output_location(path: str | Path, overwrite: bool) -> None:
+    """Refuse (:class:`InputError`) an output path that cannot be written, before any work is done.
+
+    A folder, an existing file without ``overwrite``, a parent path that is a file, and a folder in which no file can
+    be created (checked by creating and removing a probe file in the nearest existing folder) are refused.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give a file name in it, e.g. {path / 'labels.nii.gz'}.")
+    if os.path.lexists(path) and not overwrite:
+        raise _exists_error(path)
+    folder = _nearest_existing(path.parent)
+    if not folder.is_dir():
+        raise InputError(f"Cannot write {path}: {folder} is a file, not a folder. Choose another output folder.")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".fatesam-probe.", dir=folder)
+    except OSError as error:
+        raise InputError(
+            f"Cannot write {path}: no file can be created in {folder} ({_reason(error)}). "
+            "Choose a folder you can write to."
+        ) from None
+    os.close(handle)
+    os.unlink(probe)
+
+
+def check_outputs(paths: Iterable[str | Path | None], overwrite: bool) -> None:
+    """Refuse, before any work, outputs that cannot be written or that name one file twice; None entries are skipped.
+
+    Each path is checked by :func:`check_output_location`."""
+    seen: dict[Path, Path] = {}
+    for path in (Path(p) for p in paths if p is not None):
+        check_output_location(path, overwrite)
+        other = seen.setdefault(path.resolve(), path)
+        if other is not path:
+            raise InputError(f"The output paths {other} and {path} name the same file; give each its own.")
+
+
+def _reason(error: Exception) -> str:
+    """The gist of an OS or writer error: its OS message, else the last line of its text."""
+    text = getattr(error, "strerror", None) or str(error).strip()
+    return text.splitlines()[-1] if text else type(error).__name__
+
+
+def publish_new(temporary: Path, path: Path) -> bool:
+    """Rename ``temporary`` to ``path`` unless a file of that name exists by then; whether it was renamed.
+
+    An existing file is never replaced, and ``temporary`` is then left as it was."""
+    try:
+        os.link(temporary, path)  # fails if ``path`` exists: exclusive creation with the complete content
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links: rename, which on Windows also refuses an existing file
+        if os.path.lexists(path):
+            return False
+        try:
+            os.rename(temporary, path)
+        except FileExistsError:
+            return False
+        return True
+    os.unlink(temporary)
+    return True
+
+
+def _publish(temporary: Path, path: Path, overwrite: bool) -> None:
+    """Give ``temporary`` its final name; without ``overwrite``, never replace a file that exists by then."""
+    if overwrite:
+        os.replace(temporary, path)
+    elif not publish_new(temporary, path):
+        raise _exists_error(path)
+
+
+class OutputFiles:
+    """The files of one run, written all or none.
+
+    :meth:`add` writes each file to a temporary file next to it (with the usual, umask-respecting permissions); leaving
+    the ``with`` block without an error publishes them all (:meth:`publish`); on an error every temporary file is
+    removed, and so is every file this run had already published.
+    """
+
+    def __init__(self, overwrite: bool) -> None:
+        self.overwrite = overwrite
+        self._staged: list[tuple[Path, Path]] = []
+
+    def __enter__(self) -> OutputFiles:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.publish()
+        else:
+            self._discard()
+
+    def add(self, path: str | Path, write: Callable[[Path], None], suffix: str = "") -> None:
+        """Write ``path``'s content now, through ``write(temporary_path)``; ``suffix`` ends the temporary name."""
+        path = Path(path)
+        if os.path.lexists(path) and not self.overwrite:
+            raise _exists_error(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InputError(f"Cannot create the folder of {path}: {_reason(error)}.") from None
+        stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
+        temporary = path.parent / f".{stem}.{uuid.uuid4().hex[:12]}.tmp{suffix}"
+        self._staged.append((temporary, path))
+        try:
+            write(temporary)
+        except (OSError, RuntimeError) as error:  # SimpleITK reports a failed write as a RuntimeError
+            raise ResourceError(
+                f"Could not write {path}: {_reason(error)}. "
+                "Check that the disk has free space and that the folder can be written to."
+            ) from None
+
+    def publish(self) -> None:
+        """Give every written file its final name; if one cannot be published, remove those that were."""
+        published: list[Path] = []
+        try:
+            for temporary, path in self._staged:
+                _publish(temporary, path, self.overwrite)
+                published.append(path)
+        except BaseException:
+            for path in published:
+                path.unlink(missing_ok=True)
+            raise
+        finally:
+            self._discard()
+
+    def _discard(self) -> None:
+        for temporary, _path in self._staged:
+            temporary.unlink(missing_ok=True)
+        self._staged.clear()
+
+
+def write_file_atomically(
+    path: str | Path, write: Callable[[Path], None], overwrite: bool = False, suffix: str = ""
+) -> Path:
+    """Write one file all or nothing (see :class:`OutputFiles`); returns its path."""
+    with OutputFiles(overwrite) as outputs:
+        outputs.add(path, write, suffix)
+    return Path(path)

@@ -1,0 +1,236 @@
+"""Label maps read and written: plain label maps (NIfTI, NRRD, MHA) and Slicer .seg.nrrd files with segment names and
+colours; label values are integers in 0..65535 (the 16-bit label maps that are written).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import slicerio
+
+from ..errors import InputError
+from ..segments import Segment, default_segment
+from .atomic import write_file_atomically
+from .geometry import from_slices, grid_mismatch_error, grids_match, ijk_to_lps
+from .images import is_segmentation_file, read_volume
+from .integrity import check_file_integrity
+
+_MAX_LABEL = int(np.iinfo(np.uint16).max)
+
+
+_PLAIN_LABELS_NOTE = (
+    "A plain label map must be on exactly its image's grid (only a Slicer .seg.nrrd may cover a cropped part of it).\n"
+)
+
+
+def label_image(array_zyx: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """A UInt16 label image from a (z, y, x) array, on the reference's grid."""
+    array = np.asarray(array_zyx)
+    if array.size and (array.min() < 0 or array.max() > _MAX_LABEL):
+        raise InputError(f"Label values must lie in 0..{_MAX_LABEL}; relabel the segments with values 1..{_MAX_LABEL}.")
+    image = sitk.GetImageFromArray(array.astype(np.uint16, copy=False))
+    image.CopyInformation(reference)
+    return image
+
+
+def _check_largest_label(value: int, path: Path) -> None:
+    if value > _MAX_LABEL:
+        raise InputError(
+            f"{path} has the label value {value}, above {_MAX_LABEL}, the largest a (16-bit) label map can hold. "
+            f"Relabel its structures with values 1..{_MAX_LABEL}, then try again."
+        )
+
+
+def _integer_labels(array: np.ndarray, path: Path) -> np.ndarray:
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all() or not np.array_equal(array, np.round(array)):
+            raise InputError(
+                f"{path} holds non-integer values, so it is not a label map. Save the segmentation as a label map "
+                "(integer voxels, 0 = background), or as a .seg.nrrd from 3D Slicer."
+            )
+        array = array.astype(np.int64)
+    if np.issubdtype(array.dtype, np.signedinteger) and array.size and array.min() < 0:
+        raise InputError(f"{path} holds negative label values; relabel its structures with values 1, 2, ...")
+    if array.size:
+        _check_largest_label(int(array.max()), path)
+    return array
+
+
+def _read_segmentation(path: Path) -> tuple[sitk.Image, list[Segment]]:
+    check_file_integrity(path)
+    try:
+        segmentation = slicerio.read_segmentation(str(path))
+    except Exception as error:  # slicerio/pynrrd raise several exception types for broken files
+        raise InputError(
+            f"{path} could not be read as a Slicer segmentation ({error}). Save it again from 3D Slicer as .seg.nrrd."
+        ) from error
+    voxels = np.asarray(segmentation["voxels"])  # (i, j, k) or (layer, i, j, k)
+    layers = voxels[np.newaxis] if voxels.ndim == 3 else voxels
+    entries = segmentation.get("segments", [])
+    masks = [layers[entry.get("layer", 0)] == entry.get("labelValue", 1) for entry in entries]
+    if len(masks) > 1 and (np.sum(masks, axis=0) > 1).any():
+        raise InputError(
+            f"{path} has overlapping segments. FateSAM needs non-overlapping structures: in 3D Slicer's Segment "
+            "Editor set 'Modify other segments' to 'Overwrite all' and repaint the overlap, or export one label map."
+        )
+    array = np.zeros(layers.shape[1:], dtype=np.int64)
+    segments, used = [], set()
+    for entry, mask in zip(entries, masks, strict=True):
+        if not mask.any():
+            continue
+        value = int(entry.get("labelValue", 1))
+        while value in used:  # values repeat across layers: give the later segment the next free one
+            value += 1
+        _check_largest_label(value, path)
+        used.add(value)
+        array[mask] = value
+        color = tuple(float(c) for c in entry["color"]) if "color" in entry else default_segment(value).color
+        segments.append(Segment(value=value, name=entry.get("name", f"Label {value}"), color=color))
+    ijk_to_lps = np.asarray(segmentation["ijkToLPS"], dtype=float)
+    spacing = np.linalg.norm(ijk_to_lps[:3, :3], axis=0)
+    image = sitk.GetImageFromArray(array.transpose(2, 1, 0))
+    image.SetSpacing(spacing.tolist())
+    image.SetOrigin(ijk_to_lps[:3, 3].tolist())
+    image.SetDirection((ijk_to_lps[:3, :3] / spacing).flatten().tolist())
+    return image, sorted(segments, key=lambda s: s.value)
+
+
+def read_labels(path: str | Path) -> tuple[sitk.Image, list[Segment]]:
+    """Read a label map or a Slicer .seg.nrrd as an integer (z, y, x) image and its non-empty segments by value.
+
+    Plain label maps get :func:`default_segment` names and colours; a .seg.nrrd keeps its names and colours.
+    Raises :class:`InputError` for a missing, unreadable or truncated file, non-integer, negative or too large
+    (above 65535) values, or overlapping segments.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} does not exist. Check the path of the label map.")
+    if is_segmentation_file(path):
+        return _read_segmentation(path)
+    image = read_volume(path)
+    array = _integer_labels(sitk.GetArrayFromImage(image), path)
+    values = [int(v) for v in np.unique(array) if v != 0]
+    return label_image(array, image), [default_segment(v) for v in values]
+
+
+def _paste_subgrid(labels: sitk.Image, reference: sitk.Image) -> sitk.Image | None:
+    """``labels`` placed on the reference grid when it is an exact, inside sub-grid of it (a cropped export)."""
+    probe = sitk.Image(labels.GetSize(), sitk.sitkUInt8)
+    probe.SetSpacing(reference.GetSpacing())
+    probe.SetDirection(reference.GetDirection())
+    index = np.array(reference.TransformPhysicalPointToContinuousIndex(labels.GetOrigin()))
+    offset = np.round(index).astype(int)
+    end = offset + np.array(labels.GetSize())
+    if np.any(offset < 0) or np.any(end > np.array(reference.GetSize())):
+        return None
+    probe.SetOrigin(reference.TransformIndexToPhysicalPoint(offset.tolist()))
+    if not grids_match(labels, probe):
+        return None
+    array = np.zeros(sitk.GetArrayViewFromImage(reference).shape, dtype=np.int64)
+    array[offset[2] : end[2], offset[1] : end[1], offset[0] : end[0]] = sitk.GetArrayViewFromImage(labels)
+    return label_image(array, reference)
+
+
+def on_reference_grid(labels: sitk.Image, reference: sitk.Image, what: str, *, cropped: bool = False) -> sitk.Image:
+    """``labels`` with the reference's exact geometry: the same grid (within tolerance) or, if ``cropped`` is allowed
+    (a Slicer .seg.nrrd, see :func:`is_segmentation_file`), an aligned sub-grid padded with background."""
+    if grids_match(labels, reference):
+        return label_image(sitk.GetArrayViewFromImage(labels), reference)
+    placed = _paste_subgrid(labels, reference) if cropped else None
+    if placed is None:
+        raise grid_mismatch_error(labels, reference, what, "" if cropped else _PLAIN_LABELS_NOTE)
+    return placed
+
+
+def read_label_map(path: str | Path, reference: sitk.Image) -> tuple[sitk.Image, list[Segment]]:
+    """Read support labels (label map or .seg.nrrd) onto ``reference``'s grid; returns the image and its segments.
+
+    A plain label map must be on the reference's grid; a .seg.nrrd on a cropped but aligned sub-grid of it (as Slicer
+    may save) is padded with background. Raises :class:`InputError` as :func:`read_labels` does, and for another
+    grid or no foreground.
+    """
+    labels, segments = read_labels(path)
+    if not segments:
+        raise InputError(f"{path}: the support labels are empty (no foreground voxel). Draw the structures first.")
+    what = f"{path} does not match its image"
+    return on_reference_grid(labels, reference, what, cropped=is_segmentation_file(path)), segments
+
+
+def labels_on_grid(stack_labels: np.ndarray, reference: sitk.Image, axis: str) -> sitk.Image:
+    """A label stack back on ``reference``'s voxel grid (same size, spacing, origin, direction)."""
+    return label_image(from_slices(stack_labels, reference, axis), reference)
+
+
+SUPPORTED_OUTPUT_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+def output_suffix(path: str | Path) -> str:
+    """The output format's suffix of ``path`` ('' when it is none of the supported ones)."""
+    name = Path(path).name.lower()
+    return next((suffix for suffix in SUPPORTED_OUTPUT_SUFFIXES if name.endswith(suffix)), "")
+
+
+def segments_for_values(values: np.ndarray, segments: list[Segment]) -> list[Segment]:
+    """``segments`` plus a default segment for every label value in ``values`` that none describes, by value."""
+    known = {s.value: s for s in segments}
+    for value in np.unique(values):
+        if value != 0 and int(value) not in known:
+            known[int(value)] = default_segment(int(value))
+    return sorted(known.values(), key=lambda s: s.value)
+
+
+def _write_segmentation(image: sitk.Image, path: str, segments: list[Segment]) -> None:
+    voxels = np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0))  # slicerio indexes voxels as (i, j, k)
+    segmentation = slicerio.create_segmentation(voxels.shape, ijk_to_lps(image), dtype=voxels.dtype)
+    segmentation["voxels"][...] = voxels
+    segmentation["segments"] = [
+        {
+            "id": f"Segment_{s.value}",
+            "labelValue": s.value,
+            "layer": 0,
+            "name": s.name,
+            "nameAutoGenerated": False,
+            "color": list(s.color),
+            "colorAutoGenerated": False,
+        }
+        for s in segments_for_values(voxels, segments)
+    ]
+    slicerio.write_segmentation(path, segmentation)
+
+
+def label_map_writer(image: sitk.Image, path: str | Path, segments: list[Segment]) -> Callable[[Path], None]:
+    """What writes ``image`` in ``path``'s format to a given file, once its format and label values are checked.
+
+    ``.seg.nrrd`` gives a Slicer segmentation with the segments' names and colours (a label value without a segment
+    gets a default one); ``.nii.gz``, ``.nii``, ``.nrrd`` and ``.mha`` a plain label map (uint8, or uint16 above 255).
+    """
+    suffix = output_suffix(path)
+    if not suffix:
+        raise InputError(f"Cannot write {path}: use one of {', '.join(SUPPORTED_OUTPUT_SUFFIXES)}.")
+    array = sitk.GetArrayViewFromImage(image)
+    if array.min(initial=0) < 0 or array.max(initial=0) > np.iinfo(np.uint16).max:
+        raise InputError(
+            f"Cannot write {path}: label values must lie in 0..65535 (found {array.min()}..{array.max()}). "
+            "Relabel the segments with smaller non-negative values."
+        )
+    labels = sitk.Cast(image, sitk.sitkUInt8 if array.max(initial=0) <= 255 else sitk.sitkUInt16)
+
+    def write(target: Path) -> None:
+        if suffix == ".seg.nrrd":
+            _write_segmentation(labels, str(target), segments)
+        else:
+            sitk.WriteImage(labels, str(target), useCompression=True)
+
+    return write
+
+
+def write_label_map(image: sitk.Image, path: str | Path, segments: list[Segment], overwrite: bool = False) -> Path:
+    """Write ``image`` to ``path`` (format by suffix, see :func:`label_map_writer`) all or nothing.
+
+    The file is written next to ``path`` under a temporary name, then published; an existing file, or one that
+    appears meanwhile, is replaced only with ``overwrite``. Missing parent folders are created.
+    """
+    return write_file_atomically(path, label_map_writer(image, path, segments), overwrite, output_suffix(path))

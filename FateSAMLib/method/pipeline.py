@@ -1,0 +1,240 @@
+"""From SimpleITK volumes to a label volume on the query's grid: orientation, normalisation, engine, confidence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..errors import InputError
+from ..io.geometry import choose_slice_axis, slice_centers, to_slices
+from ..io.images import read_image
+from ..io.labels import labels_on_grid, read_label_map
+from ..models.devices import available_memory_bytes, not_enough_memory
+from ..progress import CancelToken, ProgressCallback, StageProgress, ignore_progress
+from ..segments import Segment
+from .engine import FateSamEngine, StackSegmentation, SupportStack
+from .normalization import normalize_intensities
+
+DOUBTFUL_SLICES_LISTED = 10
+
+
+@dataclass
+class SupportCase:
+    """One labelled example: its image, its label map on the same grid, and the segments that label map holds."""
+
+    image: sitk.Image
+    labels: sitk.Image
+    segments: list[Segment]
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Intensity rule applied to query and supports alike: percentile clipping, or a fixed (level, width) window."""
+
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    window: tuple[float, float] | None = None
+
+    def apply(self, array: np.ndarray) -> np.ndarray:
+        return normalize_intensities(array, percentiles=self.percentiles, window=self.window)
+
+
+@dataclass
+class SegmentationResult:
+    """The label volume on the query's grid, its segments, and what a reviewer needs to check it."""
+
+    labels: sitk.Image
+    segments: list[Segment]
+    slice_axis: str
+    doubtful_slices: list[dict] = field(default_factory=list)
+    confidence: list[dict] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+
+def load_support(image_path: str | Path, labels_path: str | Path) -> SupportCase:
+    """Read a support image and its label map (plain label map or Slicer .seg.nrrd) and check they match."""
+    image = read_image(image_path)
+    labels, segments = read_label_map(labels_path, image)
+    return SupportCase(image=image, labels=labels, segments=segments, name=Path(image_path).name)
+
+
+def merge_segments(cases: list[SupportCase]) -> tuple[list[Segment], list[dict[int, int]]]:
+    """One list of segments across supports, matched by name (case-insensitive).
+
+    Returns the merged segments (value and colour of the first support that has the name; a value already taken by
+    another name gets the next free value) and, per support, the map from its own label values to merged values.
+    """
+    merged: dict[str, Segment] = {}
+    used_values: set[int] = set()
+    remaps: list[dict[int, int]] = []
+    for case in cases:
+        remap = {}
+        for segment in case.segments:
+            key = segment.name.strip().lower()
+            if key not in merged:
+                value = segment.value
+                while value in used_values:
+                    value += 1
+                merged[key] = Segment(value=value, name=segment.name, color=segment.color)
+                used_values.add(value)
+            remap[segment.value] = merged[key].value
+        remaps.append(remap)
+    return sorted(merged.values(), key=lambda s: s.value), remaps
+
+
+def select_segments(segments: list[Segment], wanted: list[str] | None) -> list[Segment]:
+    """The segments named (or numbered) in ``wanted``, all of them when ``wanted`` is empty."""
+    if not wanted:
+        return segments
+    chosen = []
+    for item in wanted:
+        match = [s for s in segments if s.name.lower() == item.strip().lower() or str(s.value) == item.strip()]
+        if not match:
+            available = ", ".join(f"{s.value} ({s.name})" for s in segments)
+            raise InputError(
+                f"No support has the segment '{item}'. The supports have: {available}. "
+                "Pick one of these, or add a support that contains it."
+            )
+        chosen.extend(s for s in match if s not in chosen)
+    return sorted(chosen, key=lambda s: s.value)
+
+
+def _remapped(labels: np.ndarray, remap: dict[int, int]) -> np.ndarray:
+    out = np.zeros(labels.shape, dtype=np.int64)
+    for old, new in remap.items():
+        out[labels == old] = new
+    return out
+
+
+def feature_bytes_per_slice(image_size: int, device: torch.device) -> int:
+    """Memory of one slice's cached encoder features: SAM2 keeps 4 * size^2 values over its three levels."""
+    return 4 * image_size * image_size * (2 if device.type == "cuda" else 4)
+
+
+def check_memory(num_slices: int, image_size: int, device: torch.device) -> None:
+    """Refuse to start a run whose cached features alone would not fit in the memory free for this process."""
+    needed = num_slices * feature_bytes_per_slice(image_size, device) + 2 * 1024**3
+    if needed > available_memory_bytes(device):
+        raise not_enough_memory(
+            f"{num_slices} slices at input size {image_size} need about {needed / 1024**3:.1f} GB", device
+        )
+
+
+def _slice_confidence(result: StackSegmentation) -> np.ndarray:
+    """(S, L) certainty in [0, 1]: for a predicted label, IoU x P(present); for an absent label, P(absent)."""
+    present_prob = 1.0 / (1.0 + np.exp(-result.object_scores))
+    present = np.stack(
+        [(result.labels == value).reshape(result.labels.shape[0], -1).any(axis=1) for value in result.label_values],
+        axis=1,
+    )
+    return np.where(present, result.ious * present_prob, 1.0 - present_prob)
+
+
+def _review_lists(
+    result: StackSegmentation, segments: list[Segment], centers: np.ndarray, axis: str
+) -> tuple[list[dict], list[dict]]:
+    certainty = _slice_confidence(result)
+    names = [s.name for s in segments]
+    confidence = [
+        {
+            "slice_index": int(i),
+            "label": int(value),
+            "name": names[j],
+            "object_score": float(result.object_scores[i, j]),
+            "iou": float(result.ious[i, j]),
+            "certainty": float(certainty[i, j]),
+        }
+        for i in range(certainty.shape[0])
+        for j, value in enumerate(result.label_values)
+    ]
+    doubtful = [
+        {
+            "slice_index": int(i),
+            "axis": axis,
+            "center_lps": [float(c) for c in centers[i]],
+            "score": float(certainty[i].min()),
+            "labels": [names[j] for j in np.argsort(certainty[i])[:1]],
+        }
+        for i in np.argsort(certainty.min(axis=1), kind="stable")[:DOUBTFUL_SLICES_LISTED]
+    ]
+    return confidence, doubtful
+
+
+@dataclass
+class PreparedInputs:
+    """Query and supports in one frame and one intensity rule, sliced along one axis, with the chosen segments."""
+
+    query: np.ndarray  # (S, H, W) intensities in [0, 1]
+    supports: list[SupportStack]
+    segments: list[Segment]
+    slice_axis: str
+
+    @property
+    def label_values(self) -> list[int]:
+        return [s.value for s in self.segments]
+
+
+def prepare_inputs(
+    supports: list[SupportCase],
+    query: sitk.Image,
+    segments: list[str] | None = None,
+    slice_axis: str = "auto",
+    normalization: Normalization = Normalization(),
+) -> PreparedInputs:
+    """Merge and pick the segments, choose the slice axis, normalise and reorient query and supports alike."""
+    if not supports:
+        raise InputError("At least one support (image + labels) is needed; pass --support IMAGE LABELS.")
+    merged, remaps = merge_segments(supports)
+    chosen = select_segments(merged, segments)
+    axis = choose_slice_axis(query, slice_axis)
+
+    query_stack = to_slices(normalization.apply(sitk.GetArrayFromImage(query)), query, axis)
+    stacks = []
+    for case, remap in zip(supports, remaps, strict=True):
+        labels = _remapped(sitk.GetArrayFromImage(case.labels), remap)
+        stacks.append(
+            SupportStack(
+                image=to_slices(normalization.apply(sitk.GetArrayFromImage(case.image)), case.image, axis),
+                labels=to_slices(labels, case.labels, axis),
+            )
+        )
+    missing = [s.name for s in chosen if not any((stack.labels == s.value).any() for stack in stacks)]
+    if missing:
+        raise InputError(f"The segments {missing} are empty in every support; choose segments that are drawn.")
+    return PreparedInputs(query_stack, stacks, chosen, axis)
+
+
+def result_on_query_grid(result: StackSegmentation, prepared: PreparedInputs, query: sitk.Image) -> SegmentationResult:
+    """The engine's labels back on the query's voxel grid, with the confidence and review lists."""
+    axis = prepared.slice_axis
+    label_image = labels_on_grid(result.labels, query, axis)
+    confidence, doubtful = _review_lists(result, prepared.segments, slice_centers(query, axis), axis)
+    stats = dict(result.stats)
+    stats["slice_axis"] = axis
+    stats["segments"] = [{"value": s.value, "name": s.name, "color": list(s.color)} for s in prepared.segments]
+    return SegmentationResult(label_image, prepared.segments, axis, doubtful, confidence, stats)
+
+
+def segment_volume(
+    engine: FateSamEngine,
+    supports: list[SupportCase],
+    query: sitk.Image,
+    segments: list[str] | None = None,
+    slice_axis: str = "auto",
+    normalization: Normalization = Normalization(),
+    progress: ProgressCallback = ignore_progress,
+    cancel: CancelToken | None = None,
+) -> SegmentationResult:
+    """Segment ``query`` from ``supports``; the returned label volume lies exactly on the query's voxel grid."""
+    prepared = prepare_inputs(supports, query, segments, slice_axis, normalization)
+    # Support features stay for the whole run; query slices are encoded a batch at a time and dropped.
+    kept_slices = sum(s.image.shape[0] for s in prepared.supports) + engine.options.encoder_batch_size
+    check_memory(kept_slices, engine.image_size, engine.device)
+    result = engine.segment(
+        prepared.query, prepared.supports, prepared.label_values, StageProgress(progress, 0.0, 0.98), cancel
+    )
+    return result_on_query_grid(result, prepared, query)

@@ -1,0 +1,12 @@
+"""The 3D Slicer side without Qt: the scene adapter (``scene``), a run through the engine process (``run``,
+``process``), dependency checks and installs (``deps``) and saved support sets (``support_set``).
+
+May import the top level, ``models.registry``, MRML (``slicer``, ``vtk``) and numpy; never torch, sam2, SimpleITK
+or slicerio, and never ``io``, ``method`` or ``cli`` (the module loads this before they can be installed).
+"""
+
+from .process import RunOptions
+from .run import SegmentationRun, SupportPair
+from .support_set import load_support_set, save_support_set
+
+__all__ = ["RunOptions", "SegmentationRun", "SupportPair", "load_support_set", "save_support_set"]

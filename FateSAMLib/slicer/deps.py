@@ -1,0 +1,90 @@
+"""What the Slicer module must install before the engine can run, and how.
+
+torch and torchvision come from the PyTorch extension; the other packages from ``requirements.txt`` next to the
+FateSAMLib package, installed by ``PythonSlicer -m pip install`` in a separate process (:func:`start_pip_install`),
+followed like a run: progress lines, cancel. Standard library plus ``packaging`` (shipped with Slicer's Python) only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+
+from ..errors import InputError
+from .process import PACKAGE_PARENT, BackgroundJob, python_executable
+
+REQUIREMENTS_FILE = PACKAGE_PARENT / "requirements.txt"
+TORCH_VERSION = ">=2.5.1"  # what sam2 1.1.0 needs
+TORCH_REQUIREMENTS = (f"torch{TORCH_VERSION}", "torchvision>=0.20.1")
+PIP_OPTIONS = ("--no-build-isolation",)  # build sam2 against the installed torch, not a second download
+BUILD_ENVIRONMENT = {"SAM2_BUILD_CUDA": "0"}  # sam2's optional CUDA extension needs a compiler: skip it
+
+
+def read_requirements(path: Path = REQUIREMENTS_FILE) -> list[str]:
+    """The requirement lines of a requirements file (comments and blank lines left out)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise InputError(f"Cannot read {path} ({error}); reinstall the FateSAM extension.") from error
+    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+
+
+def unmet_requirements(requirements: Sequence[str]) -> list[str]:
+    """The requirements that are not installed, or installed at a version they exclude."""
+    importlib.invalidate_caches()  # see what another process (pip) installed meanwhile
+    unmet = []
+    for text in requirements:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement as error:
+            raise InputError(f"Invalid requirement {text!r} ({error}); reinstall the FateSAM extension.") from error
+        try:
+            installed = importlib.metadata.version(requirement.name)
+        except importlib.metadata.PackageNotFoundError:
+            unmet.append(text)
+            continue
+        if not requirement.specifier.contains(installed, prereleases=True):
+            unmet.append(text)
+    return unmet
+
+
+def missing_torch() -> list[str]:
+    """The torch packages still to be installed (through the PyTorch extension)."""
+    return unmet_requirements(TORCH_REQUIREMENTS)
+
+
+def missing_packages(path: Path = REQUIREMENTS_FILE) -> list[str]:
+    """The requirements of ``path`` still to be installed with pip."""
+    return unmet_requirements(read_requirements(path))
+
+
+def pip_arguments(path: Path = REQUIREMENTS_FILE) -> list[str]:
+    """The ``pip install`` arguments that install ``path``'s requirements."""
+    return ["-r", str(path), *PIP_OPTIONS]
+
+
+def pip_install_command(path: Path = REQUIREMENTS_FILE, python: str | None = None) -> list[str]:
+    """The command line that installs ``path``'s requirements with ``python`` (default: Slicer's ``PythonSlicer``)."""
+    return [python or python_executable(), "-m", "pip", "install", *pip_arguments(path)]
+
+
+def pip_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) with the build settings and unbuffered output for pip."""
+    environment = dict(os.environ if base is None else base)
+    environment.update(BUILD_ENVIRONMENT)
+    environment["PYTHONUNBUFFERED"] = "1"
+    return environment
+
+
+def start_pip_install(
+    path: Path = REQUIREMENTS_FILE, python: str | None = None, environment: Mapping[str, str] | None = None
+) -> BackgroundJob:
+    """Start pip installing ``path``'s requirements in a separate process; poll the job until it has finished."""
+    return BackgroundJob(
+        pip_install_command(path, python), pip_environment(environment), description="The installation (pip)"
+    )

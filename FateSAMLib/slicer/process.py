@@ -1,0 +1,383 @@
+"""The engine as a separate process: its command lines, its JSON-line events, and a non-blocking process handle.
+
+The Slicer module never runs the model in its own process: it starts ``python -m FateSAMLib.cli ... --json-progress``
+with Slicer's Python (``PythonSlicer``), polls this handle from a timer and ends the process on cancel. Every
+background command of the module (a run, a checkpoint download, pip installing the requirements) is a
+:class:`BackgroundJob` over an :class:`EngineProcess`. Standard library only, so that it imports before the engine's
+dependencies are installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from .. import errors
+from ..errors import Cancelled, FateSAMError, InputError
+from ..options import check_run_settings
+
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # this file is FateSAMLib/slicer/process.py
+"""The folder that contains the FateSAMLib package: the engine process needs it on PYTHONPATH."""
+ENGINE_PERCENTILES = (0.5, 99.5)
+"""``fatesam segment``'s default ``--percentiles``, which the module does not change."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The engine options the Slicer module exposes (see ``fatesam segment --help``).
+
+    Values out of range, or a ``window`` without ``normalization="window"``, are refused here
+    (:class:`~FateSAMLib.errors.InputError`, with the engine's own checks), before anything is exported.
+    """
+
+    model: str = "sam2.1-tiny"
+    checkpoint: str | None = None
+    random_weights: bool = False
+    image_size: int | None = None
+    device: str = "auto"
+    top_k: int = 3
+    slice_axis: str = "auto"
+    normalization: str = "percentile"
+    window: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        window = tuple(self.window) if self.window is not None else None
+        if window is not None and len(window) != 2:
+            raise InputError(f"window must be (level, width), e.g. (40, 400) for soft tissue in CT (got {window!r}).")
+        check_run_settings(self.image_size, self.top_k, None, None, self.normalization, window, ENGINE_PERCENTILES)
+
+    def arguments(self) -> list[str]:
+        """These options as ``fatesam segment`` arguments."""
+        arguments = ["--model", self.model, "--device", self.device, "--top-k", str(self.top_k)]
+        arguments += ["--slice-axis", self.slice_axis, "--normalization", self.normalization]
+        if self.checkpoint:
+            arguments += ["--checkpoint", str(self.checkpoint)]
+        if self.random_weights:
+            arguments.append("--random-weights")
+        if self.image_size:
+            arguments += ["--image-size", str(self.image_size)]
+        if self.window is not None:  # only with window normalisation (checked above)
+            arguments += ["--window", *(repr(float(value)) for value in self.window)]
+        return arguments
+
+
+def python_executable() -> str:
+    """Slicer's own Python (``PythonSlicer``) when there is one, else the running interpreter."""
+    found = shutil.which("PythonSlicer")
+    if found:
+        return found
+    sibling = Path(sys.executable).with_name("PythonSlicer.exe" if os.name == "nt" else "PythonSlicer")
+    return str(sibling) if sibling.is_file() else sys.executable
+
+
+def engine_command(arguments: Sequence[str], python: str | None = None) -> list[str]:
+    """The command line that runs ``fatesam ARGUMENTS`` with ``python``."""
+    return [python or python_executable(), "-m", "FateSAMLib.cli", *arguments]
+
+
+def segment_arguments(
+    supports: Sequence[tuple[Path, Path]],
+    query: Path,
+    output: Path,
+    options: RunOptions,
+    stats_json: Path | None = None,
+    segments: Sequence[str] | None = None,
+) -> list[str]:
+    """``fatesam segment`` arguments with JSON-line progress for these files."""
+    arguments = ["segment"]
+    for image, labels in supports:
+        arguments += ["--support", str(image), str(labels)]
+    arguments += ["--query", str(query), "--output", str(output)]
+    if segments:
+        arguments += ["--segments", *segments]
+    if stats_json is not None:
+        arguments += ["--stats-json", str(stats_json)]
+    return [*arguments, *options.arguments(), "--json-progress"]
+
+
+def download_arguments(model: str) -> list[str]:
+    """``fatesam models download`` arguments with JSON-line progress."""
+    return ["models", "download", model, "--json-progress"]
+
+
+def start_download(model: str, python: str | None = None) -> BackgroundJob:
+    """Start downloading ``model``'s checkpoint in a separate process; poll the job until it has finished."""
+    return BackgroundJob(engine_command(download_arguments(model), python), description="The download")
+
+
+def engine_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) with FateSAMLib's folder first on PYTHONPATH."""
+    environment = dict(os.environ if base is None else base)
+    paths = [str(PACKAGE_PARENT)] + [path for path in environment.get("PYTHONPATH", "").split(os.pathsep) if path]
+    environment["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    environment["PYTHONUNBUFFERED"] = "1"
+    return environment
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    """One thing the engine reported: progress, warning, done, error, or a plain log line (kind "log")."""
+
+    kind: str
+    message: str = ""
+    fraction: float | None = None
+    output: str | None = None
+    error_kind: str | None = None
+
+
+def parse_event(line: str) -> EngineEvent:
+    """The event a stdout line of ``--json-progress`` carries; any other line is a "log" event with its text."""
+    text = line.rstrip("\r\n")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return EngineEvent("log", text)
+    if not isinstance(data, dict) or data.get("event") not in ("progress", "warning", "done", "error"):
+        return EngineEvent("log", text)
+    kind = data["event"]
+    fraction = data.get("fraction")
+    return EngineEvent(
+        kind=kind,
+        message=str(data.get("message", "")),
+        fraction=float(fraction) if isinstance(fraction, int | float) else None,
+        output=str(data["output"]) if data.get("output") is not None else None,
+        error_kind=str(data["kind"]) if data.get("kind") is not None else None,
+    )
+
+
+class EngineProcess:
+    """A running engine command, read without blocking: stdout lines become events, stderr lines "log" events.
+
+    :meth:`cancel` sends SIGTERM to the process group (the engine stops within one slice); if the process is still
+    there ``kill_after_s`` seconds later, the next :meth:`poll` kills the group.
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        environment: Mapping[str, str] | None = None,
+        kill_after_s: float = 5.0,
+        description: str = "the engine",
+    ) -> None:
+        self.command = list(command)
+        self._events: queue.Queue[EngineEvent] = queue.Queue()
+        self._kill_after_s = kill_after_s
+        self._kill_at: float | None = None
+        self.cancel_requested = False
+        options: dict = {"start_new_session": True} if os.name != "nt" else {}
+        if os.name == "nt":
+            options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW
+        try:
+            self._process = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+                env=dict(environment) if environment is not None else engine_environment(),
+                **options,
+            )
+        except OSError as error:
+            raise RuntimeError(
+                f"Could not start {description} ({self.command[0]}): {error}. Check that Slicer's Python is installed."
+            ) from error
+        self._readers = [
+            threading.Thread(target=self._read, args=(self._process.stdout, parse_event), daemon=True),
+            threading.Thread(target=self._read, args=(self._process.stderr, _log_event), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream: IO[str], to_event) -> None:
+        for line in stream:
+            self._events.put(to_event(line))
+        stream.close()
+
+    def poll(self) -> list[EngineEvent]:
+        """The events reported since the last call (never blocks); ends a cancelled process that lingers."""
+        self._kill_if_lingering()
+        events = []
+        while True:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                return events
+
+    @property
+    def finished(self) -> bool:
+        """True once the process has exited and every line it wrote has been read."""
+        return self._process.poll() is not None and not any(reader.is_alive() for reader in self._readers)
+
+    @property
+    def pid(self) -> int:
+        """The process ID (of the launcher, when the command is ``PythonSlicer``)."""
+        return self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code (None while running); negative when ended by a signal."""
+        return self._process.poll()
+
+    def cancel(self) -> None:
+        """Ask the engine to stop (SIGTERM; it stops within one slice), and kill it if it lingers."""
+        if self._process.poll() is not None or self.cancel_requested:
+            return
+        self.cancel_requested = True
+        self._kill_at = time.monotonic() + self._kill_after_s
+        self._signal_group(kill=False)
+
+    def stop(self, timeout_s: float = 10.0) -> bool:
+        """Cancel and wait until the process has ended (killed once ``kill_after_s`` has passed); True if it ended.
+
+        Blocks at most about ``timeout_s`` seconds; the events are left for :meth:`poll`.
+        """
+        self.cancel()
+        deadline = time.monotonic() + timeout_s
+        while not self.finished and time.monotonic() < deadline:
+            self._kill_if_lingering()
+            time.sleep(0.02)
+        if self._process.poll() is None:
+            self._signal_group(kill=True)
+            try:
+                self._process.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                return False
+        return True
+
+    def _kill_if_lingering(self) -> None:
+        """Kill the process group once a cancelled process has had ``kill_after_s`` seconds to stop."""
+        if self._kill_at is not None and time.monotonic() > self._kill_at and not self.finished:
+            self._kill_at = None
+            self._signal_group(kill=True)
+
+    def _signal_group(self, kill: bool) -> None:
+        """Signal the whole process group: PythonSlicer is a launcher whose child runs the engine."""
+        try:
+            if os.name == "nt":
+                if kill:
+                    self._process.kill()
+                else:
+                    self._process.send_signal(signal.CTRL_BREAK_EVENT)
+            else:
+                os.killpg(self._process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass  # it ended in the meantime
+
+
+def _log_event(line: str) -> EngineEvent:
+    return EngineEvent("log", line.rstrip("\r\n"))
+
+
+_ERROR_CLASSES = {cls.__name__: cls for cls in vars(errors).values() if isinstance(cls, type)}
+
+
+class BackgroundJob:
+    """A command followed without blocking: :meth:`poll` it (e.g. from a timer) until :attr:`finished`.
+
+    States: "running", "succeeded", "failed", "cancelled". It reads the engine's JSON events (progress, warnings,
+    the error it reported) and keeps the last lines of any other output, for the error of a command that failed
+    without saying why. ``description`` names the command in messages ("The download", "pip").
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        environment: Mapping[str, str] | None = None,
+        description: str = "The engine",
+        kill_after_s: float = 5.0,
+    ) -> None:
+        self.description = description
+        self.state = "running"
+        self.fraction = 0.0
+        self.message = f"Starting {description[:1].lower()}{description[1:]}"
+        self.warnings: list[str] = []
+        self.error: FateSAMError | None = None
+        self.done_output: str | None = None
+        self.log_tail: list[str] = []
+        self.process = EngineProcess(command, environment, kill_after_s, description[:1].lower() + description[1:])
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "running"
+
+    def poll(self) -> list[EngineEvent]:
+        """Handle what the command reported since the last call; once it has ended, set the final state."""
+        if self.finished:
+            return []
+        events = self.process.poll()
+        ended = self.process.finished
+        if ended:
+            events += self.process.poll()
+        for event in events:
+            self._handle(event)
+        if ended:
+            self._conclude()
+        return events
+
+    def _handle(self, event: EngineEvent) -> None:
+        if event.kind == "progress":
+            self.fraction = event.fraction if event.fraction is not None else self.fraction
+            self.message = event.message
+        elif event.kind == "warning":
+            self.warnings.append(event.message)
+        elif event.kind == "done":
+            self.done_output = event.output
+        elif event.kind == "error":
+            self.error = _ERROR_CLASSES.get(event.error_kind or "", FateSAMError)(event.message)
+        elif event.message.strip():
+            self.log_tail = [*self.log_tail[-19:], event.message]
+            self.message = event.message.strip()
+
+    def _conclude(self) -> None:
+        if self.process.cancel_requested:
+            self.state, self.error = "cancelled", Cancelled(f"{self.description} was cancelled.")
+        elif self.process.returncode == 0:
+            self.state, self.fraction, self.message = "succeeded", 1.0, "Done"
+        else:
+            self.state = "failed"
+            if self.error is None:
+                details = "\n".join(self.log_tail[-10:])
+                self.error = FateSAMError(
+                    f"{self.description} stopped with exit code {self.process.returncode}. Its last output:\n{details}"
+                )
+
+    def cancel(self) -> None:
+        """Ask the command to stop; the job ends as "cancelled" at a later :meth:`poll`."""
+        if not self.finished:
+            self.process.cancel()
+            self.message = "Cancelling"
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Cancel and wait (at most about ``timeout_s`` seconds) until the process has ended; the job is then over."""
+        if self.finished:
+            return
+        self.process.stop(timeout_s)
+        self.poll()
+        if not self.finished:  # the output pipes are still open (a grandchild holds them): end the job anyway
+            self.state, self.error = "cancelled", Cancelled(f"{self.description} was cancelled.")
+
+    def wait(self, on_poll: Callable[[BackgroundJob], None] | None = None, interval_s: float = 0.1) -> None:
+        """Poll until the end (for scripts); an exception meanwhile (e.g. KeyboardInterrupt) stops the command."""
+        try:
+            while not self.finished:
+                self.poll()
+                if on_poll is not None:
+                    on_poll(self)
+                if not self.finished:
+                    time.sleep(interval_s)
+        except BaseException:
+            self.stop()
+            raise

@@ -1,0 +1,315 @@
+"""The engine process handle and background jobs: command lines, option checks, JSON-line events, non-blocking
+reads, cancel and stop of real processes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from FateSAMLib.errors import Cancelled, InputError, ModelError
+from FateSAMLib.slicer.process import (
+    PACKAGE_PARENT,
+    BackgroundJob,
+    EngineEvent,
+    EngineProcess,
+    RunOptions,
+    download_arguments,
+    engine_command,
+    engine_environment,
+    parse_event,
+    segment_arguments,
+    start_download,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def python_script(code: str) -> list[str]:
+    return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+def running(pid: int) -> bool:
+    """Whether a process runs (a zombie, killed but not yet reaped by its new parent, does not)."""
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.parent.parent.is_dir() and Path("/proc/self").exists():
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def collect(process: EngineProcess, timeout_s: float = 30.0) -> list[EngineEvent]:
+    """Poll like the Slicer timer does until the process has ended; returns every event."""
+    events, deadline = [], time.monotonic() + timeout_s
+    while not process.finished:
+        assert time.monotonic() < deadline, "the process did not end in time"
+        events += process.poll()
+        time.sleep(0.02)
+    return events + process.poll()
+
+
+def test_parse_event_reads_every_kind_and_keeps_other_lines_as_log():
+    assert parse_event('{"event": "progress", "fraction": 0.42, "message": "Segmenting slice 12/40"}\n') == (
+        EngineEvent("progress", "Segmenting slice 12/40", fraction=0.42)
+    )
+    assert parse_event('{"event": "warning", "message": "RANDOM WEIGHTS"}') == EngineEvent("warning", "RANDOM WEIGHTS")
+    assert parse_event('{"event": "done", "output": "/tmp/out.seg.nrrd"}').output == "/tmp/out.seg.nrrd"
+    error = parse_event('{"event": "error", "message": "bad", "kind": "InputError"}')
+    assert (error.kind, error.message, error.error_kind) == ("error", "bad", "InputError")
+    assert parse_event("Traceback (most recent call last):\n") == EngineEvent(
+        "log", "Traceback (most recent call last):"
+    )
+    assert parse_event("[1, 2]") == EngineEvent("log", "[1, 2]")
+    assert parse_event('{"event": "unknown"}').kind == "log"
+
+
+def test_segment_arguments_carry_every_option():
+    options = RunOptions(
+        model="sam2.0-small",
+        checkpoint="/models/s.pt",
+        random_weights=True,
+        image_size=256,
+        device="cpu",
+        top_k=5,
+        slice_axis="coronal",
+        normalization="window",
+        window=(40, 400),
+    )
+    arguments = segment_arguments(
+        [(Path("a.nrrd"), Path("a.seg.nrrd")), (Path("b.nrrd"), Path("b.seg.nrrd"))],
+        Path("q.nrrd"),
+        Path("out.seg.nrrd"),
+        options,
+        stats_json=Path("stats.json"),
+        segments=["Liver"],
+    )
+    text = " ".join(arguments)
+    assert arguments[0] == "segment" and arguments[-1] == "--json-progress"
+    assert "--support a.nrrd a.seg.nrrd --support b.nrrd b.seg.nrrd --query q.nrrd --output out.seg.nrrd" in text
+    for expected in (
+        "--segments Liver",
+        "--stats-json stats.json",
+        "--model sam2.0-small",
+        "--checkpoint /models/s.pt",
+        "--random-weights",
+        "--image-size 256",
+        "--device cpu",
+        "--top-k 5",
+        "--slice-axis coronal",
+        "--normalization window",
+        "--window 40.0 400.0",
+    ):
+        assert expected in text
+    default = " ".join(RunOptions().arguments())
+    assert "--window" not in default and "--random-weights" not in default and "--checkpoint" not in default
+
+
+def test_segment_arguments_are_accepted_by_the_engine_parser():
+    from FateSAMLib import cli
+
+    options = RunOptions(random_weights=True, image_size=128, device="cpu", normalization="window", window=(40, 400))
+    arguments = segment_arguments([(Path("a.nrrd"), Path("a.seg.nrrd"))], Path("q.nrrd"), Path("o.seg.nrrd"), options)
+    parsed = cli.build_parser().parse_args(arguments)
+    assert parsed.support == [["a.nrrd", "a.seg.nrrd"]] and parsed.query == "q.nrrd"
+    assert parsed.random_weights and parsed.image_size == 128 and parsed.json_progress
+    assert list(parsed.window) == [40.0, 400.0] and parsed.top_k == 3
+    download = cli.build_parser().parse_args(download_arguments("sam2.1-tiny"))
+    assert (download.name, download.json_progress) == ("sam2.1-tiny", True)
+
+
+def test_engine_command_and_environment():
+    assert engine_command(["models", "list"], python="/opt/PythonSlicer") == [
+        "/opt/PythonSlicer",
+        "-m",
+        "FateSAMLib.cli",
+        "models",
+        "list",
+    ]
+    assert PACKAGE_PARENT == REPO
+    environment = engine_environment({"PYTHONPATH": os.pathsep.join(["/x", str(REPO)]), "HOME": "/h"})
+    assert environment["PYTHONPATH"].split(os.pathsep) == [str(REPO), "/x"]
+    assert environment["HOME"] == "/h" and environment["PYTHONUNBUFFERED"] == "1"
+
+
+def test_events_arrive_in_order_with_stderr_as_log():
+    process = EngineProcess(
+        python_script(
+            """
+            import json, sys
+            print(json.dumps({"event": "progress", "fraction": 0.5, "message": "half"}), flush=True)
+            print("a note on stderr", file=sys.stderr, flush=True)
+            print(json.dumps({"event": "done", "output": "/out.seg.nrrd"}), flush=True)
+            """
+        )
+    )
+    events = collect(process)
+    assert process.returncode == 0 and not process.cancel_requested
+    stdout_events = [event for event in events if event.kind != "log"]
+    assert [event.kind for event in stdout_events] == ["progress", "done"]
+    assert stdout_events[0].fraction == 0.5 and stdout_events[1].output == "/out.seg.nrrd"
+    assert EngineEvent("log", "a note on stderr") in events
+
+
+def test_poll_never_blocks_on_a_silent_process():
+    process = EngineProcess(python_script("import time; time.sleep(3)"))
+    started = time.monotonic()
+    assert process.poll() == []
+    assert time.monotonic() - started < 0.5 and not process.finished
+    process.cancel()
+    collect(process)
+
+
+def test_cancel_sends_sigterm_which_the_engine_handles(tmp_path):
+    marker = tmp_path / "started"
+    process = EngineProcess(
+        python_script(
+            f"""
+            import json, signal, sys, time
+            def stop(signum, frame):
+                print(json.dumps({{"event": "error", "message": "cancelled", "kind": "Cancelled"}}), flush=True)
+                sys.exit(130)
+            signal.signal(signal.SIGTERM, stop)
+            open({str(marker)!r}, "w").close()
+            time.sleep(60)
+            """
+        )
+    )
+    deadline = time.monotonic() + 20
+    while not marker.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    process.cancel()
+    events = collect(process, timeout_s=10)
+    assert process.cancel_requested and process.returncode == 130
+    assert [event.error_kind for event in events if event.kind == "error"] == ["Cancelled"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="process groups are a POSIX feature")
+def test_cancel_kills_a_launcher_child_that_ignores_sigterm(tmp_path):
+    """PythonSlicer is a launcher: the engine runs in its child. Both must end, even if the child ignores SIGTERM."""
+    pid_file = tmp_path / "child.pid"
+    child = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    process = EngineProcess(
+        python_script(
+            f"""
+            import subprocess, sys
+            child = subprocess.Popen([sys.executable, "-c", {child!r}])
+            open({str(pid_file)!r}, "w").write(str(child.pid))
+            child.wait()
+            """
+        ),
+        kill_after_s=0.5,
+    )
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text()):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    child_pid = int(pid_file.read_text())
+    process.cancel()
+    collect(process, timeout_s=15)
+    assert process.returncode != 0
+    deadline = time.monotonic() + 5
+    while running(child_pid):
+        assert time.monotonic() < deadline, "the launcher's child survived the cancel"
+        time.sleep(0.05)
+
+
+def test_a_missing_executable_gives_a_clear_error(tmp_path):
+    with pytest.raises(RuntimeError, match="Could not start the engine"):
+        EngineProcess([str(tmp_path / "no-such-python"), "-c", "pass"])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"image_size": 0}, "--image-size must be a positive multiple of 32"),
+        ({"image_size": 100}, "multiple of 32"),
+        ({"top_k": 0}, "--top-k must be a whole number of at least 1"),
+        ({"top_k": 2.5}, "--top-k"),
+        ({"normalization": "zscore"}, "--normalization must be 'percentile' or 'window'"),
+        ({"normalization": "window"}, "needs --window"),
+        ({"window": (40, 400)}, "only with --normalization window"),
+        ({"normalization": "window", "window": (40, 0)}, "WIDTH must be above 0"),
+        ({"normalization": "window", "window": (float("nan"), 400)}, "finite"),
+        ({"normalization": "window", "window": (40,)}, r"\(level, width\)"),
+    ],
+)
+def test_run_options_refuse_values_out_of_range(options, message):
+    with pytest.raises(InputError, match=message):
+        RunOptions(**options)
+
+
+def test_a_background_job_follows_progress_to_success():
+    job = BackgroundJob(
+        python_script(
+            """
+            import json
+            print(json.dumps({"event": "progress", "fraction": 0.25, "message": "a quarter"}), flush=True)
+            print(json.dumps({"event": "warning", "message": "careful"}), flush=True)
+            print("a plain line")
+            """
+        ),
+        description="The test",
+    )
+    assert job.state == "running" and job.message == "Starting the test"
+    events = []
+    while not job.finished:
+        events += job.poll()
+        time.sleep(0.02)
+    assert job.state == "succeeded" and job.error is None and job.fraction == 1.0
+    assert [event.kind for event in events if event.kind != "log"] == ["progress", "warning"]
+    assert job.warnings == ["careful"] and job.log_tail == ["a plain line"]
+    assert job.poll() == []
+
+
+def test_a_failed_job_reports_the_exit_code_and_its_last_output():
+    job = BackgroundJob(python_script("print('it went wrong'); raise SystemExit(3)"), description="The test")
+    job.wait(interval_s=0.02)
+    assert job.state == "failed"
+    assert "The test stopped with exit code 3" in str(job.error) and "it went wrong" in str(job.error)
+
+
+def test_a_background_job_is_cancelled_from_a_timer_or_stopped_at_once():
+    job = BackgroundJob(python_script("import time; time.sleep(30)"), description="The test")
+    job.cancel()
+    deadline = time.monotonic() + 10
+    while not job.finished:
+        assert time.monotonic() < deadline, "the cancelled job did not end"
+        job.poll()
+        time.sleep(0.02)
+    assert job.state == "cancelled" and isinstance(job.error, Cancelled) and not running(job.process.pid)
+
+    job = BackgroundJob(python_script("import time; time.sleep(30)"), description="The test")
+    started = time.monotonic()
+    job.stop(timeout_s=5)
+    assert job.finished and job.state == "cancelled" and time.monotonic() - started < 6
+    assert job.process.returncode is not None and not running(job.process.pid)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="SIGTERM handling is POSIX")
+def test_stop_kills_a_command_that_ignores_the_cancel():
+    ignore = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+    job = BackgroundJob(python_script(ignore + "time.sleep(60)"), description="The test", kill_after_s=0.5)
+    while not job.log_tail:  # wait until SIGTERM is ignored
+        job.poll()
+        time.sleep(0.02)
+    started = time.monotonic()
+    job.stop(timeout_s=10)
+    assert job.state == "cancelled" and time.monotonic() - started < 5 and not running(job.process.pid)
+
+
+def test_a_download_of_an_unknown_model_fails_with_the_engines_error():
+    job = start_download("sam9-huge", python=sys.executable)
+    assert "--json-progress" in job.process.command and "sam9-huge" in job.process.command
+    job.wait(interval_s=0.05)
+    assert job.state == "failed" and isinstance(job.error, ModelError) and "sam2.1-tiny" in str(job.error)
