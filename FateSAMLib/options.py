@@ -1,18 +1,24 @@
-"""Range checks of the run settings, shared by the command line (argparse types) and the Slicer module.
+"""The run settings, once: :class:`RunSettings` with their defaults, choices, presets and range checks.
 
-Standard library only (no torch), so that the Slicer module can check a user's settings before starting a run. Each
-check raises :class:`InputError`; the ``*_type`` wrappers turn it into the ``argparse.ArgumentTypeError`` that
-argparse reports, with the same message.
+The command line's options (``cli.arguments``), the engine's settings (``method``), the engine process's command
+line (``slicer.process``) and the Slicer module's parameter node are all derived from it. Standard library only (no
+torch), so that the Slicer module can check a user's settings before starting a run. Each check raises
+:class:`InputError`; the ``*_type`` wrappers turn it into the ``argparse.ArgumentTypeError`` that argparse reports,
+with the same message.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
 
 from .errors import InputError, ModelError
+from .models.registry import DEFAULT_MODEL
 from .models.registry import check_image_size as _check_model_image_size
 
 T = TypeVar("T")
@@ -127,3 +133,140 @@ def finite_float_type(option: str) -> Callable[[str], float]:
 
 image_size_type = _argument_type(int, check_image_size)
 percentile_type = _argument_type(float, check_percentile)
+
+
+SLICE_AXES = ("axial", "coronal", "sagittal")
+"""The slice axes by name; a setting may also be ``auto`` (the axis of coarsest spacing)."""
+SLICE_AXIS_CHOICES = ("auto", *SLICE_AXES)
+NORMALIZATIONS = ("percentile", "window")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+"""The devices a menu offers; ``device`` also takes any torch device name, e.g. ``cuda:1``."""
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # What the reference implementation (FATE-SAM paper) really runs: it loads sam2_hiera_large.pt with
+    # sam2_hiera_l.yaml, the SAM2.0 Hiera-L, at input 1024 with the top-3 supports.
+    "paper": {"model": "sam2.0-large", "image_size": 1024, "top_k": 3},
+}
+"""Named sets of settings; a setting given explicitly wins over the preset's."""
+
+
+def _setting(default: Any, flag: str, help: str, **argparse_options: Any) -> Any:
+    """A :class:`RunSettings` field: its default, its command-line flag and help (``{default}`` is filled in), and
+    the other ``add_argument`` options (type, choices, nargs, metavar, action)."""
+    return field(default=default, metadata={"flag": flag, "help": help, "argparse": argparse_options})
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Every setting of a run, with its default; refused (:class:`InputError`) when out of range or contradictory.
+
+    ``image_size``, ``encoder_batch_size`` and ``threads`` left None mean: the model's own input size, batches sized
+    to free memory, one torch thread per physical core. ``checkpoint`` and ``feature_cache`` are kept as paths,
+    ``percentiles`` and ``window`` as tuples of floats, whatever sequence or text they were given as.
+    """
+
+    model: str = _setting(DEFAULT_MODEL, "--model", "SAM2 model name (default {default}; see 'fatesam models')")
+    checkpoint: Path | None = _setting(
+        None, "--checkpoint", "local checkpoint file instead of the downloaded one", type=Path
+    )
+    random_weights: bool = _setting(
+        False,
+        "--random-weights",
+        "seeded random weights, for tests only: masks are meaningless",
+        action="store_true",
+    )
+    image_size: int | None = _setting(
+        None,
+        "--image-size",
+        "model input size, a multiple of 32 (default the model's, 1024)",
+        type=image_size_type,
+    )
+    device: str = _setting("auto", "--device", "auto (cuda, then mps, then cpu), cuda, cuda:1, mps or cpu")
+    top_k: int = _setting(
+        3, "--top-k", "support slices retrieved per query slice (default {default})", type=whole_number_type("--top-k")
+    )
+    slice_axis: str = _setting("auto", "--slice-axis", "auto: the axis of coarsest spacing", choices=SLICE_AXIS_CHOICES)
+    normalization: str = _setting("percentile", "--normalization", "intensity rule", choices=NORMALIZATIONS)
+    percentiles: tuple[float, float] = _setting(
+        (0.5, 99.5), "--percentiles", "0..100", nargs=2, type=percentile_type, metavar=("LOW", "HIGH")
+    )
+    window: tuple[float, float] | None = _setting(
+        None,
+        "--window",
+        "fixed window, e.g. 40 400 for CT (with --normalization window only)",
+        nargs=2,
+        type=finite_float_type("--window"),
+        metavar=("LEVEL", "WIDTH"),
+    )
+    reuse_features: bool = _setting(
+        True,
+        "--naive",
+        "make the reference code's encoder passes (same masks, slower; to compare)",
+        action="store_false",
+    )
+    encoder_batch_size: int | None = _setting(
+        None,
+        "--encoder-batch-size",
+        "slices per encoder batch (default: sized to free memory)",
+        type=whole_number_type("--encoder-batch-size"),
+    )
+    threads: int | None = _setting(
+        None,
+        "--threads",
+        "CPU threads for torch (default: one per physical core)",
+        type=whole_number_type("--threads"),
+    )
+    feature_cache: Path | None = _setting(
+        None, "--feature-cache", "folder for support features on disk: a rerun encodes only the query", type=Path
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("checkpoint", "feature_cache"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+        for name in ("percentiles", "window"):
+            value = getattr(self, name)
+            if value is not None:
+                value = tuple(value)
+                if len(value) != 2:
+                    example = "(level, width), e.g. (40, 400) for CT" if name == "window" else "(low, high)"
+                    raise InputError(f"{name} must be {example} (got {value!r}).")
+                object.__setattr__(self, name, tuple(_as_float(v) for v in value))
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse (:class:`InputError`) settings out of range or that contradict each other."""
+        if self.slice_axis not in SLICE_AXIS_CHOICES:
+            raise InputError(f"Unknown slice axis '{self.slice_axis}'; use auto, {', '.join(SLICE_AXES)}.")
+        check_run_settings(
+            self.image_size,
+            self.top_k,
+            self.encoder_batch_size,
+            self.threads,
+            self.normalization,
+            self.window,
+            self.percentiles,
+        )
+
+    @classmethod
+    def from_preset(cls, preset: str | None, **settings: Any) -> RunSettings:
+        """These ``settings``, with the ``preset``'s values for those left out (or None), then the defaults."""
+        if preset is not None and preset not in PRESETS:
+            raise InputError(f"Unknown preset '{preset}'. Use one of: {', '.join(sorted(PRESETS))}.")
+        given = {name: value for name, value in settings.items() if value is not None}
+        return cls(**{**PRESETS.get(preset or "", {}), **given})
+
+
+def _as_float(value: Any) -> Any:
+    """``value`` as a float when it is a number (ints become floats); anything else is left for the checks."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+SETTINGS = {setting.name: setting for setting in dataclasses.fields(RunSettings)}
+"""The fields of :class:`RunSettings` by name, in order; their metadata holds the command-line flag and help."""
+
+
+def setting_flag(name: str) -> str:
+    """The command-line flag of the setting ``name``, e.g. ``--top-k``."""
+    return SETTINGS[name].metadata["flag"]

@@ -35,6 +35,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..options import SLICE_AXES
 
 GEOMETRY_TOLERANCE = 1e-4
 
@@ -76,7 +77,6 @@ def check_same_geometry(a: sitk.Image, b: sitk.Image, what: str) -> None:
         raise grid_mismatch_error(a, b, what)
 
 
-SLICE_AXES = ("axial", "coronal", "sagittal")
 _L, _P, _S = 0, 1, 2
 
 
