@@ -11,11 +11,12 @@ import importlib
 import importlib.metadata
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from ..errors import InputError
+from ..errors import FateSAMError, InputError
 from .process import PACKAGE_PARENT, BackgroundJob, python_executable
 
 REQUIREMENTS_FILE = PACKAGE_PARENT / "requirements.txt"
@@ -61,6 +62,42 @@ def missing_torch() -> list[str]:
 def missing_packages(path: Path = REQUIREMENTS_FILE) -> list[str]:
     """The requirements of ``path`` still to be installed with pip."""
     return unmet_requirements(read_requirements(path))
+
+
+@dataclass(frozen=True)
+class DependencyPlan:
+    """What is missing before the engine can run: torch packages (for the PyTorch extension), other packages (pip)."""
+
+    torch: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """Nothing to install."""
+        return not self.torch and not self.packages
+
+    def check_installable(self, pytorch_extension_installed: bool) -> None:
+        """Raise FateSAMError when PyTorch is missing and the PyTorch extension, which installs it, is not there."""
+        if self.torch and not pytorch_extension_installed:
+            raise FateSAMError(
+                "FateSAM needs PyTorch. Install the 'PyTorch' extension (Extensions Manager), restart Slicer, "
+                "then press Apply again: it installs the PyTorch build that fits this computer."
+            )
+
+
+def dependency_plan(path: Path = REQUIREMENTS_FILE) -> DependencyPlan:
+    """What is still to be installed: torch (:func:`missing_torch`) and ``path``'s other requirements."""
+    return DependencyPlan(tuple(missing_torch()), tuple(missing_packages(path)))
+
+
+def check_installed(path: Path = REQUIREMENTS_FILE) -> None:
+    """Raise FateSAMError naming what an installation left missing."""
+    still_missing = missing_torch() + missing_packages(path)
+    if still_missing:
+        raise FateSAMError(
+            f"These packages are still missing after installation: {', '.join(still_missing)}. "
+            "Restart Slicer and try again; see the module's log for pip's messages."
+        )
 
 
 def pip_arguments(path: Path = REQUIREMENTS_FILE) -> list[str]:

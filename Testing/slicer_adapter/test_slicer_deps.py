@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from FateSAMLib.errors import InputError
+from FateSAMLib.errors import FateSAMError, InputError
 from FateSAMLib.slicer.deps import (
     REQUIREMENTS_FILE,
+    DependencyPlan,
+    check_installed,
+    dependency_plan,
     missing_packages,
     missing_torch,
     pip_arguments,
@@ -47,6 +50,24 @@ def test_unmet_requirements_checks_names_and_versions(tmp_path):
     ]
     with pytest.raises(InputError, match="Invalid requirement"):
         unmet_requirements(["numpy >>= 2"])
+
+
+def test_the_plan_names_what_is_missing_and_an_installation_that_left_something_out(tmp_path):
+    assert dependency_plan() == DependencyPlan() and DependencyPlan().complete
+    check_installed()
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("numpy>=1.0\nno-such-package-fatesam-test>=1\n")
+    plan = dependency_plan(requirements)
+    assert plan == DependencyPlan(torch=(), packages=("no-such-package-fatesam-test>=1",)) and not plan.complete
+    with pytest.raises(FateSAMError, match="still missing after installation: no-such-package-fatesam-test>=1"):
+        check_installed(requirements)
+
+
+def test_pytorch_is_installed_only_through_the_pytorch_extension():
+    DependencyPlan(packages=("sam2==1.1.0",)).check_installable(pytorch_extension_installed=False)
+    DependencyPlan(torch=("torch>=2.5.1",)).check_installable(pytorch_extension_installed=True)
+    with pytest.raises(FateSAMError, match="Install the 'PyTorch' extension"):
+        DependencyPlan(torch=("torch>=2.5.1",)).check_installable(pytorch_extension_installed=False)
 
 
 def test_read_requirements_skips_comments_and_blank_lines(tmp_path):
