@@ -39,9 +39,10 @@ _addEngineToPath()
 
 from FateSAMLib.errors import FateSAMError  # noqa: E402
 from FateSAMLib.models.registry import MODELS, cached_checkpoint_path  # noqa: E402
+from FateSAMLib.options import DEVICES, NORMALIZATIONS, SLICE_AXIS_CHOICES, RunSettings  # noqa: E402
 from FateSAMLib.segments import Segment  # noqa: E402
 from FateSAMLib.slicer.deps import TORCH_VERSION, missing_packages, missing_torch, start_pip_install  # noqa: E402
-from FateSAMLib.slicer.process import BackgroundJob, RunOptions, start_download  # noqa: E402
+from FateSAMLib.slicer.process import BackgroundJob, start_download  # noqa: E402
 from FateSAMLib.slicer.run import SegmentationRun, SupportPair, display_result, jump_to, segment_names  # noqa: E402
 from FateSAMLib.slicer.scene import (  # noqa: E402
     add_to_scene,
@@ -54,9 +55,6 @@ from FateSAMLib.slicer.scene import (  # noqa: E402
 )
 from FateSAMLib.slicer.support_set import load_support_set, save_support_set  # noqa: E402
 
-DEVICES = ["auto", "cpu", "cuda", "mps"]
-SLICE_AXES = ["auto", "axial", "coronal", "sagittal"]
-NORMALIZATIONS = ["percentile", "window"]
 POLL_INTERVAL_MS = 200
 
 
@@ -98,11 +96,11 @@ class FateSAMParameterNode:
     supportVolumes: list[vtkMRMLScalarVolumeNode]
     supportSegmentations: list[vtkMRMLSegmentationNode]
     uncheckedSegments: list[str]
-    model: str = RunOptions().model
-    device: Annotated[str, Choice(DEVICES)] = "auto"
-    topK: Annotated[int, WithinRange(1, 10)] = 3
-    sliceAxis: Annotated[str, Choice(SLICE_AXES)] = "auto"
-    normalization: Annotated[str, Choice(NORMALIZATIONS)] = "percentile"
+    model: str = RunSettings.model
+    device: Annotated[str, Choice(DEVICES)] = RunSettings.device
+    topK: Annotated[int, WithinRange(1, 10)] = RunSettings.top_k
+    sliceAxis: Annotated[str, Choice(SLICE_AXIS_CHOICES)] = RunSettings.slice_axis
+    normalization: Annotated[str, Choice(NORMALIZATIONS)] = RunSettings.normalization
     windowLevel: Annotated[float, WithinRange(-5000.0, 5000.0)] = 40.0
     windowWidth: Annotated[float, WithinRange(1.0, 10000.0)] = 400.0
     outputSegmentation: vtkMRMLSegmentationNode
@@ -353,7 +351,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelComboBox.clear()
         for name in states:
             self.ui.modelComboBox.addItem(name)
-        self.ui.modelComboBox.setCurrentText(self._parameterNode.model if self._parameterNode else RunOptions().model)
+        self.ui.modelComboBox.setCurrentText(self._parameterNode.model if self._parameterNode else RunSettings.model)
         self.ui.modelComboBox.blockSignals(False)
         self._showModelState(states)
 
@@ -696,7 +694,7 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
     ) -> SegmentationRun:
         """A background run; call start(), then poll() from a timer until finished (see FateSAMLib.slicer.run).
 
-        supports: (volume, segmentation) pairs. options: RunOptions fields (model, checkpoint, random_weights,
+        supports: (volume, segmentation) pairs. options: RunSettings fields (model, checkpoint, random_weights,
         image_size, device, top_k, slice_axis, normalization, window).
         """
         pairs = [SupportPair(volume, segmentation) for volume, segmentation in supports]
@@ -705,7 +703,7 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
             targetVolume,
             pairs,
             segment_names=segmentNames,
-            options=RunOptions(**options),
+            options=RunSettings(**options),
             output_node=outputSegmentation,
         )
 

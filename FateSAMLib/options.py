@@ -72,37 +72,6 @@ def check_window(level: float, width: float) -> None:
         raise InputError(f"--window WIDTH must be above 0 (got {width:g}), e.g. --window 40 400 for soft tissue in CT.")
 
 
-def check_run_settings(
-    image_size: int | None,
-    top_k: int,
-    encoder_batch_size: int | None,
-    threads: int | None,
-    normalization: str,
-    window: tuple[float, float] | None,
-    percentiles: tuple[float, float],
-) -> None:
-    """Refuse (:class:`InputError`) settings out of range or that contradict each other; None means the default."""
-    if image_size is not None:
-        check_image_size(image_size)
-    check_whole_number("--top-k", top_k)
-    if encoder_batch_size is not None:
-        check_whole_number("--encoder-batch-size", encoder_batch_size)
-    if threads is not None:
-        check_whole_number("--threads", threads)
-    if normalization not in ("percentile", "window"):
-        raise InputError(f"--normalization must be 'percentile' or 'window' (got {normalization!r}).")
-    check_percentiles(*percentiles)
-    if normalization == "window":
-        if window is None:
-            raise InputError("--normalization window needs --window LEVEL WIDTH (e.g. --window 40 400 for CT).")
-        check_window(*window)
-    elif window is not None:
-        raise InputError(
-            "--window is used only with --normalization window; add --normalization window, or leave out --window "
-            "to normalise by percentiles."
-        )
-
-
 def _argument_type(parse: Callable[[str], T], check: Callable[[T], None]) -> Callable[[str], T]:
     """An argparse ``type=`` function: ``parse`` the text (int or float), then ``check`` the value."""
     noun = "whole number" if parse is int else "number"
@@ -239,15 +208,25 @@ class RunSettings:
         """Refuse (:class:`InputError`) settings out of range or that contradict each other."""
         if self.slice_axis not in SLICE_AXIS_CHOICES:
             raise InputError(f"Unknown slice axis '{self.slice_axis}'; use auto, {', '.join(SLICE_AXES)}.")
-        check_run_settings(
-            self.image_size,
-            self.top_k,
-            self.encoder_batch_size,
-            self.threads,
-            self.normalization,
-            self.window,
-            self.percentiles,
-        )
+        if self.image_size is not None:
+            check_image_size(self.image_size)
+        check_whole_number("--top-k", self.top_k)
+        if self.encoder_batch_size is not None:
+            check_whole_number("--encoder-batch-size", self.encoder_batch_size)
+        if self.threads is not None:
+            check_whole_number("--threads", self.threads)
+        if self.normalization not in NORMALIZATIONS:
+            raise InputError(f"--normalization must be 'percentile' or 'window' (got {self.normalization!r}).")
+        check_percentiles(*self.percentiles)
+        if self.normalization == "window":
+            if self.window is None:
+                raise InputError("--normalization window needs --window LEVEL WIDTH (e.g. --window 40 400 for CT).")
+            check_window(*self.window)
+        elif self.window is not None:
+            raise InputError(
+                "--window is used only with --normalization window; add --normalization window, or leave out --window "
+                "to normalise by percentiles."
+            )
 
     @classmethod
     def from_preset(cls, preset: str | None, **settings: Any) -> RunSettings:
@@ -265,8 +244,3 @@ def _as_float(value: Any) -> Any:
 
 SETTINGS = {setting.name: setting for setting in dataclasses.fields(RunSettings)}
 """The fields of :class:`RunSettings` by name, in order; their metadata holds the command-line flag and help."""
-
-
-def setting_flag(name: str) -> str:
-    """The command-line flag of the setting ``name``, e.g. ``--top-k``."""
-    return SETTINGS[name].metadata["flag"]

@@ -11,11 +11,11 @@ import numpy as np
 from ..errors import InputError
 from ..io.atomic import OutputFiles, check_outputs
 from ..io.labels import label_map_writer
-from ..method.pipeline import SupportCase, load_support, segment_volume
+from ..method.pipeline import Normalization, SupportCase, load_support, segment_volume
 from ..metrics import evaluate_labels
 from ..options import whole_number_type
 from ..progress import CancelToken, StageProgress
-from .arguments import add_model_arguments, engine_from_args, normalization_from_args
+from .arguments import add_model_arguments, engine_from_settings, settings_from_args
 from .reporting import Reporter, json_writer
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
@@ -91,12 +91,13 @@ def run_crossval(args: argparse.Namespace, reporter: Reporter, cancel: CancelTok
     folder_out = Path(args.output_dir) if args.output_dir else None
     predictions = {name: folder_out / f"{name}{PREDICTION_SUFFIX}" for name, _, _ in queries} if folder_out else {}
     check_outputs([*predictions.values(), args.json], args.overwrite)
-    normalization = normalization_from_args(args)
+    settings = settings_from_args(args)
+    normalization = Normalization.from_settings(settings)
     reporter.progress(0.0, f"Reading {len(support_cases)} supports and checking {len(queries)} queries")
     supports: list[SupportCase] = [load_support(image, labels) for _, image, labels in support_cases]
     for _, image, labels in queries:  # a damaged query is refused now, not after hours of work
         load_support(image, labels)
-    engine = engine_from_args(args, reporter, cancel, StageProgress(reporter.progress, 0.0, 0.05))
+    engine = engine_from_settings(settings, reporter, cancel, StageProgress(reporter.progress, 0.0, 0.05))
     rows, names = [], {}
     n = len(queries)
     with OutputFiles(args.overwrite) as outputs:
@@ -107,7 +108,7 @@ def run_crossval(args: argparse.Namespace, reporter: Reporter, cancel: CancelTok
                 supports,
                 query.image,
                 segments=args.segments,
-                slice_axis=args.slice_axis,
+                slice_axis=settings.slice_axis,
                 normalization=normalization,
                 progress=StageProgress(reporter.progress, 0.05 + 0.95 * q / n, 0.05 + 0.95 * (q + 1) / n),
                 cancel=cancel,

@@ -20,15 +20,13 @@ try:  # torch loads here, for seconds: Ctrl+C meanwhile ends the program quietly
     from ..io.atomic import OutputFiles, check_outputs
     from ..io.images import read_image
     from ..io.labels import SUPPORTED_OUTPUT_SUFFIXES, label_map_writer, output_suffix
-    from ..method.pipeline import load_support, segment_volume
+    from ..method.pipeline import Normalization, load_support, segment_volume
     from ..models.devices import is_allocation_failure, not_enough_memory, resolve_device
     from ..progress import CancelToken, StageProgress
     from .arguments import (
         add_model_arguments,
-        engine_from_args,
-        model_name_from_args,
-        normalization_from_args,
-        top_k_from_args,
+        engine_from_settings,
+        settings_from_args,
         warn_if_top_k_exceeds_candidates,
     )
     from .crossval import add_crossval_parser
@@ -46,27 +44,27 @@ def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToke
     if output_suffix(output) not in SUPPORTED_OUTPUT_SUFFIXES:
         raise InputError(f"Unsupported output '{output}'. Use one of: {', '.join(SUPPORTED_OUTPUT_SUFFIXES)}.")
     check_outputs([output, args.stats_json], args.overwrite)
-    normalization = normalization_from_args(args)
+    settings = settings_from_args(args)
 
     reporter.progress(0.0, "Reading volumes")
     supports = [load_support(image, labels) for image, labels in args.support]
     query = read_image(args.query)
     read_seconds = time.perf_counter() - started
 
-    engine = engine_from_args(args, reporter, cancel, StageProgress(reporter.progress, 0.01, 0.1))
+    engine = engine_from_settings(settings, reporter, cancel, StageProgress(reporter.progress, 0.01, 0.1))
     model_seconds = time.perf_counter() - started - read_seconds
     result = segment_volume(
         engine,
         supports,
         query,
         segments=args.segments,
-        slice_axis=args.slice_axis,
-        normalization=normalization,
+        slice_axis=settings.slice_axis,
+        normalization=Normalization.from_settings(settings),
         progress=StageProgress(reporter.progress, 0.1, 0.98),
         cancel=cancel,
     )
     cancel.raise_if_cancelled()
-    warn_if_top_k_exceeds_candidates(top_k_from_args(args), result.stats, reporter)
+    warn_if_top_k_exceeds_candidates(settings.top_k, result.stats, reporter)
     write_started = time.perf_counter()
     with OutputFiles(args.overwrite) as outputs:
         outputs.add(output, label_map_writer(result.labels, output, result.segments), output_suffix(output))
@@ -79,10 +77,10 @@ def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToke
             "total": time.perf_counter() - started,
         }
         stats.update(
-            model=model_name_from_args(args),
+            model=settings.model,
             image_size=engine.image_size,
             device=str(engine.device),
-            random_weights=args.random_weights,
+            random_weights=settings.random_weights,
             reuse_features=engine.options.reuse_features,
             top_k=engine.options.top_k,
             doubtful_slices=result.doubtful_slices,

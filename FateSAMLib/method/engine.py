@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..options import RunSettings
 from ..progress import CancelToken, ProgressCallback, StageProgress, ignore_progress
 from .encoder import FeatureCache, SliceEncoder, StackFeatures
 from .normalization import logits_to_slice, masks_to_model_input, to_model_input
@@ -42,10 +43,19 @@ class EngineOptions:
     ``memory_dtype`` is how mask memories are kept (None: bf16 on CUDA as SAM2 keeps them, float32 elsewhere).
     """
 
-    top_k: int = 3
-    reuse_features: bool = True
+    top_k: int = RunSettings.top_k
+    reuse_features: bool = RunSettings.reuse_features
     encoder_batch_size: int = 1
     memory_dtype: torch.dtype | None = None
+
+    @classmethod
+    def from_settings(cls, settings: RunSettings, sized_batch: int) -> EngineOptions:
+        """The engine's part of a run's settings; ``sized_batch`` is the encoder batch when the settings leave it."""
+        return cls(
+            top_k=settings.top_k,
+            reuse_features=settings.reuse_features,
+            encoder_batch_size=settings.encoder_batch_size or sized_batch,
+        )
 
 
 SliceLogitsCallback = Callable[[int, torch.Tensor], None]

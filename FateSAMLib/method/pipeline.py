@@ -14,6 +14,7 @@ from ..io.geometry import choose_slice_axis, slice_centers, to_slices
 from ..io.images import read_image
 from ..io.labels import labels_on_grid, read_label_map
 from ..models.devices import available_memory_bytes, not_enough_memory
+from ..options import RunSettings
 from ..progress import CancelToken, ProgressCallback, StageProgress, ignore_progress
 from ..segments import Segment
 from .engine import FateSamEngine, StackSegmentation, SupportStack
@@ -36,8 +37,15 @@ class SupportCase:
 class Normalization:
     """Intensity rule applied to query and supports alike: percentile clipping, or a fixed (level, width) window."""
 
-    percentiles: tuple[float, float] = (0.5, 99.5)
+    percentiles: tuple[float, float] = RunSettings.percentiles
     window: tuple[float, float] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: RunSettings) -> Normalization:
+        """The rule the settings ask for: their window with window normalisation, else their percentiles."""
+        if settings.normalization == "window":
+            return cls(window=settings.window)
+        return cls(percentiles=settings.percentiles)
 
     def apply(self, array: np.ndarray) -> np.ndarray:
         return normalize_intensities(array, percentiles=self.percentiles, window=self.window)

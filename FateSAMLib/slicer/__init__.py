@@ -5,8 +5,8 @@ May import the top level, ``models.registry``, MRML (``slicer``, ``vtk``) and nu
 or slicerio, and never ``io``, ``method`` or ``cli`` (the module loads this before they can be installed).
 """
 
-from .process import RunOptions
+from ..options import RunSettings
 from .run import SegmentationRun, SupportPair
 from .support_set import load_support_set, save_support_set
 
-__all__ = ["RunOptions", "SegmentationRun", "SupportPair", "load_support_set", "save_support_set"]
+__all__ = ["RunSettings", "SegmentationRun", "SupportPair", "load_support_set", "save_support_set"]

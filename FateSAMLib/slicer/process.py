@@ -24,52 +24,28 @@ from pathlib import Path
 from typing import IO
 
 from .. import errors
-from ..errors import Cancelled, FateSAMError, InputError
-from ..options import check_run_settings
+from ..errors import Cancelled, FateSAMError
+from ..options import SETTINGS, RunSettings
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # this file is FateSAMLib/slicer/process.py
 """The folder that contains the FateSAMLib package: the engine process needs it on PYTHONPATH."""
-ENGINE_PERCENTILES = (0.5, 99.5)
-"""``fatesam segment``'s default ``--percentiles``, which the module does not change."""
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """The engine options the Slicer module exposes (see ``fatesam segment --help``).
+def settings_arguments(settings: RunSettings) -> list[str]:
+    """``settings`` as ``fatesam segment`` options: every setting that has a value, a flag only when it is set.
 
-    Values out of range, or a ``window`` without ``normalization="window"``, are refused here
-    (:class:`~FateSAMLib.errors.InputError`, with the engine's own checks), before anything is exported.
+    Parsed by the command line, they give back the same settings (a preset is resolved into its values).
     """
-
-    model: str = "sam2.1-tiny"
-    checkpoint: str | None = None
-    random_weights: bool = False
-    image_size: int | None = None
-    device: str = "auto"
-    top_k: int = 3
-    slice_axis: str = "auto"
-    normalization: str = "percentile"
-    window: tuple[float, float] | None = None
-
-    def __post_init__(self) -> None:
-        window = tuple(self.window) if self.window is not None else None
-        if window is not None and len(window) != 2:
-            raise InputError(f"window must be (level, width), e.g. (40, 400) for soft tissue in CT (got {window!r}).")
-        check_run_settings(self.image_size, self.top_k, None, None, self.normalization, window, ENGINE_PERCENTILES)
-
-    def arguments(self) -> list[str]:
-        """These options as ``fatesam segment`` arguments."""
-        arguments = ["--model", self.model, "--device", self.device, "--top-k", str(self.top_k)]
-        arguments += ["--slice-axis", self.slice_axis, "--normalization", self.normalization]
-        if self.checkpoint:
-            arguments += ["--checkpoint", str(self.checkpoint)]
-        if self.random_weights:
-            arguments.append("--random-weights")
-        if self.image_size:
-            arguments += ["--image-size", str(self.image_size)]
-        if self.window is not None:  # only with window normalisation (checked above)
-            arguments += ["--window", *(repr(float(value)) for value in self.window)]
-        return arguments
+    arguments = []
+    for name, setting in SETTINGS.items():
+        value = getattr(settings, name)
+        if setting.metadata["argparse"].get("action") in ("store_true", "store_false"):
+            if value != setting.default:
+                arguments.append(setting.metadata["flag"])
+        elif value is not None:
+            values = value if isinstance(value, tuple) else (value,)
+            arguments += [setting.metadata["flag"], *(repr(v) if isinstance(v, float) else str(v) for v in values)]
+    return arguments
 
 
 def python_executable() -> str:
@@ -90,7 +66,7 @@ def segment_arguments(
     supports: Sequence[tuple[Path, Path]],
     query: Path,
     output: Path,
-    options: RunOptions,
+    settings: RunSettings,
     stats_json: Path | None = None,
     segments: Sequence[str] | None = None,
 ) -> list[str]:
@@ -103,7 +79,7 @@ def segment_arguments(
         arguments += ["--segments", *segments]
     if stats_json is not None:
         arguments += ["--stats-json", str(stats_json)]
-    return [*arguments, *options.arguments(), "--json-progress"]
+    return [*arguments, *settings_arguments(settings), "--json-progress"]
 
 
 def download_arguments(model: str) -> list[str]:

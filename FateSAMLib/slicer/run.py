@@ -21,8 +21,9 @@ from pathlib import Path
 import slicer
 
 from ..errors import Cancelled, FateSAMError, InputError
+from ..options import RunSettings
 from ..segments import Segment
-from .process import BackgroundJob, EngineEvent, EngineProcess, RunOptions, engine_command, segment_arguments
+from .process import BackgroundJob, EngineEvent, EngineProcess, engine_command, segment_arguments
 from .scene import (
     add_to_scene,
     check_same_frame,
@@ -292,7 +293,7 @@ class SegmentationRun:
         target: slicer.vtkMRMLScalarVolumeNode,
         supports: Sequence[SupportPair],
         segment_names: Sequence[str] | None = None,
-        options: RunOptions | None = None,
+        options: RunSettings | None = None,
         output_node: slicer.vtkMRMLSegmentationNode | None = None,
         python: str | None = None,
         environment: Mapping[str, str] | None = None,
@@ -301,7 +302,7 @@ class SegmentationRun:
         self.target = target
         self.supports = list(supports)
         self.segment_names = segment_names
-        self.options = options or RunOptions()
+        self.options = options or RunSettings()
         self.output_node = output_node
         self.python = python
         self.environment = environment

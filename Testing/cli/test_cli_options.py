@@ -23,19 +23,9 @@ from FateSAMLib.cli.reporting import Reporter
 from FateSAMLib.errors import InputError
 from FateSAMLib.method.encoder import FeatureCache, StackFeatures
 from FateSAMLib.models.devices import available_memory_bytes
-from FateSAMLib.options import check_run_settings
+from FateSAMLib.options import RunSettings
 
-DEFAULTS = dict(
-    image_size=None,
-    top_k=3,
-    encoder_batch_size=None,
-    threads=None,
-    normalization="percentile",
-    window=None,
-    percentiles=(0.5, 99.5),
-)
-
-# option words -> (the same setting for check_run_settings, expected message)
+# option words -> (the same setting of RunSettings, as the Slicer module gives it, expected message)
 BAD_OPTIONS = {
     "image size 0": (["--image-size", "0"], {"image_size": 0}, "--image-size must be a positive multiple of 32"),
     "image size not /32": (["--image-size", "100"], {"image_size": 100}, "coarsest feature stride (got 100)"),
@@ -65,7 +55,7 @@ def test_out_of_range_options_exit_1_with_the_slicer_modules_message(case, tmp_p
     assert "fatesam: error:" in err and expected in err and "Traceback" not in err
     assert not output.exists()
     with pytest.raises(InputError) as raised:
-        check_run_settings(**{**DEFAULTS, **settings})
+        RunSettings(**settings)
     assert expected in str(raised.value) and str(raised.value) in err
 
 
@@ -82,7 +72,7 @@ def test_help_still_exits_0(capsys):
 
 
 def test_valid_settings_pass():
-    check_run_settings(**{**DEFAULTS, "image_size": 512, "normalization": "window", "window": (40.0, 400.0)})
+    RunSettings(image_size=512, normalization="window", window=(40.0, 400.0))
 
 
 def test_top_k_above_the_candidate_slices_is_a_warning():

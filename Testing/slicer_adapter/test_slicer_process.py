@@ -12,17 +12,18 @@ from pathlib import Path
 import pytest
 
 from FateSAMLib.errors import Cancelled, InputError, ModelError
+from FateSAMLib.options import RunSettings
 from FateSAMLib.slicer.process import (
     PACKAGE_PARENT,
     BackgroundJob,
     EngineEvent,
     EngineProcess,
-    RunOptions,
     download_arguments,
     engine_command,
     engine_environment,
     parse_event,
     segment_arguments,
+    settings_arguments,
     start_download,
 )
 
@@ -74,7 +75,7 @@ def test_parse_event_reads_every_kind_and_keeps_other_lines_as_log():
 
 
 def test_segment_arguments_carry_every_option():
-    options = RunOptions(
+    options = RunSettings(
         model="sam2.0-small",
         checkpoint="/models/s.pt",
         random_weights=True,
@@ -110,14 +111,14 @@ def test_segment_arguments_carry_every_option():
         "--window 40.0 400.0",
     ):
         assert expected in text
-    default = " ".join(RunOptions().arguments())
+    default = " ".join(settings_arguments(RunSettings()))
     assert "--window" not in default and "--random-weights" not in default and "--checkpoint" not in default
 
 
 def test_segment_arguments_are_accepted_by_the_engine_parser():
     from FateSAMLib import cli
 
-    options = RunOptions(random_weights=True, image_size=128, device="cpu", normalization="window", window=(40, 400))
+    options = RunSettings(random_weights=True, image_size=128, device="cpu", normalization="window", window=(40, 400))
     arguments = segment_arguments([(Path("a.nrrd"), Path("a.seg.nrrd"))], Path("q.nrrd"), Path("o.seg.nrrd"), options)
     parsed = cli.build_parser().parse_args(arguments)
     assert parsed.support == [["a.nrrd", "a.seg.nrrd"]] and parsed.query == "q.nrrd"
@@ -125,6 +126,37 @@ def test_segment_arguments_are_accepted_by_the_engine_parser():
     assert list(parsed.window) == [40.0, 400.0] and parsed.top_k == 3
     download = cli.build_parser().parse_args(download_arguments("sam2.1-tiny"))
     assert (download.name, download.json_progress) == ("sam2.1-tiny", True)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        RunSettings(),
+        RunSettings(random_weights=True, image_size=128, device="cpu", normalization="window", window=(40, 400)),
+        RunSettings(
+            model="sam2.0-small",
+            checkpoint="/models/s.pt",
+            image_size=256,
+            device="cuda:1",
+            top_k=5,
+            slice_axis="coronal",
+            percentiles=(1, 99.25),
+            reuse_features=False,
+            encoder_batch_size=7,
+            threads=2,
+            feature_cache="/tmp/features",
+        ),
+        RunSettings.from_preset("paper", device="cpu"),
+    ],
+    ids=["defaults", "window", "every setting", "paper preset"],
+)
+def test_settings_survive_the_engine_command_line(settings):
+    """Settings -> ``fatesam segment`` arguments -> the engine's own parser -> the same settings."""
+    from FateSAMLib import cli
+    from FateSAMLib.cli.arguments import settings_from_args
+
+    arguments = segment_arguments([(Path("a.nrrd"), Path("a.seg.nrrd"))], Path("q.nrrd"), Path("o.seg.nrrd"), settings)
+    assert settings_from_args(cli.build_parser().parse_args(arguments)) == settings
 
 
 def test_engine_command_and_environment():
@@ -246,7 +278,7 @@ def test_a_missing_executable_gives_a_clear_error(tmp_path):
 )
 def test_run_options_refuse_values_out_of_range(options, message):
     with pytest.raises(InputError, match=message):
-        RunOptions(**options)
+        RunSettings(**options)
 
 
 def test_a_background_job_follows_progress_to_success():

@@ -21,8 +21,8 @@ from test_slicer_process import running
 from FateSAMLib.errors import Cancelled, InputError, ModelError
 from FateSAMLib.io.images import read_image
 from FateSAMLib.io.labels import read_label_map
+from FateSAMLib.options import RunSettings
 from FateSAMLib.segments import Segment
-from FateSAMLib.slicer.process import RunOptions
 from FateSAMLib.slicer.run import (
     DoubtfulSlice,
     RunFolder,
@@ -53,7 +53,7 @@ TERMINOLOGY = (
     "Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
     "~SCT^78961009^Spleen~^^~Anatomic codes - DICOM master list~^^~^^"
 )
-FAST = RunOptions(random_weights=True, image_size=128, device="cpu")
+FAST = RunSettings(random_weights=True, image_size=128, device="cpu")
 
 
 @pytest.fixture
@@ -232,7 +232,7 @@ def test_bad_options_are_refused_before_anything_is_exported(scene, supports, pr
     target = add_to_scene(scene, array_to_volume(np.zeros((4, 5, 6), np.int16), np.eye(4), "target"))
     for options, message in (({"top_k": 0}, "--top-k"), ({"window": (40, 400)}, "only with --normalization window")):
         with pytest.raises(InputError, match=message):  # as FateSAMLogic.createRun(..., **options) builds a run
-            SegmentationRun(scene, target, pairs, options=RunOptions(**options)).start()
+            SegmentationRun(scene, target, pairs, options=RunSettings(**options)).start()
     assert list(private_tmp.iterdir()) == []
 
 
@@ -339,7 +339,7 @@ def test_a_whole_run_imports_a_named_coloured_result_and_cleans_up(scene):
 def test_an_engine_error_leaves_the_scene_unchanged(scene):
     target, pairs, _ = small_supports(scene)
     before = scene_snapshot(scene)
-    options = RunOptions(model="sam9-huge", random_weights=True)
+    options = RunSettings(model="sam9-huge", random_weights=True)
     run = SegmentationRun(scene, target, pairs, options=options, python=sys.executable)
     run.start()
     folder = run.folder
