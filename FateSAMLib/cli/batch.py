@@ -1,0 +1,136 @@
+"""``fatesam batch``: one support set, a cohort of queries; the model and the supports loaded once per worker,
+finished cases skipped, failures recorded, on this machine or on a Ray cluster (``--ray``)."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+from pathlib import Path
+
+from ..cohort.cases import find_cases
+from ..cohort.runner import SUMMARY_CSV, SUMMARY_JSON, CasePool, LocalPool, run_cohort
+from ..cohort.worker import OUTPUT_FORMATS, CohortSettings
+from ..errors import InputError
+from ..io.atomic import check_outputs
+from ..method.engine import FateSamEngine
+from ..method.pipeline import Normalization
+from ..options import RunSettings, finite_float_type, whole_number_type
+from ..progress import CancelToken, ignore_progress
+from .arguments import add_model_arguments, engine_from_settings, settings_from_args
+from .reporting import Reporter
+
+
+def ray_worker_engine(settings: RunSettings) -> FateSamEngine:
+    """The engine of one Ray worker (module level, so that Ray can pickle it); warnings go to the worker's log."""
+    return engine_from_settings(settings, Reporter(json_lines=False), CancelToken(), ignore_progress)
+
+
+def _pool(args: argparse.Namespace, cohort: CohortSettings, run: RunSettings, reporter: Reporter, cancel: CancelToken):  # noqa: ANN202
+    if args.ray is None:
+        return LocalPool(cohort, lambda: engine_from_settings(run, reporter, cancel, ignore_progress))
+    from ..cohort.ray_pool import RayPool  # Ray is imported only here
+
+    address = None if args.ray == "local" else args.ray
+    return RayPool(
+        cohort,
+        functools.partial(ray_worker_engine, run),
+        address,
+        args.workers,
+        args.gpus_per_worker,
+        args.cpus_per_worker,
+    )
+
+
+def case_event_writer(reporter: Reporter):  # noqa: ANN201
+    """With --json-progress, one ``{"event": "case", ...}`` line per finished case; otherwise a warning per failure."""
+
+    def write(record: dict) -> None:
+        if reporter.json_lines:
+            event = {"event": "case", **{k: record.get(k) for k in ("id", "status", "error", "seconds", "output")}}
+            reporter.stdout.write(json.dumps(event) + "\n")
+            reporter.stdout.flush()
+        elif record["status"] == "failed":
+            reporter.warning(f"{record['id']} failed: {record['error']}")
+
+    return write
+
+
+def run_batch(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> int:
+    """Segment every query that has no output yet; exit 0 when every case succeeded, 1 when any failed."""
+    run = settings_from_args(args)
+    cases = find_cases(args.queries, args.references)
+    output_dir = Path(args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"--output-dir {output_dir} is a file; give a folder (it is created if missing).")
+    check_outputs([output_dir / SUMMARY_JSON, output_dir / SUMMARY_CSV], overwrite=True)
+    cohort = CohortSettings(
+        supports=tuple((Path(image), Path(labels)) for image, labels in args.support),
+        output_dir=output_dir,
+        output_format=args.format,
+        segments=tuple(args.segments) if args.segments else None,
+        slice_axis=run.slice_axis,
+        normalization=Normalization.from_settings(run),
+        overwrite=args.overwrite,
+    )
+    pool: CasePool = _pool(args, cohort, run, reporter, cancel)
+    try:
+        summary = run_cohort(cases, cohort, pool, reporter.progress, cancel, case_event_writer(reporter))
+    finally:
+        pool.close()
+    counts = summary["counts"]
+    reporter.done(
+        f"{output_dir / SUMMARY_CSV}: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed"
+    )
+    return 1 if counts["failed"] else 0
+
+
+def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``fatesam batch``."""
+    parser = subparsers.add_parser(
+        "batch",
+        help="segment a cohort of queries with one support set (resumable; on Ray with --ray)",
+        description="Each query's segmentation is written to OUTPUT_DIR/<id><format>; a case whose output exists is "
+        "skipped (unless --overwrite), so an interrupted run resumes where it stopped. summary.csv and summary.json "
+        "list each case's status, error, seconds, encoder passes, lowest-confidence slices and, with --references, "
+        "Dice/HD95/ASSD per label and the cohort's means. Exit code 0: every case succeeded; 1: some failed; 130: "
+        "cancelled.",
+    )
+    parser.add_argument(
+        "--support",
+        nargs=2,
+        action="append",
+        required=True,
+        metavar=("IMAGE", "LABELS"),
+        help="a support image and its label map or .seg.nrrd (repeat for more supports)",
+    )
+    parser.add_argument(
+        "--queries",
+        required=True,
+        help="a folder of volumes (or DICOM series folders), or a CSV with a 'path' column "
+        "and optional 'id' and 'reference' columns (paths relative to the CSV)",
+    )
+    parser.add_argument("--output-dir", required=True, type=Path, help="where the segmentations and summary go")
+    parser.add_argument("--format", default=".nii.gz", choices=OUTPUT_FORMATS, help="output format (.dcm: DICOM SEG)")
+    parser.add_argument("--references", type=Path, help="folder of <id>.nii.gz (.nrrd, .seg.nrrd...) to score against")
+    parser.add_argument("--segments", nargs="+", metavar="NAME_OR_VALUE", help="only these segments (default all)")
+    parser.add_argument("--overwrite", action="store_true", help="segment every case again, replacing its output")
+    parser.add_argument("--json-progress", action="store_true", help="one JSON object per line on stdout")
+    ray = parser.add_argument_group('Ray (pip install "fatesam[cluster]")')
+    ray.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run on Ray actors: no address starts a local Ray; 'auto' or ray://host:port joins a cluster "
+        "(every path must be readable by every worker)",
+    )
+    ray.add_argument("--workers", type=whole_number_type("--workers"), help="Ray workers (default: as resources hold)")
+    ray.add_argument(
+        "--gpus-per-worker", type=finite_float_type("--gpus-per-worker"), default=0.0, help="GPUs per worker (0)"
+    )
+    ray.add_argument(
+        "--cpus-per-worker", type=finite_float_type("--cpus-per-worker"), default=1.0, help="CPUs per worker (1)"
+    )
+    add_model_arguments(parser)
+    parser.set_defaults(func=run_batch, reporting=True)

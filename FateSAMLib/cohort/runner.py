@@ -1,0 +1,172 @@
+"""Running a cohort: finished cases skipped, the others handed to a pool of workers, every record kept, and the
+summary (``summary.csv`` and ``summary.json``) written atomically, also when the run fails or is cancelled."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..io.atomic import write_file_atomically
+from ..metrics import METRICS
+from ..progress import CancelToken, ProgressCallback
+from .cases import Case
+from .worker import CaseWorker, CohortSettings, EngineFactory
+
+SUMMARY_JSON = "summary.json"
+SUMMARY_CSV = "summary.csv"
+RecordCallback = Callable[[dict], None]
+CSV_COLUMNS = ("id", "status", "error", "seconds", "encoder_passes", "support_slices_encoded", "doubtful_slices")
+
+
+class CasePool(Protocol):
+    """Where cases run: :class:`LocalPool` in this process, ``ray_pool.RayPool`` on Ray actors."""
+
+    def run(
+        self, cases: list[Case], on_record: RecordCallback, progress: ProgressCallback, cancel: CancelToken
+    ) -> None:
+        """Run every case, calling ``on_record`` with each record as it is finished."""
+
+    def close(self) -> None:
+        """Release the workers."""
+
+
+class LocalPool:
+    """One worker in this process; the model is loaded when the first case starts (not at all when none is left)."""
+
+    def __init__(self, settings: CohortSettings, engine_factory: EngineFactory) -> None:
+        self.worker = CaseWorker(settings, engine_factory)
+
+    def run(
+        self, cases: list[Case], on_record: RecordCallback, progress: ProgressCallback, cancel: CancelToken
+    ) -> None:
+        for case in cases:
+            cancel.raise_if_cancelled()
+            on_record(self.worker.run(case, lambda f, m, case=case: progress(f, f"{case.id}: {m}"), cancel))
+
+    def close(self) -> None:
+        self.worker = None
+
+
+class CohortProgress:
+    """The cohort's progress line: cases done and failed, the estimated time left, and the current case's stage."""
+
+    def __init__(self, total: int, callback: ProgressCallback) -> None:
+        self.total = max(total, 1)
+        self.callback = callback
+        self.finished = self.failed = 0
+        self.started = time.perf_counter()
+
+    def _eta(self) -> str:
+        if not self.finished:
+            return "ETA --"
+        left = (time.perf_counter() - self.started) / self.finished * (self.total - self.finished)
+        return f"ETA {int(left // 60)}m{int(left % 60):02d}s"
+
+    def stage(self, fraction: float, message: str) -> None:
+        """The running case's progress (fraction of that case) and stage."""
+        head = f"{self.finished}/{self.total} cases, {self.failed} failed, {self._eta()}"
+        self.callback((self.finished + min(max(fraction, 0.0), 1.0)) / self.total, f"{head} | {message}")
+
+    def case_done(self, record: dict) -> None:
+        """One more case finished (``record`` says whether it failed)."""
+        self.finished += 1
+        self.failed += record["status"] == "failed"
+        self.stage(0.0, f"{record['id']} {record['status']}")
+
+
+def previous_records(output_dir: Path) -> dict[str, dict]:
+    """The records of an earlier run's ``summary.json`` by case id (none when it is missing or unreadable)."""
+    try:
+        data = json.loads((output_dir / SUMMARY_JSON).read_text(encoding="utf-8"))
+        return {record["id"]: record for record in data["cases"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def cohort_means(records: list[dict]) -> dict[str, dict[str, float | None]]:
+    """Per label, the mean of each metric over the cases that have it (infinite distances left out; None if none)."""
+    means: dict[str, dict[str, float | None]] = {}
+    labels = sorted({label for r in records for label in r.get("metrics", {})}, key=int)
+    for label in labels:
+        rows = [r["metrics"][label] for r in records if label in r.get("metrics", {})]
+        values = {m: [row[m] for row in rows if row[m] is not None and math.isfinite(row[m])] for m in METRICS}
+        means[label] = {m: float(np.mean(v)) if v else None for m, v in values.items()}
+        means[label]["cases"] = len(rows)
+    return means
+
+
+def _csv_text(records: list[dict], means: dict[str, dict]) -> str:
+    labels = list(means)
+    metric_columns = [f"{m}_{label}" for label in labels for m in METRICS]
+    stream = io.StringIO()
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow([*CSV_COLUMNS, "output", *metric_columns])
+    for record in records:
+        cells = [record.get(column, "") for column in CSV_COLUMNS]
+        cells[CSV_COLUMNS.index("doubtful_slices")] = " ".join(str(i) for i in record.get("doubtful_slices", []))
+        metrics = record.get("metrics", {})
+        scores = [metrics.get(label, {}).get(m, "") for label in labels for m in METRICS]
+        writer.writerow([*cells, record.get("output", ""), *scores])
+    if labels:
+        writer.writerow(["mean", *[""] * len(CSV_COLUMNS), *[means[label][m] for label in labels for m in METRICS]])
+    return stream.getvalue()
+
+
+def write_summary(output_dir: Path, records: list[dict]) -> dict:
+    """Write ``summary.json`` (cases, counts, per-label means) and ``summary.csv`` atomically; returns the JSON data."""
+    counts = {status: sum(r["status"] == status for r in records) for status in ("done", "skipped", "failed")}
+    means = cohort_means(records)
+    data = {"counts": counts, "mean": means, "cases": records}
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    for name, content in ((SUMMARY_JSON, text), (SUMMARY_CSV, _csv_text(records, means))):
+        write_file_atomically(output_dir / name, lambda target, content=content: target.write_text(content), True)
+    return data
+
+
+def run_cohort(
+    cases: list[Case],
+    settings: CohortSettings,
+    pool: CasePool,
+    progress: ProgressCallback,
+    cancel: CancelToken,
+    on_record: RecordCallback | None = None,
+) -> dict:
+    """Run the cases whose output is missing (every case with ``settings.overwrite``) on ``pool``; returns the summary.
+
+    A skipped case keeps the record of the run that wrote its output. The summary lists every case that is done,
+    skipped or failed; it is written at the end, also when the run is cancelled or fails, so it stays true.
+    """
+    earlier = previous_records(settings.output_dir)
+    records: dict[str, dict] = {}
+    todo = []
+    for case in cases:
+        output = settings.output_path(case)
+        if output.exists() and not settings.overwrite:
+            record = earlier.get(case.id, {})
+            if record.get("output") != str(output):  # not the earlier run's output: nothing known about it
+                record = {"id": case.id, "query": str(case.query), "error": "", "output": str(output)}
+            records[case.id] = {**record, "status": "skipped"}
+        else:
+            todo.append(case)
+    tracker = CohortProgress(len(todo), progress)
+
+    def record_done(record: dict) -> None:
+        records[record["id"]] = record
+        tracker.case_done(record)
+        if on_record is not None:
+            on_record(record)
+
+    try:
+        if todo:
+            pool.run(todo, record_done, tracker.stage, cancel)
+    finally:
+        summary = write_summary(settings.output_dir, [records[c.id] for c in cases if c.id in records])
+    return summary

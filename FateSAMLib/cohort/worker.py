@@ -1,0 +1,160 @@
+"""One worker of a cohort: the model and the supports loaded once, then one case after another."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import Cancelled, FateSAMError, InputError
+from ..formats import OUTPUT_SUFFIXES, is_segmentation_file
+from ..io.atomic import OutputFiles
+from ..io.dicom_seg import DICOM_SEG_SUFFIX, dicom_seg_writer
+from ..io.images import read_image
+from ..io.labels import label_map_writer, on_reference_grid, read_labels
+from ..method.encoder import FeatureCache, StackFeatures
+from ..method.engine import FateSamEngine
+from ..method.pipeline import Normalization, SupportCase, load_support, segment_volume
+from ..metrics import evaluate_labels
+from ..models.devices import is_allocation_failure, not_enough_memory
+from ..progress import CancelToken, ProgressCallback, ignore_progress
+from .cases import Case
+
+OUTPUT_FORMATS = (*OUTPUT_SUFFIXES, DICOM_SEG_SUFFIX)
+
+EngineFactory = Callable[[], FateSamEngine]
+"""Builds the engine (loads the model); picklable when the workers are Ray actors."""
+
+
+@dataclass(frozen=True)
+class CohortSettings:
+    """What every case of a cohort shares: the supports, where and how outputs go, the method's options."""
+
+    supports: tuple[tuple[Path, Path], ...]
+    output_dir: Path
+    output_format: str = ".nii.gz"
+    segments: tuple[str, ...] | None = None
+    slice_axis: str = "auto"
+    normalization: Normalization = Normalization()
+    overwrite: bool = False
+
+    def output_path(self, case: Case) -> Path:
+        """Where ``case``'s segmentation is written: ``<output-dir>/<id><format>``."""
+        return self.output_dir / f"{case.id}{self.output_format}"
+
+
+class MemoryFeatureCache(FeatureCache):
+    """The feature cache kept in memory: a worker encodes its supports for the first case only."""
+
+    def __init__(self) -> None:
+        super().__init__(Path(), model_key="this worker's model")
+        self._features: dict[str, StackFeatures] = {}
+
+    def load(self, slices01: np.ndarray, device: torch.device) -> StackFeatures | None:
+        return self._features.get(self._path(slices01).name)
+
+    def save(self, slices01: np.ndarray, features: StackFeatures) -> None:
+        self._features[self._path(slices01).name] = features
+
+
+def failed_record(case: Case, message: str, seconds: float = 0.0) -> dict:
+    """The summary record of a case that could not be segmented."""
+    return {"id": case.id, "query": str(case.query), "status": "failed", "error": message, "seconds": seconds}
+
+
+class CaseWorker:
+    """Segments cases one after another with one engine and one set of supports, both loaded by :meth:`start`.
+
+    Support features are kept between cases (in memory, or in the engine's disk cache when it has one), so the
+    supports are encoded for the first case only. A case's own failure becomes a ``failed`` record; cancelling raises.
+    """
+
+    def __init__(self, settings: CohortSettings, engine_factory: EngineFactory) -> None:
+        self.settings = settings
+        self.engine_factory = engine_factory
+        self.engine: FateSamEngine | None = None
+        self.supports: list[SupportCase] = []
+
+    def start(self) -> None:
+        """Read the supports and load the model (once; later calls do nothing)."""
+        if self.engine is not None:
+            return
+        self.supports = [load_support(image, labels) for image, labels in self.settings.supports]
+        engine = self.engine_factory()
+        engine.feature_cache = engine.feature_cache or MemoryFeatureCache()
+        self.engine = engine
+
+    def run(self, case: Case, progress: ProgressCallback = ignore_progress, cancel: CancelToken | None = None) -> dict:
+        """Segment ``case`` and write its output atomically; its summary record (status ``done`` or ``failed``)."""
+        started = time.perf_counter()
+        self.start()
+        try:
+            record = self._segment(case, progress, cancel or CancelToken())
+        except Cancelled:
+            raise
+        except FateSAMError as error:
+            return failed_record(case, str(error), time.perf_counter() - started)
+        except (MemoryError, RuntimeError) as error:
+            if not is_allocation_failure(error):
+                raise
+            message = str(not_enough_memory(f"an allocation failed on this case ({error})", self.engine.device))
+            return failed_record(case, message, time.perf_counter() - started)
+        record["seconds"] = time.perf_counter() - started
+        return record
+
+    def _segment(self, case: Case, progress: ProgressCallback, cancel: CancelToken) -> dict:
+        settings = self.settings
+        if settings.output_format == DICOM_SEG_SUFFIX and not case.query.is_dir():
+            raise InputError(
+                f"{case.query} is not a DICOM series folder: DICOM SEG (--format .dcm) references the query's "
+                "series. Choose another --format for files that are not DICOM."
+            )
+        progress(0.0, "reading")
+        query = read_image(case.query)
+        reference = None
+        if case.reference is not None:
+            labels, _ = read_labels(case.reference)
+            what = f"The reference {case.reference} does not match the query {case.query}"
+            reference = on_reference_grid(labels, query, what, cropped=is_segmentation_file(case.reference))
+        result = segment_volume(
+            self.engine,
+            self.supports,
+            query,
+            segments=list(settings.segments) if settings.segments else None,
+            slice_axis=settings.slice_axis,
+            normalization=settings.normalization,
+            progress=progress,
+            cancel=cancel,
+        )
+        cancel.raise_if_cancelled()
+        output = settings.output_path(case)
+        if settings.output_format == DICOM_SEG_SUFFIX:
+            writer = dicom_seg_writer(result.labels, result.segments, case.query)
+        else:
+            writer = label_map_writer(result.labels, output, result.segments)
+        with OutputFiles(settings.overwrite) as outputs:
+            outputs.add(output, writer, settings.output_format)
+        record = {
+            "id": case.id,
+            "query": str(case.query),
+            "status": "done",
+            "error": "",
+            "output": str(output),
+            "encoder_passes": result.stats.encoder_passes,
+            "support_slices_encoded": result.stats.support_slices_encoded,
+            "doubtful_slices": [entry.slice_index for entry in result.doubtful_slices],
+            "segments": {str(s.value): s.name for s in result.segments},
+        }
+        if reference is not None:
+            scores = evaluate_labels(result.labels, reference, [s.value for s in result.segments])
+            # An infinite distance (a structure missed) is kept as None: the summary is strict JSON.
+            record["metrics"] = {
+                str(label): {m: v if math.isfinite(v) else None for m, v in values.items()}
+                for label, values in scores.items()
+            }
+        return record

@@ -1,0 +1,86 @@
+"""``fatesam batch`` here: the outputs of ``fatesam segment``, supports encoded once, resume, failures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+from cohort_helpers import FAST, QUERIES, batch_args, finished_cohort, query_folder, read_summary, support_args
+from conftest import HIPPOCAMPUS, case_paths, cut_short
+
+from FateSAMLib.cli.main import main
+
+
+@pytest.fixture
+def cohort(tmp_path_factory):
+    return finished_cohort(tmp_path_factory)
+
+
+def test_each_output_equals_fatesam_segment_alone_and_the_supports_are_encoded_once(cohort, tmp_path):
+    _, output_dir, code = cohort
+    assert code == 0
+    summary = read_summary(output_dir)
+    assert summary["counts"] == {"done": 3, "skipped": 0, "failed": 0}
+    for name in QUERIES:
+        alone = tmp_path / f"{name}.nii.gz"
+        query = case_paths(HIPPOCAMPUS, name)[0]
+        assert main(["segment", *support_args(), "--query", str(query), "--output", str(alone), *FAST]) == 0
+        assert (output_dir / f"{name}.nii.gz").read_bytes() == alone.read_bytes()
+    encoded = [summary[name]["support_slices_encoded"] for name in QUERIES]
+    assert encoded[0] > 0 and encoded[1:] == [0, 0]  # the first case encodes the supports, the others reuse them
+    for name in QUERIES:
+        record = summary[name]
+        assert record["encoder_passes"] >= record["support_slices_encoded"] > -1
+        assert len(record["doubtful_slices"]) == 10 and set(record["metrics"]) == {"1", "2"}
+    assert set(summary["mean"]) == {"1", "2"} and summary["mean"]["1"]["cases"] == 3
+    with open(output_dir / "summary.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [row["id"] for row in rows] == [*QUERIES, "mean"]
+    assert float(rows[-1]["dice_1"]) == summary["mean"]["1"]["dice"]
+
+
+def test_a_rerun_skips_every_case_and_a_deleted_output_is_redone_alone(cohort, tmp_path, capsys):
+    _, finished, _ = cohort
+    output_dir = tmp_path / "out"
+    shutil.copytree(finished, output_dir)
+    capsys.readouterr()
+    assert main(batch_args(query_folder(tmp_path / "q"), output_dir, "--json-progress")) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert not any(e["event"] == "warning" for e in events)  # no RANDOM WEIGHTS warning: the model was never loaded
+    summary = read_summary(output_dir)
+    assert summary["counts"] == {"done": 0, "skipped": 3, "failed": 0}
+    assert summary[QUERIES[0]]["metrics"] == read_summary(finished)[QUERIES[0]]["metrics"]  # kept from the first run
+
+    (output_dir / f"{QUERIES[1]}.nii.gz").unlink()
+    assert main(batch_args(tmp_path / "q", output_dir, "--json-progress")) == 0
+    cases = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"case"' in line]
+    assert [(e["id"], e["status"]) for e in cases] == [(QUERIES[1], "done")]
+    assert read_summary(output_dir)["counts"] == {"done": 1, "skipped": 2, "failed": 0}
+    redone = (output_dir / f"{QUERIES[1]}.nii.gz").read_bytes()
+    assert redone == (finished / f"{QUERIES[1]}.nii.gz").read_bytes()
+
+
+def test_a_damaged_query_is_recorded_with_its_message_and_the_others_go_on(cohort, tmp_path, capsys):
+    _, finished, _ = cohort
+    damaged = tmp_path / "damaged.nii.gz"
+    shutil.copy(case_paths(HIPPOCAMPUS, QUERIES[2])[0], damaged)
+    cut_short(damaged, 0.5)
+    table = tmp_path / "cases.csv"
+    table.write_text(
+        "id,path\n"
+        + "".join(f"{name},{case_paths(HIPPOCAMPUS, name)[0]}\n" for name in QUERIES[:2])
+        + "broken,damaged.nii.gz\n"
+    )
+    output_dir = tmp_path / "out"
+    output_dir.mkdir()
+    shutil.copy(finished / f"{QUERIES[0]}.nii.gz", output_dir)  # done earlier: skipped
+    assert main(batch_args(table, output_dir)) == 1
+    assert "broken failed" in capsys.readouterr().err
+    summary = read_summary(output_dir)
+    assert summary["counts"] == {"done": 1, "skipped": 1, "failed": 1}
+    assert summary["broken"]["status"] == "failed" and "damaged.nii.gz" in summary["broken"]["error"]
+    assert "truncated" in summary["broken"]["error"] or "cut short" in summary["broken"]["error"]
+    assert not (output_dir / "broken.nii.gz").exists()
+    assert (output_dir / f"{QUERIES[1]}.nii.gz").read_bytes() == (finished / f"{QUERIES[1]}.nii.gz").read_bytes()
