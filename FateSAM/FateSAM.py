@@ -1,13 +1,16 @@
 """FateSAM: few-shot segmentation of a volume from a few segmented examples, with frozen SAM2 modules (FATE-SAM).
 
 The module is a thin GUI over FateSAMLib: the logic exports the scene's inputs, runs the engine in a separate
-Python process, follows it with a timer, and imports the result (see FateSAMLib.slicer.run).
+Python process, follows it with a timer, and imports the result (see FateSAMLib.slicer.run). The logic returns or
+raises and never opens a dialog: the widget asks the user and shows errors (see :func:`confirmInstallation`).
 """
 
+import contextlib
+import importlib.util
 import logging
-import re
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +21,7 @@ import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper, parameterPack
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -38,10 +41,28 @@ def _addEngineToPath() -> None:
 _addEngineToPath()
 
 from FateSAMLib.errors import FateSAMError  # noqa: E402
-from FateSAMLib.models.registry import MODELS, cached_checkpoint_path  # noqa: E402
+from FateSAMLib.models.registry import MODELS, cached_checkpoint_path, model_names  # noqa: E402
 from FateSAMLib.options import DEVICES, NORMALIZATIONS, SLICE_AXIS_CHOICES, RunSettings  # noqa: E402
 from FateSAMLib.segments import Segment  # noqa: E402
-from FateSAMLib.slicer.deps import TORCH_VERSION, missing_packages, missing_torch, start_pip_install  # noqa: E402
+from FateSAMLib.slicer.deps import (  # noqa: E402
+    TORCH_VERSION,
+    DependencyPlan,
+    check_installed,
+    dependency_plan,
+    missing_packages,
+    start_pip_install,
+)
+from FateSAMLib.slicer.parameters import (  # noqa: E402
+    DEFAULT_WINDOW,
+    chosen_segment_names,
+    complete_pairs,
+    first_scene_support,
+    is_checked,
+    model_hints,
+    run_options,
+    support_set_folder_name,
+    with_scene_supports,
+)
 from FateSAMLib.slicer.process import BackgroundJob, start_download  # noqa: E402
 from FateSAMLib.slicer.run import SegmentationRun, SupportPair, display_result, jump_to, segment_names  # noqa: E402
 from FateSAMLib.slicer.scene import (  # noqa: E402
@@ -51,7 +72,6 @@ from FateSAMLib.slicer.scene import (  # noqa: E402
     register_segmentation_converters,
     segment_infos,
     segmentation_to_label_array,
-    segmentations_with_reference_volume,
 )
 from FateSAMLib.slicer.support_set import load_support_set, save_support_set  # noqa: E402
 
@@ -88,28 +108,58 @@ class FateSAM(ScriptedLoadableModule):
 #
 
 
+@parameterPack
+class FateSAMSupport:
+    """One support: a volume and the segmentation drawn on it (a node deleted from the scene reads as None)."""
+
+    volume: vtkMRMLScalarVolumeNode
+    segmentation: vtkMRMLSegmentationNode
+
+
 @parameterNodeWrapper
 class FateSAMParameterNode:
-    """The module's state, saved with the scene. Supports are stored as complete (volume, segmentation) pairs."""
+    """The module's state, saved with the scene; the run settings' defaults and choices are FateSAMLib.options'.
+
+    Supports are stored as complete (volume, segmentation) pairs; the segments of the supports are transferred but
+    those in ``uncheckedSegments``.
+    """
 
     targetVolume: vtkMRMLScalarVolumeNode
-    supportVolumes: list[vtkMRMLScalarVolumeNode]
-    supportSegmentations: list[vtkMRMLSegmentationNode]
+    supports: list[FateSAMSupport]
     uncheckedSegments: list[str]
-    model: str = RunSettings.model
+    model: Annotated[str, Choice(model_names())] = RunSettings.model  # the registry's DEFAULT_MODEL
     device: Annotated[str, Choice(DEVICES)] = RunSettings.device
     topK: Annotated[int, WithinRange(1, 10)] = RunSettings.top_k
     sliceAxis: Annotated[str, Choice(SLICE_AXIS_CHOICES)] = RunSettings.slice_axis
     normalization: Annotated[str, Choice(NORMALIZATIONS)] = RunSettings.normalization
-    windowLevel: Annotated[float, WithinRange(-5000.0, 5000.0)] = 40.0
-    windowWidth: Annotated[float, WithinRange(1.0, 10000.0)] = 400.0
+    windowLevel: Annotated[float, WithinRange(-5000.0, 5000.0)] = DEFAULT_WINDOW[0]
+    windowWidth: Annotated[float, WithinRange(1.0, 10000.0)] = DEFAULT_WINDOW[1]
     outputSegmentation: vtkMRMLSegmentationNode
 
 
-def supportPairs(parameterNode) -> list:
-    """The parameter node's complete (volume, segmentation) pairs; a node deleted from the scene reads as None."""
-    pairs = zip(parameterNode.supportVolumes, parameterNode.supportSegmentations, strict=True)
-    return [(volume, segmentation) for volume, segmentation in pairs if volume is not None and segmentation is not None]
+#
+# Confirmation before installing: the widget's dialog, and scripts' default (the logic never opens a dialog itself)
+#
+
+
+def confirmInstallation(plan: DependencyPlan) -> bool:
+    """Ask once (OK/Cancel) before installing what ``plan`` lists, when Slicer shows its main window.
+
+    Without a main window (``--no-main-window``, batch scripts) or in testing mode nobody could answer: the call that
+    asked for the installation is the consent, and the answer is yes.
+    """
+    if slicer.app.testingEnabled() or slicer.util.mainWindow() is None:
+        return True
+    items = []
+    if plan.torch:
+        items.append(_("PyTorch ({packages}), through the PyTorch extension").format(packages=", ".join(plan.torch)))
+    items += plan.packages
+    message = _(
+        "FateSAM needs these Python packages, which will now be downloaded and installed into Slicer:\n\n"
+        "{items}\n\nThis can take several minutes and a few GB of disk space. Slicer is busy while PyTorch "
+        "is installed; the other packages install in the background (Cancel stops them). Install them now?"
+    ).format(items="\n".join(f"- {item}" for item in items))
+    return slicer.util.confirmOkCancelDisplay(message, windowTitle=_("FateSAM: install dependencies"))
 
 
 #
@@ -163,7 +213,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.doubtfulSlicesList.itemClicked.connect(self.onDoubtfulSliceClicked)
 
         self.initializeParameterNode()
-        self.updateModelList()
+        self._showModelState()
 
     def cleanup(self) -> None:
         """Called when the application closes and the module widget is destroyed: stop what runs, timer first."""
@@ -241,20 +291,14 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return pairs
 
     def _storePairs(self, pairs) -> None:
-        with slicer.util.NodeModify(self._parameterNode):
-            self._parameterNode.supportVolumes = [volume for volume, _ in pairs]
-            self._parameterNode.supportSegmentations = [segmentation for _, segmentation in pairs]
+        self._parameterNode.supports = [FateSAMSupport(volume, segmentation) for volume, segmentation in pairs]
 
     def onSupportTableChanged(self, node=None) -> None:
         if not self._updatingGui and self._parameterNode:
             self._storePairs(self._tablePairs())
 
     def onAddSupport(self) -> None:
-        segmentation = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
-        volume = None
-        if segmentation is not None:
-            volume = segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole())
-        self._appendSupportRow(volume, segmentation)
+        self._appendSupportRow(*first_scene_support(slicer.mrmlScene))
         self.onSupportTableChanged()
 
     def onRemoveSupport(self) -> None:
@@ -266,12 +310,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.onSupportTableChanged()
 
     def onAddAllSupports(self) -> None:
-        pairs = self._tablePairs()
-        target = self._parameterNode.targetVolume
-        for volume, segmentation in segmentations_with_reference_volume(slicer.mrmlScene):
-            if volume is not target and (volume, segmentation) not in pairs:
-                pairs.append((volume, segmentation))
-        self._storePairs(pairs)
+        self._storePairs(with_scene_supports(self._tablePairs(), slicer.mrmlScene, self._parameterNode.targetVolume))
 
     def onSegmentItemChanged(self, item) -> None:
         if self._updatingGui:
@@ -289,7 +328,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._updatingGui = True
         try:
-            pairs = supportPairs(self._parameterNode)
+            pairs = complete_pairs(self._parameterNode.supports)
             if pairs != self._tablePairs():
                 self.ui.supportsTable.setRowCount(0)
                 for volume, segmentation in pairs:
@@ -298,8 +337,6 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             window = self._parameterNode.normalization == "window"
             self.ui.windowLevelSpinBox.enabled = window
             self.ui.windowWidthSpinBox.enabled = window
-            if self.ui.modelComboBox.currentText != self._parameterNode.model:
-                self.ui.modelComboBox.setCurrentText(self._parameterNode.model)
             self._updateButtons()
         finally:
             self._updatingGui = False
@@ -313,10 +350,10 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 item = qt.QListWidgetItem(name)
                 item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
                 segmentsList.addItem(item)
-        unchecked = {name.casefold() for name in self._parameterNode.uncheckedSegments}
+        unchecked = list(self._parameterNode.uncheckedSegments)
         for index in range(segmentsList.count):
             item = segmentsList.item(index)
-            item.setCheckState(qt.Qt.Unchecked if item.text().casefold() in unchecked else qt.Qt.Checked)
+            item.setCheckState(qt.Qt.Checked if is_checked(item.text(), unchecked) else qt.Qt.Unchecked)
 
     def _updateButtons(self) -> None:
         """Apply becomes Cancel while a task runs; the model and its Download button wait until it has ended."""
@@ -336,7 +373,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode is None:
             self.ui.applyButton.enabled = False
             return
-        ready = self._parameterNode.targetVolume is not None and bool(supportPairs(self._parameterNode))
+        ready = self._parameterNode.targetVolume is not None and bool(complete_pairs(self._parameterNode.supports))
         self.ui.applyButton.enabled = ready
         self.ui.applyButton.toolTip = (
             _("Segment the volume from the supports.") if ready else _("Select a volume and add at least one support.")
@@ -344,26 +381,13 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # Model
 
-    def updateModelList(self) -> None:
-        """Fill the model list and show whether the chosen model's checkpoint is downloaded."""
-        states = self.logic.modelStates()
-        self.ui.modelComboBox.blockSignals(True)
-        self.ui.modelComboBox.clear()
-        for name in states:
-            self.ui.modelComboBox.addItem(name)
-        self.ui.modelComboBox.setCurrentText(self._parameterNode.model if self._parameterNode else RunSettings.model)
-        self.ui.modelComboBox.blockSignals(False)
-        self._showModelState(states)
-
-    def _showModelState(self, states=None) -> None:
-        states = states if states is not None else self.logic.modelStates()
-        downloaded = states.get(self.ui.modelComboBox.currentText, False)
+    def _showModelState(self) -> None:
+        """Show whether the chosen model's checkpoint is downloaded (the model list is the parameter node's choices)."""
+        downloaded = self.logic.modelStates().get(self.ui.modelComboBox.currentText, False)
         self.ui.modelStatusLabel.text = _("downloaded") if downloaded else _("not downloaded (about 40-900 MB)")
         self.ui.downloadModelButton.enabled = not downloaded and self._task is None
 
     def onModelChanged(self, name: str) -> None:
-        if self._parameterNode and name and not self._updatingGui:
-            self._parameterNode.model = name
         self._showModelState()
 
     def onDownloadModel(self) -> None:
@@ -376,7 +400,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._startTask(self.logic.startDownload(model), "download")
 
     def onDownloadFinished(self, job: BackgroundJob) -> None:
-        self.updateModelList()
+        self._showModelState()
         if job.state == "succeeded":
             self.ui.statusLabel.text = _("Downloaded.")
         elif job.state == "cancelled":
@@ -391,7 +415,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Call ``then`` once the engine's dependencies are there: at once, or when their installation succeeded."""
         accepted, job = False, None
         with slicer.util.tryWithErrorDisplay(_("FateSAM could not install its dependencies."), waitCursor=False):
-            accepted, job = self.logic.startDependencyInstall(askConfirmation=True)
+            accepted, job = self.logic.startDependencyInstall(confirmInstallation, self._installingTorch)
         if not accepted:
             return
         if job is None:
@@ -411,10 +435,26 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(str(job.error), windowTitle=_("FateSAM: installation failed"))
             return
         with slicer.util.tryWithErrorDisplay(_("FateSAM's dependencies are incomplete."), waitCursor=False):
-            self.logic.checkDependenciesInstalled()
+            check_installed()
             self._log(_("FateSAM's Python packages are installed."))
             if then is not None:
                 then()
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _installingTorch():
+        """A busy progress dialog while PyTorch installs in this process (Slicer does not respond meanwhile)."""
+        dialog = slicer.util.createProgressDialog(
+            windowTitle=_("FateSAM: installing PyTorch"),
+            labelText=_("Installing PyTorch through the PyTorch extension; Slicer is busy until it is done..."),
+            maximum=0,
+        )
+        slicer.app.processEvents()
+        try:
+            with slicer.util.WaitCursor():
+                yield
+        finally:
+            dialog.close()
 
     # Background tasks: a run, an installation or a download, followed by one timer
 
@@ -477,7 +517,6 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode is None:
             return
         with slicer.util.tryWithErrorDisplay(_("FateSAM could not start."), waitCursor=True):
-            self.updateModelList()
             run = self.logic.createRunFromParameterNode(self._parameterNode)
             self.ui.logTextEdit.clear()
             self.ui.doubtfulSlicesList.clear()
@@ -492,7 +531,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onRunFinished(self, run: SegmentationRun) -> None:
         if run.state == "succeeded":
-            self.updateModelList()  # the run may have downloaded the checkpoint
+            self._showModelState()  # the run may have downloaded the checkpoint
             self._lastResult, self._lastTarget = run.result, run.target
             self.ui.showInSegmentEditorButton.enabled = True
             for warning in self.logic.showResult(run.result, run.target):
@@ -550,8 +589,8 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not name:
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to save the support set."), waitCursor=True):
-            folderName = re.sub(r'[\\/:*?"<>|]+', "_", name).strip(" .") or "support set"
-            saved = self.logic.saveSupportSet(Path(folder) / folderName, name, pairs, self._parameterNode)
+            folder = Path(folder) / support_set_folder_name(name)
+            saved = self.logic.saveSupportSet(folder, name, pairs, self._parameterNode)
             self._log(_("Saved support set '{name}' in {folder}").format(name=saved.name, folder=saved.folder))
 
     def onLoadSupportSet(self) -> None:
@@ -582,83 +621,58 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
     # Dependencies
 
     @staticmethod
-    def missingDependencies() -> tuple[list[str], list[str]]:
-        """(torch packages for the PyTorch extension to install, other packages for pip to install)."""
-        return missing_torch(), missing_packages()
+    def dependencyPlan() -> DependencyPlan:
+        """What the engine still needs: torch packages (for the PyTorch extension) and other packages (for pip).
 
-    def startDependencyInstall(self, askConfirmation: bool = True):
-        """Ask once, then install what the engine needs; returns (accepted, the pip job to poll or None).
-
-        PyTorch is installed first, by the PyTorch extension, in this process (PyTorchUtils has no background mode):
-        Slicer is busy meanwhile, behind a busy progress dialog. The other packages are installed by
-        ``PythonSlicer -m pip`` in a separate process: the returned job, to poll until it has finished (it can be
-        cancelled). (False, None) if the user declined; (True, None) if pip has nothing to install.
-        Raises FateSAMError when PyTorch is missing and the PyTorch extension is not installed.
+        Raises FateSAMError when PyTorch is missing and the PyTorch extension, which installs it, is not installed.
         """
-        torchMissing, packagesMissing = self.missingDependencies()
-        if not torchMissing and not packagesMissing:
-            return True, None
-        if torchMissing:
-            try:
-                import PyTorchUtils
-            except ImportError as error:
-                raise FateSAMError(
-                    "FateSAM needs PyTorch. Install the 'PyTorch' extension (Extensions Manager), restart Slicer, "
-                    "then press Apply again: it installs the PyTorch build that fits this computer."
-                ) from error
-        items = []
-        if torchMissing:
-            items.append(
-                _("PyTorch ({packages}), through the PyTorch extension").format(packages=", ".join(torchMissing))
-            )
-        items += packagesMissing
-        if askConfirmation and not slicer.app.testingEnabled():
-            message = _(
-                "FateSAM needs these Python packages, which will now be downloaded and installed into Slicer:\n\n"
-                "{items}\n\nThis can take several minutes and a few GB of disk space. Slicer is busy while PyTorch "
-                "is installed; the other packages install in the background (Cancel stops them). Install them now?"
-            ).format(items="\n".join(f"- {item}" for item in items))
-            if not slicer.util.confirmOkCancelDisplay(message, windowTitle=_("FateSAM: install dependencies")):
-                return False, None
-        if torchMissing:
-            self._installTorch(PyTorchUtils)
-        return True, (start_pip_install() if missing_packages() else None)
+        plan = dependency_plan()
+        plan.check_installable(pytorch_extension_installed=importlib.util.find_spec("PyTorchUtils") is not None)
+        return plan
 
     @staticmethod
-    def _installTorch(PyTorchUtils) -> None:
-        """Install PyTorch through the PyTorch extension, in this process, behind a busy progress dialog."""
-        dialog = slicer.util.createProgressDialog(
-            windowTitle=_("FateSAM: installing PyTorch"),
-            labelText=_("Installing PyTorch through the PyTorch extension; Slicer is busy until it is done..."),
-            maximum=0,
+    def installTorch() -> None:
+        """Install PyTorch through the PyTorch extension, in this process: Slicer is busy until it is done."""
+        import PyTorchUtils
+
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+            askConfirmation=False, torchVersionRequirement=TORCH_VERSION
         )
-        slicer.app.processEvents()
-        try:
-            with slicer.util.WaitCursor():
-                torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-                    askConfirmation=False, torchVersionRequirement=TORCH_VERSION
-                )
-        finally:
-            dialog.close()
         if torch is None:
             raise FateSAMError("PyTorch was not installed; install it in the PyTorch Utils module and retry.")
 
-    @staticmethod
-    def checkDependenciesInstalled() -> None:
-        """Raise FateSAMError naming what an installation left missing."""
-        stillMissing = missing_torch() + missing_packages()
-        if stillMissing:
-            raise FateSAMError(
-                f"These packages are still missing after installation: {', '.join(stillMissing)}. "
-                "Restart Slicer and try again; see the module's log for pip's messages."
-            )
+    def startDependencyInstall(
+        self,
+        confirm: Callable[[DependencyPlan], bool] | None = None,
+        whileInstallingTorch: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    ) -> tuple[bool, BackgroundJob | None]:
+        """Ask once, then install what the engine needs; returns (accepted, the pip job to poll or None).
 
-    def ensureDependencies(self, askConfirmation: bool = True) -> bool:
-        """Install what the engine needs, after one confirmation, and wait (for scripts); False if the user declined.
-
-        Raises FateSAMError when PyTorch is missing and the PyTorch extension is not installed, or pip failed.
+        ``confirm(plan)`` is asked only when something is missing; it returns whether to install (default:
+        :func:`confirmInstallation`). PyTorch is installed first, by the PyTorch extension, in this process
+        (PyTorchUtils has no background mode), inside ``whileInstallingTorch()`` (the widget shows a busy dialog).
+        The other packages are installed by ``PythonSlicer -m pip`` in a separate process: the returned job, to poll
+        until it has finished (it can be cancelled). (False, None) if declined; (True, None) if pip has nothing to
+        install. Raises FateSAMError as :meth:`dependencyPlan` and :meth:`installTorch` do.
         """
-        accepted, job = self.startDependencyInstall(askConfirmation)
+        plan = self.dependencyPlan()
+        if plan.complete:
+            return True, None
+        if not (confirm or confirmInstallation)(plan):
+            return False, None
+        if plan.torch:
+            with whileInstallingTorch():
+                self.installTorch()
+        return True, (start_pip_install() if missing_packages() else None)
+
+    def ensureDependencies(self, confirm: Callable[[DependencyPlan], bool] | None = None) -> bool:
+        """Install what the engine needs and wait (for scripts); False if ``confirm`` declined.
+
+        ``confirm(plan)`` decides whether to install what is missing (default :func:`confirmInstallation`: a dialog
+        when Slicer shows its main window, else yes); ``confirm=lambda plan: True`` never asks. Raises FateSAMError
+        when PyTorch is missing and the PyTorch extension is not installed, or pip failed.
+        """
+        accepted, job = self.startDependencyInstall(confirm)
         if not accepted:
             return False
         if job is not None:
@@ -667,7 +681,7 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
                 logging.info(line)
             if job.state != "succeeded":
                 raise job.error
-        self.checkDependenciesInstalled()
+        check_installed()
         return True
 
     # Models
@@ -694,8 +708,9 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
     ) -> SegmentationRun:
         """A background run; call start(), then poll() from a timer until finished (see FateSAMLib.slicer.run).
 
-        supports: (volume, segmentation) pairs. options: RunSettings fields (model, checkpoint, random_weights,
-        image_size, device, top_k, slice_axis, normalization, window).
+        supports: (volume, segmentation) pairs. options: RunSettings fields (FateSAMLib.options: model, checkpoint,
+        random_weights, image_size, device, top_k, slice_axis, normalization, window...), refused (InputError) when
+        out of range before anything is exported.
         """
         pairs = [SupportPair(volume, segmentation) for volume, segmentation in supports]
         return SegmentationRun(
@@ -709,21 +724,13 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
 
     def createRunFromParameterNode(self, parameterNode) -> SegmentationRun:
         """A background run with the module's current settings."""
-        pairs = supportPairs(parameterNode)
-        unchecked = {name.casefold() for name in parameterNode.uncheckedSegments}
-        names = [name for name in segment_names([s for _, s in pairs]) if name.casefold() not in unchecked]
-        window = (parameterNode.windowLevel, parameterNode.windowWidth)
+        pairs = complete_pairs(parameterNode.supports)
         return self.createRun(
             parameterNode.targetVolume,
             pairs,
-            segmentNames=names,
+            segmentNames=chosen_segment_names(pairs, parameterNode.uncheckedSegments),
             outputSegmentation=parameterNode.outputSegmentation,
-            model=parameterNode.model,
-            device=parameterNode.device,
-            top_k=parameterNode.topK,
-            slice_axis=parameterNode.sliceAxis,
-            normalization=parameterNode.normalization,
-            window=window if parameterNode.normalization == "window" else None,
+            **run_options(parameterNode),
         )
 
     def process(self, targetVolume, supports, segmentNames=None, outputSegmentation=None, **options):
@@ -756,14 +763,7 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def saveSupportSet(folder, name: str, supports, parameterNode=None):
         """Save (volume, segmentation) pairs as a support set, with the current settings as model hints."""
-        hints = {}
-        if parameterNode is not None:
-            hints = {
-                "model": parameterNode.model,
-                "top_k": parameterNode.topK,
-                "slice_axis": parameterNode.sliceAxis,
-                "normalization": parameterNode.normalization,
-            }
+        hints = model_hints(parameterNode) if parameterNode is not None else {}
         return save_support_set(folder, name, supports, model_hints=hints)
 
     @staticmethod
@@ -793,6 +793,8 @@ class FateSAMTest(ScriptedLoadableModuleTest):
         self.test_cancelLeavesSceneUnchanged()
         self.setUp()
         self.test_supportSetRoundTrip()
+        self.setUp()
+        self.test_parameterNodeHoldsSupportPacksAndRunSettings()
 
     @staticmethod
     def _geometry(spacing, angle_degrees):
@@ -835,7 +837,7 @@ class FateSAMTest(ScriptedLoadableModuleTest):
     def test_processCreatesNamedColouredResultOnTargetGrid(self):
         self.delayDisplay("Segmenting a synthetic volume from two supports")
         logic = FateSAMLogic()
-        self.assertTrue(logic.ensureDependencies(askConfirmation=False))
+        self.assertTrue(logic.ensureDependencies(confirm=lambda plan: True))
         target, supports, segments = self._inputs()
         result = logic.process(target, supports, random_weights=True, image_size=128, device="cpu")
         self.assertEqual(result.GetName(), "target FateSAM")
@@ -863,6 +865,24 @@ class FateSAMTest(ScriptedLoadableModuleTest):
         self.assertEqual(run.state, "cancelled")
         self.assertEqual(self._sceneSnapshot(), before)
         self.assertFalse(folder.exists())
+        self.delayDisplay("Test passed")
+
+    def test_parameterNodeHoldsSupportPacksAndRunSettings(self):
+        self.delayDisplay("Supports and settings in the parameter node")
+        logic = FateSAMLogic()
+        target, supports, unusedSegments = self._inputs()
+        parameterNode = logic.getParameterNode()
+        parameterNode.targetVolume = target
+        parameterNode.supports = [FateSAMSupport(volume, segmentation) for volume, segmentation in supports]
+        parameterNode.supports.append(FateSAMSupport())  # a row not filled in yet
+        parameterNode.uncheckedSegments = ["BOX"]
+        self.assertEqual(len(parameterNode.supports), 3)
+        self.assertEqual(complete_pairs(parameterNode.supports), supports)
+        run = logic.createRunFromParameterNode(parameterNode)
+        self.assertEqual(run.segment_names, ["Ball"])
+        self.assertEqual(run.options, RunSettings())
+        slicer.mrmlScene.RemoveNode(supports[1][1])
+        self.assertEqual(complete_pairs(parameterNode.supports), supports[:1])
         self.delayDisplay("Test passed")
 
     def test_supportSetRoundTrip(self):

@@ -44,10 +44,14 @@ def test_script_has_the_template_structure(script):
     assert bases["FateSAMLogic"] == ["ScriptedLoadableModuleLogic"]
     assert bases["FateSAMTest"] == ["ScriptedLoadableModuleTest"]
     assert [ast.unparse(d) for d in found["FateSAMParameterNode"].decorator_list] == ["parameterNodeWrapper"]
+    assert [ast.unparse(d) for d in found["FateSAMSupport"].decorator_list] == ["parameterPack"]
     logic = {node.name: node for node in found["FateSAMLogic"].body if isinstance(node, ast.FunctionDef)}
     arguments = [argument.arg for argument in logic["process"].args.args]
     assert arguments == ["self", "targetVolume", "supports", "segmentNames", "outputSegmentation"]
     assert logic["process"].args.kwarg.arg == "options"
+    # scripts call ensureDependencies() with no argument; confirm(plan) -> bool replaces the dialog when given
+    ensure = logic["ensureDependencies"].args
+    assert [a.arg for a in ensure.args] == ["self", "confirm"] and [ast.unparse(d) for d in ensure.defaults] == ["None"]
     tests = [node.name for node in found["FateSAMTest"].body if isinstance(node, ast.FunctionDef)]
     assert {"setUp", "runTest"} <= set(tests) and sum(name.startswith("test_") for name in tests) >= 3
 
@@ -66,6 +70,61 @@ def test_every_ui_attribute_the_script_uses_exists_in_the_ui_file(script, ui_wid
     assert sorted(used - set(ui_widgets)) == []
 
 
+def fields(node: ast.ClassDef) -> dict[str, ast.AnnAssign]:
+    """A parameter node's or pack's declared parameters by name."""
+    return {item.target.id: item for item in node.body if isinstance(item, ast.AnnAssign)}
+
+
+def test_supports_are_one_list_of_volume_and_segmentation_packs(script):
+    found = classes(script)
+    node = fields(found["FateSAMParameterNode"])
+    assert ast.unparse(node["supports"].annotation) == "list[FateSAMSupport]"
+    assert not [name for name in node if name.startswith("support") and name != "supports"]  # no parallel lists
+    support = {name: ast.unparse(item.annotation) for name, item in fields(found["FateSAMSupport"]).items()}
+    assert support == {"volume": "vtkMRMLScalarVolumeNode", "segmentation": "vtkMRMLSegmentationNode"}
+
+
+def test_parameter_node_declares_the_model_choices_and_takes_the_run_settings_defaults(script):
+    """The model is one of the registry's names; each run setting's default is RunSettings' (FateSAMLib.options), read
+    from the field that FateSAMLib.slicer.parameters maps it to; the window's is the module's own."""
+    from FateSAMLib.slicer.parameters import SETTINGS_OF_PARAMETERS, ModuleSettings
+
+    node = fields(classes(script)["FateSAMParameterNode"])
+    assert ast.unparse(node["model"].annotation) == "Annotated[str, Choice(model_names())]"
+    defaults = {name: ast.unparse(item.value) for name, item in node.items() if item.value is not None}
+    assert defaults == {
+        **{parameter: f"RunSettings.{name}" for parameter, name in SETTINGS_OF_PARAMETERS.items()},
+        "windowLevel": "DEFAULT_WINDOW[0]",
+        "windowWidth": "DEFAULT_WINDOW[1]",
+    }
+    assert set(ModuleSettings.__annotations__) <= set(node)  # what the Qt-free helpers read, the node has
+
+
+GUI_DIALOGS = {
+    "confirmOkCancelDisplay",
+    "confirmYesNoDisplay",
+    "errorDisplay",
+    "warningDisplay",
+    "infoDisplay",
+    "messageBox",
+    "createProgressDialog",
+    "tryWithErrorDisplay",
+    "QMessageBox",
+    "QProgressDialog",
+    "QFileDialog",
+    "QInputDialog",
+}
+
+
+def test_the_logic_opens_no_dialog(script):
+    """The logic returns or raises; the widget (or confirmInstallation, the scripts' default) asks the user."""
+    logic = classes(script)["FateSAMLogic"]
+    used = {node.attr for node in ast.walk(logic) if isinstance(node, ast.Attribute)}
+    used |= {node.id for node in ast.walk(logic) if isinstance(node, ast.Name)}
+    assert sorted(used & GUI_DIALOGS) == []
+    assert "confirmOkCancelDisplay" in ast.unparse(script)  # the dialog is there, outside the logic
+
+
 def test_bound_widgets_name_parameters_of_the_parameter_node(script):
     root = ElementTree.parse(UI_FILE).getroot()
     bound = {}
@@ -73,14 +132,16 @@ def test_bound_widgets_name_parameters_of_the_parameter_node(script):
         for prop in widget.findall("property"):
             if prop.get("name") == "SlicerParameterName":
                 bound[prop.find("string").text] = widget.get("class")
-    node = classes(script)["FateSAMParameterNode"]
-    fields = {item.target.id: ast.unparse(item.annotation) for item in node.body if isinstance(item, ast.AnnAssign)}
-    assert set(bound) <= set(fields), set(bound) - set(fields)
+    annotations = {
+        name: ast.unparse(item.annotation) for name, item in fields(classes(script)["FateSAMParameterNode"]).items()
+    }
+    assert set(bound) <= set(annotations), set(bound) - set(annotations)
+    assert {"model", "device", "sliceAxis", "normalization"} <= set(bound)
     for name, widget_class in bound.items():
         if widget_class == "QComboBox":  # the parameter node fills a combo box from a Choice annotation
-            assert "Choice(" in fields[name], name
+            assert "Choice(" in annotations[name], name
         if widget_class == "qMRMLNodeComboBox":
-            assert fields[name].startswith("vtkMRML"), name
+            assert annotations[name].startswith("vtkMRML"), name
 
 
 def test_ui_file_declares_every_custom_widget_class(ui_widgets):

@@ -1,0 +1,118 @@
+"""The module's settings turned into a run, in a real MRML scene: complete supports, ticked segments, run options,
+support-set hints and folder names (the parameter node itself exists only inside Slicer: a dataclass stands in)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, make_dataclass
+
+from scene_helpers import KIDNEY, LIVER, SPLEEN, make_case, slicer
+
+from FateSAMLib.options import RunSettings
+from FateSAMLib.slicer.parameters import (
+    DEFAULT_WINDOW,
+    SETTINGS_OF_PARAMETERS,
+    chosen_segment_names,
+    complete_pairs,
+    first_scene_support,
+    is_checked,
+    model_hints,
+    run_options,
+    support_set_folder_name,
+    with_scene_supports,
+)
+
+
+@dataclass
+class Support:
+    volume: object = None
+    segmentation: object = None
+
+
+# The module's parameter node as data, with its defaults (FateSAM.py declares the real one with these defaults).
+Settings = make_dataclass(
+    "Settings",
+    [
+        ("supports", list, field(default_factory=list)),
+        ("uncheckedSegments", list, field(default_factory=list)),
+        *(
+            (parameter, object, field(default=getattr(RunSettings, name)))
+            for parameter, name in SETTINGS_OF_PARAMETERS.items()
+        ),
+        ("windowLevel", float, field(default=DEFAULT_WINDOW[0])),
+        ("windowWidth", float, field(default=DEFAULT_WINDOW[1])),
+    ],
+)
+
+
+def test_the_defaults_of_the_parameters_make_the_default_run_settings():
+    assert RunSettings(**run_options(Settings())) == RunSettings()
+
+
+def forget_reference_volume(segmentation) -> None:
+    segmentation.SetNodeReferenceID(segmentation.GetReferenceImageGeometryReferenceRole(), None)
+
+
+def test_only_supports_with_both_nodes_make_pairs():
+    scene = slicer.vtkMRMLScene()
+    first = make_case(scene, "first")[:2]
+    second = make_case(scene, "second", seed=1)[:2]
+    supports = [Support(*first), Support(first[0], None), Support(None, second[1]), Support(), Support(*second)]
+    assert complete_pairs(supports) == [first, second]
+    assert complete_pairs([]) == []
+
+
+def test_unticked_segments_are_left_out_whatever_their_case():
+    scene = slicer.vtkMRMLScene()
+    pairs = [make_case(scene, "first")[:2], make_case(scene, "second", segments=(SPLEEN,), seed=1)[:2]]
+    assert chosen_segment_names(pairs, []) == [LIVER.name, SPLEEN.name, KIDNEY.name]
+    assert chosen_segment_names(pairs, ["LIVER", "left KIDNEY"]) == [SPLEEN.name]
+    assert chosen_segment_names(pairs, [LIVER.name, SPLEEN.name, KIDNEY.name]) == []
+    assert is_checked("Liver", ["spleen"]) and not is_checked("Liver", ["liver"])
+
+
+def test_run_options_pass_the_window_only_with_window_normalisation():
+    settings = Settings(model="sam2.1-small", device="cpu", topK=5, sliceAxis="coronal")
+    options = run_options(settings)
+    assert options == {
+        "model": "sam2.1-small",
+        "device": "cpu",
+        "top_k": 5,
+        "slice_axis": "coronal",
+        "normalization": "percentile",
+        "window": None,
+    }
+    windowed = run_options(Settings(normalization="window", windowLevel=-600.0, windowWidth=1500.0))
+    assert windowed["window"] == (-600.0, 1500.0)
+    assert RunSettings(**windowed).window == (-600.0, 1500.0)
+
+
+def test_support_set_hints_name_the_settings_that_matter_to_a_later_run():
+    hints = model_hints(Settings(model="sam2-large", topK=4, normalization="window"))
+    assert hints == {"model": "sam2-large", "top_k": 4, "slice_axis": "auto", "normalization": "window"}
+
+
+def test_a_new_support_starts_from_the_first_segmentation_and_its_volume():
+    scene = slicer.vtkMRMLScene()
+    assert first_scene_support(scene) == (None, None)
+    volume, segmentation, _ = make_case(scene, "first")
+    make_case(scene, "second", seed=1)
+    assert first_scene_support(scene) == (volume, segmentation)
+    forget_reference_volume(segmentation)
+    assert first_scene_support(scene) == (None, segmentation)
+
+
+def test_add_all_keeps_the_table_and_adds_the_other_segmented_volumes_but_the_target():
+    scene = slicer.vtkMRMLScene()
+    first, second, target = (make_case(scene, name, seed=seed)[:2] for seed, name in enumerate("abc"))
+    unreferenced = make_case(scene, "d", seed=3)[1]
+    forget_reference_volume(unreferenced)
+    assert with_scene_supports([second], scene, target[0]) == [second, first]
+    assert with_scene_supports([], scene, None) == [first, second, target]
+    assert with_scene_supports([first, second], scene, target[0]) == [first, second]
+
+
+def test_support_set_folder_names_are_safe_on_every_file_system():
+    assert support_set_folder_name("Liver T2") == "Liver T2"
+    assert support_set_folder_name('a/b\\c:d*e?f"g<h>i|j') == "a_b_c_d_e_f_g_h_i_j"
+    assert support_set_folder_name(" .hidden. ") == "hidden"
+    assert support_set_folder_name("...") == "support set"
