@@ -2,7 +2,7 @@
 
 Subpackages by dependency tier (each may import the tiers above it, never those below):
 
-- this top level (``errors``, ``progress``, ``segments``, ``options``): the standard library only;
+- this top level (``errors``, ``progress``, ``segments``, ``options``, ``formats``): the standard library only;
 - ``slicer``: the 3D Slicer scene adapter and the engine process it starts; MRML and numpy, never torch, sam2,
   SimpleITK or slicerio (the module loads it before those may be installed);
 - ``models.registry``: the model names and checkpoint locations, standard library only;

@@ -1,8 +1,12 @@
-"""Segment descriptions (label value, name, colour) carried from the supports to the output."""
+"""Segment descriptions (label value, name, colour) carried from the supports to the output, and the one rule by
+which segment names match (:func:`segment_key`), on the command line and in Slicer alike."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+MAX_LABEL_VALUE = 65535
+"""The largest label value: label maps are written with 16-bit voxels."""
 
 # Distinct, readable colours for segments that come without one (RGB in [0, 1]).
 _DEFAULT_COLORS: tuple[tuple[float, float, float], ...] = (
@@ -31,3 +35,11 @@ class Segment:
 def default_segment(value: int) -> Segment:
     """The segment used for a label value that has no name or colour: "Label N" with a palette colour."""
     return Segment(value=value, name=f"Label {value}", color=_DEFAULT_COLORS[(value - 1) % len(_DEFAULT_COLORS)])
+
+
+def segment_key(name: str) -> str:
+    """What two segment names must share to name the same structure: the name without surrounding spaces, casefolded.
+
+    "Liver", " liver " and "LIVER" match; so do "Straße" and "STRASSE" (Unicode case folding, not ``lower()``).
+    """
+    return name.strip().casefold()

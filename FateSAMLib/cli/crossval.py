@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..formats import IMAGE_SUFFIXES, file_stem, suffix_of
 from ..io.atomic import OutputFiles, check_outputs
 from ..io.labels import label_map_writer
 from ..method.pipeline import Normalization, SupportCase, load_support, segment_volume
@@ -18,7 +19,6 @@ from ..progress import CancelToken, StageProgress
 from .arguments import add_model_arguments, engine_from_settings, settings_from_args
 from .reporting import Reporter, json_writer
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 PREDICTION_SUFFIX = ".nii.gz"
 
 
@@ -29,8 +29,8 @@ def find_cases(folder: Path) -> list[tuple[str, Path, Path]]:
         raise InputError(f"{folder} must contain 'images/' and 'labels/' folders with same-named files.")
     cases: dict[str, tuple[str, Path, Path]] = {}
     for image in sorted(images.iterdir()):
-        if image.name.endswith(IMAGE_SUFFIXES) and (labels / image.name).is_file():
-            name = next(image.name[: -len(s)] for s in IMAGE_SUFFIXES if image.name.endswith(s))
+        if suffix_of(image, IMAGE_SUFFIXES) and (labels / image.name).is_file():
+            name = file_stem(image, IMAGE_SUFFIXES)
             if name in cases:
                 raise InputError(
                     f"{images} holds two labelled images of case '{name}' ({cases[name][1].name}, {image.name}); "

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from ..io.images import is_segmentation_file
+from ..formats import is_segmentation_file
 from ..io.labels import on_reference_grid, read_labels
 from ..metrics import METRICS, evaluate_labels
 from ..progress import CancelToken

@@ -17,9 +17,10 @@ from ..errors import Cancelled, FateSAMError, InputError
 INTERRUPTED = 130  # the exit code of a run stopped by Ctrl+C or SIGTERM
 
 try:  # torch loads here, for seconds: Ctrl+C meanwhile ends the program quietly, as a cancelled run does
+    from ..formats import OUTPUT_SUFFIXES, output_suffix
     from ..io.atomic import OutputFiles, check_outputs
     from ..io.images import read_image
-    from ..io.labels import SUPPORTED_OUTPUT_SUFFIXES, label_map_writer, output_suffix
+    from ..io.labels import label_map_writer
     from ..method.pipeline import Normalization, load_support, segment_volume
     from ..models.devices import is_allocation_failure, not_enough_memory, resolve_device
     from ..progress import CancelToken, StageProgress
@@ -41,8 +42,8 @@ def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToke
     """``fatesam segment``: read, segment, write the label volume (and stats) atomically."""
     started = time.perf_counter()
     output = Path(args.output)
-    if output_suffix(output) not in SUPPORTED_OUTPUT_SUFFIXES:
-        raise InputError(f"Unsupported output '{output}'. Use one of: {', '.join(SUPPORTED_OUTPUT_SUFFIXES)}.")
+    if not output_suffix(output):
+        raise InputError(f"Unsupported output '{output}'. Use one of: {', '.join(OUTPUT_SUFFIXES)}.")
     check_outputs([output, args.stats_json], args.overwrite)
     settings = settings_from_args(args)
 

@@ -99,14 +99,16 @@ def _publish(temporary: Path, path: Path, overwrite: bool) -> None:
 class OutputFiles:
     """The files of one run, written all or none.
 
-    :meth:`add` writes each file to a temporary file next to it (with the usual, umask-respecting permissions); leaving
-    the ``with`` block without an error publishes them all (:meth:`publish`); on an error every temporary file is
-    removed, and so is every file this run had already published.
+    :meth:`add` writes each file to a temporary file next to it (with the usual, umask-respecting permissions),
+    creating missing folders; leaving the ``with`` block without an error publishes them all (:meth:`publish`); on an
+    error every temporary file is removed, so is every file this run had already published, and so is every folder
+    it created that is still empty.
     """
 
     def __init__(self, overwrite: bool) -> None:
         self.overwrite = overwrite
         self._staged: list[tuple[Path, Path]] = []
+        self._created: list[Path] = []  # folders made for the outputs, parents first
 
     def __enter__(self) -> OutputFiles:
         return self
@@ -124,9 +126,16 @@ class OutputFiles:
         path = Path(path)
         if os.path.lexists(path) and not self.overwrite:
             raise _exists_error(path)
+        missing = [folder for folder in (path.parent, *path.parent.parents) if not os.path.lexists(folder)]
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            for folder in reversed(missing):
+                try:
+                    folder.mkdir()
+                except FileExistsError:  # made meanwhile by someone else: not this run's to remove
+                    continue
+                self._created.append(folder)
         except OSError as error:
+            self._remove_created_folders()
             raise InputError(f"Cannot create the folder of {path}: {_reason(error)}.") from None
         stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
         temporary = path.parent / f".{stem}.{uuid.uuid4().hex[:12]}.tmp{suffix}"
@@ -149,14 +158,25 @@ class OutputFiles:
         except BaseException:
             for path in published:
                 path.unlink(missing_ok=True)
-            raise
-        finally:
             self._discard()
+            raise
+        self._staged.clear()
+        self._created.clear()
 
     def _discard(self) -> None:
+        """Remove every temporary file, then every folder this run created that is empty (nothing was published)."""
         for temporary, _path in self._staged:
             temporary.unlink(missing_ok=True)
         self._staged.clear()
+        self._remove_created_folders()
+
+    def _remove_created_folders(self) -> None:
+        for folder in reversed(self._created):
+            try:
+                folder.rmdir()
+            except OSError:  # something else was put in it meanwhile: it is not ours to remove
+                break
+        self._created.clear()
 
 
 def write_file_atomically(

@@ -163,13 +163,39 @@ def slice_centers(image: sitk.Image, axis: str) -> np.ndarray:
     count = int(size[voxel_axis])
     indices = np.tile((size - 1) / 2, (count, 1))
     indices[:, voxel_axis] = np.arange(count)[::-1] if layout.flips[0] else np.arange(count)
-    index_to_lps = np.array(image.GetDirection()).reshape(3, 3) * np.array(image.GetSpacing())
-    return indices @ index_to_lps.T + np.array(image.GetOrigin())
+    return index_to_lps(image, indices)
+
+
+# Index <-> physical: the one conversion of the SimpleITK side (the Slicer tier, which cannot import io, has its own
+# on MRML's IJK-to-RAS matrices in slicer/scene.py).
 
 
 def ijk_to_lps(image: sitk.Image) -> np.ndarray:
-    """The 4x4 matrix from voxel indices (i, j, k) to physical LPS coordinates."""
+    """The 4x4 matrix from voxel indices (i, j, k) to physical LPS coordinates (mm)."""
     matrix = np.eye(4)
     matrix[:3, :3] = np.array(image.GetDirection()).reshape(3, 3) * np.array(image.GetSpacing())
     matrix[:3, 3] = image.GetOrigin()
     return matrix
+
+
+def index_to_lps(image: sitk.Image, indices: np.ndarray) -> np.ndarray:
+    """(N, 3) physical LPS points (mm) of (N, 3) voxel indices (i, j, k), which may be fractional."""
+    matrix = ijk_to_lps(image)
+    return np.asarray(indices, dtype=float) @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def lps_to_index(image: sitk.Image, points: np.ndarray) -> np.ndarray:
+    """(N, 3) continuous voxel indices (i, j, k) of (N, 3) physical LPS points: the inverse of :func:`index_to_lps`."""
+    matrix = ijk_to_lps(image)
+    return np.linalg.solve(matrix[:3, :3], (np.asarray(points, dtype=float) - matrix[:3, 3]).T).T
+
+
+def set_ijk_to_lps(image: sitk.Image, matrix: np.ndarray) -> sitk.Image:
+    """``image`` with the spacing, direction and origin of a 4x4 IJK-to-LPS ``matrix`` (the inverse of
+    :func:`ijk_to_lps`); returns the image."""
+    matrix = np.asarray(matrix, dtype=float)
+    spacing = np.linalg.norm(matrix[:3, :3], axis=0)
+    image.SetSpacing(spacing.tolist())
+    image.SetOrigin(matrix[:3, 3].tolist())
+    image.SetDirection((matrix[:3, :3] / spacing).flatten().tolist())
+    return image

@@ -12,22 +12,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..formats import IMAGE_SUFFIXES, suffix_of
 from .integrity import check_file_integrity, non_finite_error
-
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-
-
-SEGMENTATION_SUFFIX = ".seg.nrrd"
-
-
-def _suffix(path: Path, suffixes: tuple[str, ...]) -> str | None:
-    name = path.name.lower()
-    return next((s for s in suffixes if name.endswith(s)), None)
-
-
-def is_segmentation_file(path: str | Path) -> bool:
-    """Whether ``path`` names a Slicer segmentation (.seg.nrrd), which may cover a cropped part of its image."""
-    return _suffix(Path(path), (SEGMENTATION_SUFFIX,)) is not None
 
 
 def _check_volume(image: sitk.Image, path: Path) -> None:
@@ -81,7 +67,7 @@ def read_volume(path: Path) -> sitk.Image:
     try:
         if path.is_dir():
             image = _read_dicom_series(path)
-        elif _suffix(path, IMAGE_SUFFIXES) is None:
+        elif not suffix_of(path, IMAGE_SUFFIXES):
             raise InputError(
                 f"{path} has an unsupported file type. Use {', '.join(IMAGE_SUFFIXES)} or a DICOM series folder "
                 "(in 3D Slicer: right-click the volume > Export to file... > .nrrd)."

@@ -27,6 +27,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..errors import InputError
+from ..formats import IMAGE_SUFFIXES, METAIMAGE_SUFFIXES, NIFTI_SUFFIXES, NRRD_SUFFIXES, suffix_of
 
 _CHUNK = 1 << 20
 _ZLIB_OR_GZIP = 32 + zlib.MAX_WBITS  # zlib.decompressobj detects either header
@@ -275,14 +276,14 @@ def check_file_integrity(path: Path) -> None:
 
     Other files, and headers these checks cannot interpret, are left to the reader.
     """
-    name = path.name.lower()
+    suffix = suffix_of(path, IMAGE_SUFFIXES)
     check = (
         _check_nifti
-        if name.endswith((".nii", ".nii.gz"))
+        if suffix in NIFTI_SUFFIXES
         else _check_nrrd
-        if name.endswith((".nrrd", ".nhdr"))
+        if suffix in NRRD_SUFFIXES
         else _check_meta
-        if name.endswith((".mha", ".mhd"))
+        if suffix in METAIMAGE_SUFFIXES
         else None
     )
     if check is None:

@@ -4,6 +4,7 @@ colours; label values are integers in 0..65535 (the 16-bit label maps that are w
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,14 +13,20 @@ import SimpleITK as sitk
 import slicerio
 
 from ..errors import InputError
-from ..segments import Segment, default_segment
+from ..formats import OUTPUT_SUFFIXES, SEGMENTATION_SUFFIX, is_segmentation_file, output_suffix
+from ..segments import MAX_LABEL_VALUE, Segment, default_segment
 from .atomic import write_file_atomically
-from .geometry import from_slices, grid_mismatch_error, grids_match, ijk_to_lps
-from .images import is_segmentation_file, read_volume
+from .geometry import (
+    from_slices,
+    grid_mismatch_error,
+    grids_match,
+    ijk_to_lps,
+    index_to_lps,
+    lps_to_index,
+    set_ijk_to_lps,
+)
+from .images import read_volume
 from .integrity import check_file_integrity
-
-_MAX_LABEL = int(np.iinfo(np.uint16).max)
-
 
 _PLAIN_LABELS_NOTE = (
     "A plain label map must be on exactly its image's grid (only a Slicer .seg.nrrd may cover a cropped part of it).\n"
@@ -29,18 +36,20 @@ _PLAIN_LABELS_NOTE = (
 def label_image(array_zyx: np.ndarray, reference: sitk.Image) -> sitk.Image:
     """A UInt16 label image from a (z, y, x) array, on the reference's grid."""
     array = np.asarray(array_zyx)
-    if array.size and (array.min() < 0 or array.max() > _MAX_LABEL):
-        raise InputError(f"Label values must lie in 0..{_MAX_LABEL}; relabel the segments with values 1..{_MAX_LABEL}.")
+    if array.size and (array.min() < 0 or array.max() > MAX_LABEL_VALUE):
+        raise InputError(
+            f"Label values must lie in 0..{MAX_LABEL_VALUE}; relabel the segments with values 1..{MAX_LABEL_VALUE}."
+        )
     image = sitk.GetImageFromArray(array.astype(np.uint16, copy=False))
     image.CopyInformation(reference)
     return image
 
 
 def _check_largest_label(value: int, path: Path) -> None:
-    if value > _MAX_LABEL:
+    if value > MAX_LABEL_VALUE:
         raise InputError(
-            f"{path} has the label value {value}, above {_MAX_LABEL}, the largest a (16-bit) label map can hold. "
-            f"Relabel its structures with values 1..{_MAX_LABEL}, then try again."
+            f"{path} has the label value {value}, above {MAX_LABEL_VALUE}, the largest a (16-bit) label map can hold. "
+            f"Relabel its structures with values 1..{MAX_LABEL_VALUE}, then try again."
         )
 
 
@@ -59,6 +68,39 @@ def _integer_labels(array: np.ndarray, path: Path) -> np.ndarray:
     return array
 
 
+def _header_lines(path: Path) -> list[bytes]:
+    """The lines of an attached NRRD header (up to the blank line before the voxels)."""
+    lines = []
+    with path.open("rb") as file:
+        for line in file:
+            line = line.rstrip(b"\r\n")
+            if not line:
+                break
+            lines.append(line)
+    return lines
+
+
+def _utf8_segment_names(path: Path) -> dict[str, str]:
+    """Segment ID -> name, from the header read as UTF-8 as 3D Slicer writes it (slicerio's reader keeps ASCII only)."""
+    fields = {}
+    for line in _header_lines(path):
+        key, separator, value = line.decode("utf-8", "replace").partition(":=")
+        if separator and re.fullmatch(r"Segment\d+_(ID|Name)", key):
+            fields[key] = value
+    return {fields[key]: fields.get(f"{key[:-3]}_Name", "") for key in fields if key.endswith("_ID")}
+
+
+def _write_utf8_names(path: Path, names: dict[str, str]) -> None:
+    """Put back, UTF-8 encoded, the segment names that stand in ``path``'s header as the ASCII keys of ``names``
+    (slicerio's writer refuses other characters)."""
+    data = path.read_bytes()
+    end = data.index(b"\n\n") + 1
+    header = data[:end]
+    for placeholder, name in names.items():
+        header = header.replace(f"_Name:={placeholder}\n".encode(), f"_Name:={name}\n".encode())
+    path.write_bytes(header + data[end:])
+
+
 def _read_segmentation(path: Path) -> tuple[sitk.Image, list[Segment]]:
     check_file_integrity(path)
     try:
@@ -70,6 +112,9 @@ def _read_segmentation(path: Path) -> tuple[sitk.Image, list[Segment]]:
     voxels = np.asarray(segmentation["voxels"])  # (i, j, k) or (layer, i, j, k)
     layers = voxels[np.newaxis] if voxels.ndim == 3 else voxels
     entries = segmentation.get("segments", [])
+    if any(not line.isascii() for line in _header_lines(path)):
+        names = _utf8_segment_names(path)
+        entries = [{**entry, "name": names[entry["id"]]} if names.get(entry.get("id")) else entry for entry in entries]
     masks = [layers[entry.get("layer", 0)] == entry.get("labelValue", 1) for entry in entries]
     if len(masks) > 1 and (np.sum(masks, axis=0) > 1).any():
         raise InputError(
@@ -89,12 +134,7 @@ def _read_segmentation(path: Path) -> tuple[sitk.Image, list[Segment]]:
         array[mask] = value
         color = tuple(float(c) for c in entry["color"]) if "color" in entry else default_segment(value).color
         segments.append(Segment(value=value, name=entry.get("name", f"Label {value}"), color=color))
-    ijk_to_lps = np.asarray(segmentation["ijkToLPS"], dtype=float)
-    spacing = np.linalg.norm(ijk_to_lps[:3, :3], axis=0)
-    image = sitk.GetImageFromArray(array.transpose(2, 1, 0))
-    image.SetSpacing(spacing.tolist())
-    image.SetOrigin(ijk_to_lps[:3, 3].tolist())
-    image.SetDirection((ijk_to_lps[:3, :3] / spacing).flatten().tolist())
+    image = set_ijk_to_lps(sitk.GetImageFromArray(array.transpose(2, 1, 0)), segmentation["ijkToLPS"])
     return image, sorted(segments, key=lambda s: s.value)
 
 
@@ -121,12 +161,11 @@ def _paste_subgrid(labels: sitk.Image, reference: sitk.Image) -> sitk.Image | No
     probe = sitk.Image(labels.GetSize(), sitk.sitkUInt8)
     probe.SetSpacing(reference.GetSpacing())
     probe.SetDirection(reference.GetDirection())
-    index = np.array(reference.TransformPhysicalPointToContinuousIndex(labels.GetOrigin()))
-    offset = np.round(index).astype(int)
+    offset = np.round(lps_to_index(reference, [labels.GetOrigin()])[0]).astype(int)
     end = offset + np.array(labels.GetSize())
     if np.any(offset < 0) or np.any(end > np.array(reference.GetSize())):
         return None
-    probe.SetOrigin(reference.TransformIndexToPhysicalPoint(offset.tolist()))
+    probe.SetOrigin(index_to_lps(reference, [offset])[0].tolist())
     if not grids_match(labels, probe):
         return None
     array = np.zeros(sitk.GetArrayViewFromImage(reference).shape, dtype=np.int64)
@@ -164,15 +203,6 @@ def labels_on_grid(stack_labels: np.ndarray, reference: sitk.Image, axis: str) -
     return label_image(from_slices(stack_labels, reference, axis), reference)
 
 
-SUPPORTED_OUTPUT_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
-
-
-def output_suffix(path: str | Path) -> str:
-    """The output format's suffix of ``path`` ('' when it is none of the supported ones)."""
-    name = Path(path).name.lower()
-    return next((suffix for suffix in SUPPORTED_OUTPUT_SUFFIXES if name.endswith(suffix)), "")
-
-
 def segments_for_values(values: np.ndarray, segments: list[Segment]) -> list[Segment]:
     """``segments`` plus a default segment for every label value in ``values`` that none describes, by value."""
     known = {s.value: s for s in segments}
@@ -186,19 +216,23 @@ def _write_segmentation(image: sitk.Image, path: str, segments: list[Segment]) -
     voxels = np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0))  # slicerio indexes voxels as (i, j, k)
     segmentation = slicerio.create_segmentation(voxels.shape, ijk_to_lps(image), dtype=voxels.dtype)
     segmentation["voxels"][...] = voxels
+    described = segments_for_values(voxels, segments)
+    stand_ins = {s.value: f"@FateSAM-name-{s.value}@" for s in described if not s.name.isascii()}
     segmentation["segments"] = [
         {
             "id": f"Segment_{s.value}",
             "labelValue": s.value,
             "layer": 0,
-            "name": s.name,
+            "name": stand_ins.get(s.value, s.name),
             "nameAutoGenerated": False,
             "color": list(s.color),
             "colorAutoGenerated": False,
         }
-        for s in segments_for_values(voxels, segments)
+        for s in described
     ]
     slicerio.write_segmentation(path, segmentation)
+    if stand_ins:
+        _write_utf8_names(Path(path), {stand_ins[s.value]: s.name for s in described if s.value in stand_ins})
 
 
 def label_map_writer(image: sitk.Image, path: str | Path, segments: list[Segment]) -> Callable[[Path], None]:
@@ -209,17 +243,17 @@ def label_map_writer(image: sitk.Image, path: str | Path, segments: list[Segment
     """
     suffix = output_suffix(path)
     if not suffix:
-        raise InputError(f"Cannot write {path}: use one of {', '.join(SUPPORTED_OUTPUT_SUFFIXES)}.")
+        raise InputError(f"Cannot write {path}: use one of {', '.join(OUTPUT_SUFFIXES)}.")
     array = sitk.GetArrayViewFromImage(image)
-    if array.min(initial=0) < 0 or array.max(initial=0) > np.iinfo(np.uint16).max:
+    if array.min(initial=0) < 0 or array.max(initial=0) > MAX_LABEL_VALUE:
         raise InputError(
-            f"Cannot write {path}: label values must lie in 0..65535 (found {array.min()}..{array.max()}). "
+            f"Cannot write {path}: label values must lie in 0..{MAX_LABEL_VALUE} (found {array.min()}..{array.max()}). "
             "Relabel the segments with smaller non-negative values."
         )
     labels = sitk.Cast(image, sitk.sitkUInt8 if array.max(initial=0) <= 255 else sitk.sitkUInt16)
 
     def write(target: Path) -> None:
-        if suffix == ".seg.nrrd":
+        if suffix == SEGMENTATION_SUFFIX:
             _write_segmentation(labels, str(target), segments)
         else:
             sitk.WriteImage(labels, str(target), useCompression=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from ..io.labels import labels_on_grid, read_label_map
 from ..models.devices import available_memory_bytes, not_enough_memory
 from ..options import RunSettings
 from ..progress import CancelToken, ProgressCallback, StageProgress, ignore_progress
-from ..segments import Segment
+from ..segments import MAX_LABEL_VALUE, Segment, segment_key
 from .engine import FateSamEngine, StackSegmentation, SupportStack
 from .normalization import normalize_intensities
 
@@ -70,11 +71,24 @@ def load_support(image_path: str | Path, labels_path: str | Path) -> SupportCase
     return SupportCase(image=image, labels=labels, segments=segments, name=Path(image_path).name)
 
 
+def _free_value(wanted: int, used: set[int]) -> int:
+    """``wanted`` if no other segment has it, else the next free value, wrapping round to 1 after 65535."""
+    candidates = itertools.chain(range(wanted, MAX_LABEL_VALUE + 1), range(1, wanted))
+    free = next((value for value in candidates if value not in used), None)
+    if free is None:
+        raise InputError(
+            f"The supports name more than {MAX_LABEL_VALUE} different segments, more than a 16-bit label map can "
+            "hold; choose fewer segments with --segments."
+        )
+    return free
+
+
 def merge_segments(cases: list[SupportCase]) -> tuple[list[Segment], list[dict[int, int]]]:
-    """One list of segments across supports, matched by name (case-insensitive).
+    """One list of segments across supports, matched by name (:func:`~FateSAMLib.segments.segment_key`).
 
     Returns the merged segments (value and colour of the first support that has the name; a value already taken by
-    another name gets the next free value) and, per support, the map from its own label values to merged values.
+    another name gets the next free value in 1..65535) and, per support, the map from its own label values to merged
+    values.
     """
     merged: dict[str, Segment] = {}
     used_values: set[int] = set()
@@ -82,11 +96,9 @@ def merge_segments(cases: list[SupportCase]) -> tuple[list[Segment], list[dict[i
     for case in cases:
         remap = {}
         for segment in case.segments:
-            key = segment.name.strip().lower()
+            key = segment_key(segment.name)
             if key not in merged:
-                value = segment.value
-                while value in used_values:
-                    value += 1
+                value = _free_value(segment.value, used_values)
                 merged[key] = Segment(value=value, name=segment.name, color=segment.color)
                 used_values.add(value)
             remap[segment.value] = merged[key].value
@@ -100,7 +112,7 @@ def select_segments(segments: list[Segment], wanted: list[str] | None) -> list[S
         return segments
     chosen = []
     for item in wanted:
-        match = [s for s in segments if s.name.lower() == item.strip().lower() or str(s.value) == item.strip()]
+        match = [s for s in segments if segment_key(s.name) == segment_key(item) or str(s.value) == item.strip()]
         if not match:
             available = ", ".join(f"{s.value} ({s.name})" for s in segments)
             raise InputError(

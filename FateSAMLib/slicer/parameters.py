@@ -2,7 +2,7 @@
 
 ``FateSAM/FateSAM.py`` declares the parameter node with Slicer's ``parameterNodeWrapper`` (available inside Slicer
 only); the functions here read any object with the same attributes (:class:`ModuleSettings`), so that they are
-tested with the slicer-core wheel. Segment names match ignoring case, as in :mod:`.run`.
+tested with the slicer-core wheel. Segment names match by :func:`~FateSAMLib.segments.segment_key`, as in :mod:`.run`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Protocol
 
 import slicer
 
+from ..segments import segment_key
 from .run import segment_names
 from .scene import reference_volume, segmentations_with_reference_volume
 
@@ -63,7 +64,7 @@ def complete_pairs(supports: Iterable[Support]) -> list[Pair]:
 
 def is_checked(name: str, unchecked: Iterable[str]) -> bool:
     """Whether a segment is to be transferred: its name does not match an unticked one."""
-    return name.casefold() not in {other.casefold() for other in unchecked}
+    return segment_key(name) not in {segment_key(other) for other in unchecked}
 
 
 def chosen_segment_names(pairs: Sequence[Pair], unchecked: Iterable[str]) -> list[str]:

@@ -1,7 +1,8 @@
 """One segmentation run of the Slicer module, without Qt: scene -> temporary files -> engine process -> scene.
 
 The inputs are exported to a temporary folder (volumes as NRRD, supports' segments as ``.seg.nrrd`` label maps whose
-label values are assigned by segment name, matched case-insensitively across supports), the engine runs as a separate
+label values are assigned by segment name, matched across supports by :func:`~FateSAMLib.segments.segment_key`, as
+the command line matches them), the engine runs as a separate
 process, and its ``.seg.nrrd`` is imported into a new segmentation node (or the one the user picked) only when it
 succeeded. A cancelled or failed run leaves the scene as it was. The temporary folder (private to the user) is
 removed in every ending: success, failure, cancel, :meth:`SegmentationRun.stop`, and at the latest when Python exits.
@@ -21,14 +22,16 @@ from pathlib import Path
 import slicer
 
 from ..errors import Cancelled, FateSAMError, InputError
+from ..formats import NRRD_SUFFIX, SEGMENTATION_SUFFIX
 from ..options import RunSettings
-from ..segments import Segment
+from ..segments import Segment, segment_key
 from .process import BackgroundJob, EngineEvent, EngineProcess, engine_command, segment_arguments
 from .scene import (
     add_to_scene,
     check_same_frame,
     ijk_to_ras,
     label_array_to_segmentation,
+    lps_to_ras,
     node_label,
     read_segmentation,
     replace_segments,
@@ -50,47 +53,59 @@ class SupportPair:
     segmentation: slicer.vtkMRMLSegmentationNode
 
 
+@dataclass(frozen=True)
+class SupportSegments:
+    """The segments of the supports, matched across them by name once (by :func:`segment_key`), first-seen order.
+
+    Per name key: the first spelling, the first colour and the first terminology found (the result gets them).
+    """
+
+    names: dict[str, str]
+    colors: dict[str, tuple[float, float, float]]
+    terminologies: dict[str, str]
+
+    @classmethod
+    def of(cls, segmentations: Sequence[slicer.vtkMRMLSegmentationNode]) -> SupportSegments:
+        """The segments found in ``segmentations``."""
+        names: dict[str, str] = {}
+        colors: dict[str, tuple[float, float, float]] = {}
+        terminologies: dict[str, str] = {}
+        for segmentation in segmentations:
+            for info in segment_infos(segmentation):
+                key = segment_key(info.name)
+                names.setdefault(key, info.name)
+                colors.setdefault(key, info.color)
+                if info.terminology:
+                    terminologies.setdefault(key, info.terminology)
+        return cls(names, colors, terminologies)
+
+    def plan(self, names: Sequence[str] | None = None) -> list[Segment]:
+        """One segment per wanted name (default: every name), valued 1..N, named and coloured as first found.
+
+        Raises :class:`InputError` naming the supports' segments when a wanted name is in no support.
+        """
+        wanted: dict[str, str] = {}  # key -> the first spelling asked for
+        for name in names if names is not None else self.names.values():
+            wanted.setdefault(segment_key(name), name)
+        missing = [name for key, name in wanted.items() if key not in self.names]
+        if missing:
+            raise InputError(
+                f"No support has a segment named {', '.join(repr(name) for name in missing)}; "
+                f"choose among {', '.join(self.names.values()) or '(none)'}."
+            )
+        if not wanted:
+            raise InputError("No segment to transfer: check at least one segment (the supports need named segments).")
+        return [Segment(value, self.names[key], self.colors[key]) for value, key in enumerate(wanted, start=1)]
+
+
 def segment_names(segmentations: Sequence[slicer.vtkMRMLSegmentationNode]) -> list[str]:
-    """The segment names found across segmentations, matched case-insensitively, first spelling, first-seen order."""
-    names: dict[str, str] = {}
-    for segmentation in segmentations:
-        for info in segment_infos(segmentation):
-            names.setdefault(info.name.casefold(), info.name)
-    return list(names.values())
+    """The segment names found across segmentations, matched by :func:`segment_key`, first spelling and order."""
+    return list(SupportSegments.of(segmentations).names.values())
 
 
 def plan_segments(supports: Sequence[SupportPair], names: Sequence[str] | None = None) -> list[Segment]:
-    """One segment per wanted name (default: every name), valued 1..N, coloured as in the first support that has it.
-
-    Raises :class:`InputError` naming the supports' segments when a wanted name is in no support.
-    """
-    available = segment_names([pair.segmentation for pair in supports])
-    requested = {name.casefold(): name for name in reversed(names if names is not None else available)}
-    wanted = list(dict.fromkeys(name.casefold() for name in (names if names is not None else available)))
-    found = {name.casefold(): name for name in available}
-    missing = [requested[key] for key in wanted if key not in found]
-    if missing:
-        raise InputError(
-            f"No support has a segment named {', '.join(repr(name) for name in missing)}; "
-            f"choose among {', '.join(available) or '(none)'}."
-        )
-    if not wanted:
-        raise InputError("No segment to transfer: check at least one segment (the supports need named segments).")
-    colors: dict[str, tuple[float, float, float]] = {}
-    for pair in supports:
-        for info in segment_infos(pair.segmentation):
-            colors.setdefault(info.name.casefold(), info.color)
-    return [Segment(value, found[key], colors[key]) for value, key in enumerate(wanted, start=1)]
-
-
-def support_terminologies(supports: Sequence[SupportPair]) -> dict[str, str]:
-    """Segment name -> terminology (the first support's that has one), for the result's segments."""
-    terminologies: dict[str, str] = {}
-    for pair in supports:
-        for info in segment_infos(pair.segmentation):
-            if info.terminology:
-                terminologies.setdefault(info.name.casefold(), info.terminology)
-    return terminologies
+    """The segments of a run on ``supports`` (see :meth:`SupportSegments.plan`)."""
+    return SupportSegments.of([pair.segmentation for pair in supports]).plan(names)
 
 
 @dataclass(frozen=True)
@@ -114,12 +129,12 @@ def export_inputs(
     """
     if not supports:
         raise InputError("No support: add at least one (volume, segmentation) pair that shows the structures.")
-    by_name = {segment.name.casefold(): segment for segment in segments}
+    by_key = {segment_key(segment.name): segment for segment in segments}
     exported, warnings = [], []
     for index, pair in enumerate(supports, start=1):
         check_same_frame(pair.segmentation, pair.volume)
-        chosen = [info for info in segment_infos(pair.segmentation) if info.name.casefold() in by_name]
-        values = {info.segment_id: by_name[info.name.casefold()].value for info in chosen}
+        chosen = [info for info in segment_infos(pair.segmentation) if segment_key(info.name) in by_key]
+        values = {info.segment_id: by_key[segment_key(info.name)].value for info in chosen}
         labels = segmentation_to_label_array(pair.segmentation, pair.volume, values)
         present = [segment for segment in segments if (labels == segment.value).any()]
         if not present:
@@ -128,14 +143,14 @@ def export_inputs(
         label_node = label_array_to_segmentation(labels, ijk_to_ras(pair.volume), present, f"support {index}")
         exported.append(
             (
-                save_volume(pair.volume, folder / f"support-{index}.nrrd"),
-                save_segmentation(label_node, folder / f"support-{index}.seg.nrrd"),
+                save_volume(pair.volume, folder / f"support-{index}{NRRD_SUFFIX}"),
+                save_segmentation(label_node, folder / f"support-{index}{SEGMENTATION_SUFFIX}"),
             )
         )
     if not exported:
         raise InputError("None of the supports has the chosen segments; check other segments or add supports.")
-    query = save_volume(target, folder / "query.nrrd")
-    return RunInputs(exported, query, folder / "result.seg.nrrd", folder / "stats.json", warnings)
+    query = save_volume(target, folder / f"query{NRRD_SUFFIX}")
+    return RunInputs(exported, query, folder / f"result{SEGMENTATION_SUFFIX}", folder / "stats.json", warnings)
 
 
 @dataclass(frozen=True)
@@ -159,11 +174,7 @@ def read_doubtful_slices(stats_path: Path) -> list[DoubtfulSlice]:
             DoubtfulSlice(
                 slice_index=int(entry["slice_index"]),
                 axis=str(entry["axis"]),
-                center_ras=(
-                    -float(entry["center_lps"][0]),
-                    -float(entry["center_lps"][1]),
-                    float(entry["center_lps"][2]),
-                ),
+                center_ras=lps_to_ras(entry["center_lps"]),
                 score=float(entry["score"]),
                 labels=tuple(str(label) for label in entry.get("labels", [])),
             )
@@ -222,12 +233,12 @@ def import_result(
     if not scene.IsNodePresent(target):
         raise InputError("The target volume was removed from the scene during the run; select it again and rerun.")
     result = read_segmentation(result_path)
-    by_name = {name.casefold(): term for name, term in (terminologies or {}).items()}
+    by_key = {segment_key(name): term for name, term in (terminologies or {}).items()}
     segmentation = result.GetSegmentation()
     for index in range(segmentation.GetNumberOfSegments()):
         segment = segmentation.GetNthSegment(index)
-        if by_name.get(segment.GetName().casefold()):
-            segment.SetTerminology(by_name[segment.GetName().casefold()])
+        if by_key.get(segment_key(segment.GetName())):
+            segment.SetTerminology(by_key[segment_key(segment.GetName())])
     if output_node is None:
         result.SetName(scene.GenerateUniqueName(f"{node_label(target)}{RESULT_SUFFIX}"))
         output_node = add_to_scene(scene, result)
@@ -315,6 +326,7 @@ class SegmentationRun:
         self._export_warnings: list[str] = []
         self._folder: RunFolder | None = None
         self._inputs: RunInputs | None = None
+        self._segments: SupportSegments | None = None
         self._job: BackgroundJob | None = None
 
     @property
@@ -344,7 +356,8 @@ class SegmentationRun:
             raise InputError("No target volume: select the volume to segment.")
         self._folder = RunFolder()
         try:
-            segments = plan_segments(self.supports, self.segment_names)
+            self._segments = SupportSegments.of([pair.segmentation for pair in self.supports])
+            segments = self._segments.plan(self.segment_names)
             self._inputs = export_inputs(self._folder.path, self.target, self.supports, segments)
             self._export_warnings = list(self._inputs.warnings)
             arguments = segment_arguments(
@@ -377,7 +390,7 @@ class SegmentationRun:
                     Path(self._job.done_output),
                     self.target,
                     self.output_node,
-                    support_terminologies(self.supports),
+                    self._segments.terminologies,
                 )
                 self.doubtful_slices = read_doubtful_slices(self._inputs.stats)
                 self.state, self.fraction, self.message = "succeeded", 1.0, "Done"

@@ -21,6 +21,7 @@ from pathlib import Path
 import slicer
 
 from ..errors import InputError
+from ..formats import NRRD_SUFFIX, SEGMENTATION_SUFFIX
 from .scene import (
     add_to_scene,
     node_label,
@@ -91,10 +92,11 @@ def save_support_set(
         cases = []
         for index, (volume, segmentation) in enumerate(supports, start=1):
             stem = _case_stem(node_label(volume), index)
-            save_volume(volume, staging / f"{stem}.nrrd")
-            save_segmentation(segmentation, staging / f"{stem}.seg.nrrd")
+            volume_file, segmentation_file = Path(f"{stem}{NRRD_SUFFIX}"), Path(f"{stem}{SEGMENTATION_SUFFIX}")
+            save_volume(volume, staging / volume_file)
+            save_segmentation(segmentation, staging / segmentation_file)
             segments = tuple(info.name for info in segment_infos(segmentation))
-            cases.append(SupportCase(node_label(volume), Path(f"{stem}.nrrd"), Path(f"{stem}.seg.nrrd"), segments))
+            cases.append(SupportCase(node_label(volume), volume_file, segmentation_file, segments))
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         manifest = {
             "format": FORMAT,

@@ -172,8 +172,19 @@ class _CancelOnceAPredictionIsStaged(Reporter):
 
     def progress(self, fraction: float, message: str) -> None:
         super().progress(fraction, message)
-        if any(path.name.startswith(".") for path in self.folder.iterdir()):
+        if self.folder.is_dir() and any(path.name.startswith(".") for path in self.folder.iterdir()):
             self.cancel.cancel()
+
+
+def test_a_cancelled_run_leaves_no_output_folder_it_created(tmp_path):
+    data = labelled_cases(tmp_path / "data")
+    predictions = tmp_path / "new" / "predictions"
+    argv = ["crossval", str(data), "--shots", "2", "--output-dir", str(predictions), *FAST]
+    cancel = CancelToken()
+    with pytest.raises(Cancelled):
+        args = build_parser().parse_args(argv)
+        args.func(args, _CancelOnceAPredictionIsStaged(predictions, cancel), cancel)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
 def test_outputs_are_replaced_only_with_overwrite_and_only_by_a_finished_run(tmp_path, capsys):

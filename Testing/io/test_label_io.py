@@ -12,8 +12,10 @@ import slicerio
 from conftest import SEGMENTS, assert_same_image, oblique_labels
 
 from FateSAMLib.errors import InputError
-from FateSAMLib.io.labels import SUPPORTED_OUTPUT_SUFFIXES, output_suffix, read_labels, write_label_map
-from FateSAMLib.segments import default_segment
+from FateSAMLib.formats import OUTPUT_SUFFIXES, output_suffix
+from FateSAMLib.io.geometry import lps_to_index
+from FateSAMLib.io.labels import read_labels, write_label_map
+from FateSAMLib.segments import Segment, default_segment
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
@@ -63,9 +65,8 @@ def test_seg_nrrd_is_read_by_slicers_own_reader(tmp_path: Path) -> None:
     # the same physical point.
     kji = np.argwhere(np.ones(array.shape, bool))
     ras = scene.ijk_to_ras(volume) @ np.column_stack([kji[:, ::-1], np.ones(len(kji))]).T
-    lps = ras[:3].T * [-1, -1, 1]
-    index_to_lps = np.array(image.GetDirection()).reshape(3, 3) * np.array(image.GetSpacing())
-    ijk = np.rint(np.linalg.solve(index_to_lps, (lps - image.GetOrigin()).T).T).astype(int)
+    lps = np.array([scene.lps_to_ras(point) for point in ras[:3].T])  # the same sign flip turns RAS into LPS
+    ijk = np.rint(lps_to_index(image, lps)).astype(int)
     expected = sitk.GetArrayFromImage(image)[ijk[:, 2], ijk[:, 1], ijk[:, 0]]
     np.testing.assert_array_equal(array[tuple(kji.T)], expected)
     assert (expected == 2).sum() == 16 and (expected == 7).sum() == 1
@@ -104,4 +105,15 @@ def test_unknown_extension_and_bad_values_are_refused(tmp_path: Path) -> None:
 def test_output_suffix() -> None:
     assert output_suffix("a/b.SEG.NRRD") == ".seg.nrrd"
     assert output_suffix("case.nii.gz") == ".nii.gz" and output_suffix("case.nrrd") == ".nrrd"
-    assert output_suffix("case.png") == "" and set(SUPPORTED_OUTPUT_SUFFIXES) >= {".nii", ".mha"}
+    assert output_suffix("case.png") == "" and set(OUTPUT_SUFFIXES) >= {".nii", ".mha"}
+
+
+def test_non_ascii_segment_names_survive_the_seg_nrrd_both_ways(tmp_path: Path) -> None:
+    """3D Slicer writes segment names as UTF-8, which slicerio reads as ASCII only and refuses to write."""
+    segments = [Segment(2, "Straße", (0.1, 0.5, 0.9)), Segment(7, "Rein gauche (rénal)", (0.8, 0.2, 0.3))]
+    path = write_label_map(oblique_labels(), tmp_path / "out.seg.nrrd", segments)
+    assert "Straße".encode() in path.read_bytes()
+    assert read_labels(path)[1] == segments
+    scene = pytest.importorskip("FateSAMLib.slicer.scene", reason="needs slicer-core (pip install slicer-core)")
+    scene.register_segmentation_converters()
+    assert [info.name for info in scene.segment_infos(scene.read_segmentation(path))] == [s.name for s in segments]

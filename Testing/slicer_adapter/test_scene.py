@@ -13,6 +13,7 @@ from FateSAMLib.slicer.scene import (
     add_to_scene,
     array_to_volume,
     label_array_to_segmentation,
+    lps_to_ras,
     read_segmentation,
     read_volume,
     register_segmentation_converters,
@@ -68,6 +69,8 @@ def test_volume_round_trip_keeps_voxels_and_oblique_geometry(scene, dtype):
 
 def test_volume_file_round_trip_and_geometry_seen_by_simpleitk(scene, tmp_path):
     sitk = pytest.importorskip("SimpleITK")
+    from FateSAMLib.io.geometry import ijk_to_lps
+
     geometry = oblique_geometry(spacing=(0.5, 0.75, 3.0))
     voxels = np.arange(4 * 6 * 5, dtype=np.int16).reshape(4, 6, 5)
     node = array_to_volume(voxels, geometry, "v")
@@ -78,14 +81,17 @@ def test_volume_file_round_trip_and_geometry_seen_by_simpleitk(scene, tmp_path):
     np.testing.assert_allclose(matrix, geometry, atol=1e-9)
     image = sitk.ReadImage(str(path))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(image), voxels)
-    lps = RAS_TO_LPS @ geometry
-    direction = np.array(image.GetDirection()).reshape(3, 3) * np.array(image.GetSpacing())
-    np.testing.assert_allclose(direction, lps[:3, :3], atol=1e-9)
-    np.testing.assert_allclose(image.GetOrigin(), lps[:3, 3], atol=1e-9)
+    np.testing.assert_allclose(ijk_to_lps(image), RAS_TO_LPS @ geometry, atol=1e-9)  # directions, spacing, origin
     with pytest.raises(InputError, match="exists"):
         save_volume(node, path)
     with pytest.raises(InputError, match=r"\.nrrd"):
         save_volume(node, tmp_path / "v.nii.gz")
+
+
+def test_lps_to_ras_flips_the_first_two_axes():
+    point = (1.5, -2.0, 3.0)
+    assert lps_to_ras(point) == (-1.5, 2.0, 3.0)
+    np.testing.assert_allclose(RAS_TO_LPS[:3, :3] @ lps_to_ras(point), point)
 
 
 def test_vector_volume_is_refused_with_a_fix(scene):

@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from scene_helpers import KIDNEY, LIVER, SPLEEN, make_case, oblique_geometry, scene_snapshot, slicer, vtk_matrix
+from test_segments import SAME_NAMES
 from test_slicer_process import running
 
 from FateSAMLib.errors import Cancelled, InputError, ModelError
 from FateSAMLib.io.images import read_image
-from FateSAMLib.io.labels import read_label_map
+from FateSAMLib.io.labels import read_label_map, read_labels
 from FateSAMLib.options import RunSettings
 from FateSAMLib.segments import Segment
 from FateSAMLib.slicer.run import (
@@ -92,6 +93,24 @@ def test_segment_names_and_plan_match_names_case_insensitively(supports):
         plan_segments(pairs, ["Heart"])
     with pytest.raises(InputError, match="at least one segment"):
         plan_segments(pairs, [])
+
+
+def test_names_match_by_the_rule_of_the_command_line(scene, tmp_path):
+    """The spellings the command line takes for one structure (Testing/test_segments.py) are one segment here too."""
+    livers, strasses = SAME_NAMES
+    pairs = []
+    for index, names in enumerate(zip(livers, strasses, strict=True)):
+        segments = (Segment(LIVER.value, names[0], LIVER.color), Segment(SPLEEN.value, names[1], SPLEEN.color))
+        volume, segmentation, _ = make_case(scene, f"S{index}", segments=segments, seed=index)
+        pairs.append(SupportPair(volume, segmentation))
+    assert segment_names([pair.segmentation for pair in pairs]) == ["Liver", "Straße"]
+    for wanted in (*livers, *strasses):
+        assert len(plan_segments(pairs, [wanted])) == 1
+    assert [s.name for s in plan_segments(pairs, ["STRASSE", " LIVER "])] == ["Straße", "Liver"]
+    target = add_to_scene(scene, array_to_volume(np.zeros((4, 5, 6), np.int16), np.eye(4), "target"))
+    inputs = export_inputs(tmp_path, target, pairs, plan_segments(pairs))
+    read = [[(s.value, s.name) for s in read_labels(labels)[1]] for _, labels in inputs.supports]
+    assert read == [[(1, "Liver"), (2, "Straße")]] * len(livers)  # as the engine reads them
 
 
 def test_export_assigns_label_values_by_name_and_leaves_the_scene_alone(scene, supports, tmp_path):

@@ -1,0 +1,50 @@
+"""File formats by suffix: the one list of what FateSAM reads and writes, and the one rule that finds a path's suffix.
+
+Standard library only: the Slicer tier (which never imports ``io``) uses it as well as ``io`` and ``cli``.
+Suffixes are compared case-insensitively and the longest one that matches wins (``case.seg.nrrd`` is a Slicer
+segmentation, not a plain ``.nrrd``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SEGMENTATION_SUFFIX = ".seg.nrrd"
+NRRD_SUFFIX = ".nrrd"
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+NRRD_SUFFIXES = (NRRD_SUFFIX, ".nhdr")
+METAIMAGE_SUFFIXES = (".mha", ".mhd")
+
+IMAGE_SUFFIXES = (*NIFTI_SUFFIXES, *NRRD_SUFFIXES, *METAIMAGE_SUFFIXES)
+"""Volumes (and plain label maps) that are read; a DICOM series is read from its folder."""
+
+LABEL_SUFFIXES = (SEGMENTATION_SUFFIX, *IMAGE_SUFFIXES)
+"""Label files that are read: a Slicer segmentation, or a plain label map in any image format."""
+
+OUTPUT_SUFFIXES = (SEGMENTATION_SUFFIX, ".nii.gz", ".nii", NRRD_SUFFIX, ".mha")
+"""Label maps that are written (single-file formats only)."""
+
+
+def suffix_of(path: str | Path, suffixes: tuple[str, ...] = LABEL_SUFFIXES) -> str:
+    """The longest of ``suffixes`` that ``path``'s file name ends with, ignoring case ('' when none does)."""
+    name = Path(path).name.lower()
+    return max((suffix for suffix in suffixes if name.endswith(suffix)), key=len, default="")
+
+
+def output_suffix(path: str | Path) -> str:
+    """The output format's suffix of ``path`` ('' when it is none of :data:`OUTPUT_SUFFIXES`)."""
+    return suffix_of(path, OUTPUT_SUFFIXES)
+
+
+def is_segmentation_file(path: str | Path) -> bool:
+    """Whether ``path`` names a Slicer segmentation (.seg.nrrd), which may cover a cropped part of its image."""
+    return suffix_of(path, (SEGMENTATION_SUFFIX,)) != ""
+
+
+def file_stem(path: str | Path, suffixes: tuple[str, ...] = LABEL_SUFFIXES) -> str:
+    """``path``'s file name without its suffix from ``suffixes`` ('case.seg.nrrd' -> 'case', 'case.nii.gz' -> 'case'),
+    or without its last extension when none of them matches."""
+    name = Path(path).name
+    suffix = suffix_of(name, suffixes)
+    return (name[: len(name) - len(suffix)] if suffix else Path(name).stem) or name
