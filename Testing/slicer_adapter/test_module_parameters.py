@@ -65,7 +65,7 @@ def test_unticked_segments_are_left_out_whatever_their_case():
     scene = slicer.vtkMRMLScene()
     pairs = [make_case(scene, "first")[:2], make_case(scene, "second", segments=(SPLEEN,), seed=1)[:2]]
     assert chosen_segment_names(pairs, []) == [LIVER.name, SPLEEN.name, KIDNEY.name]
-    assert chosen_segment_names(pairs, ["LIVER", "left KIDNEY"]) == [SPLEEN.name]
+    assert chosen_segment_names(pairs, [" LIVER ", "left KIDNEY"]) == [SPLEEN.name]
     assert chosen_segment_names(pairs, [LIVER.name, SPLEEN.name, KIDNEY.name]) == []
     assert is_checked("Liver", ["spleen"]) and not is_checked("Liver", ["liver"])
 
