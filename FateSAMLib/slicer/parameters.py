@@ -3,16 +3,19 @@
 ``FateSAM/FateSAM.py`` declares the parameter node with Slicer's ``parameterNodeWrapper`` (available inside Slicer
 only); the functions here read any object with the same attributes (:class:`ModuleSettings`), so that they are
 tested with the slicer-core wheel. Segment names match by :func:`~FateSAMLib.segments.segment_key`, as in :mod:`.run`.
+Where runs go (:class:`ServerChoice`) is kept with Slicer's settings of this computer, never in the parameter node.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import slicer
 
+from ..errors import InputError
 from ..segments import segment_key
 from .run import segment_names
 from .scene import reference_volume, segmentations_with_reference_volume
@@ -33,6 +36,12 @@ DEFAULT_WINDOW = (40.0, 400.0)
 """The window (level, width) the module offers first, soft tissue in CT; used with window normalisation only."""
 DEFAULT_SUPPORT_SET_FOLDER = "support set"
 _UNSAFE_IN_FILE_NAMES = re.compile(r'[\\/:*?"<>|]+')
+RUN_ON_CHOICES = ("this computer", "server")
+"""Where a run goes: the engine on this computer, or a ``fatesam serve`` server."""
+RUN_ON_KEY = "FateSAM/RunOn"
+SERVER_URL_KEY = "FateSAM/ServerURL"
+SERVER_TOKEN_KEY = "FateSAM/ServerToken"
+"""The keys of :class:`ServerChoice` in Slicer's settings (``qt.QSettings()``): this computer's, not the scene's."""
 
 
 class Support(Protocol):
@@ -110,3 +119,70 @@ def with_scene_supports(
 def support_set_folder_name(name: str) -> str:
     """A folder name for a support set called ``name``: characters that file systems refuse become ``_``."""
     return _UNSAFE_IN_FILE_NAMES.sub("_", name).strip(" .") or DEFAULT_SUPPORT_SET_FOLDER
+
+
+class SettingsStore(Protocol):
+    """Where :class:`ServerChoice` is kept: ``qt.QSettings()`` in Slicer (its ``value``/``setValue``)."""
+
+    def value(self, key: str, defaultValue: object = None) -> object: ...
+
+    def setValue(self, key: str, value: object) -> None: ...
+
+
+@dataclass(frozen=True)
+class ServerChoice:
+    """Where runs go: ``run_on`` one of :data:`RUN_ON_CHOICES`, the server's ``url`` and its bearer ``token``.
+
+    Kept in Slicer's settings of this computer (:meth:`load`, :meth:`save`), never in the parameter node, the scene
+    or a support set, so that a shared scene or support set carries no token.
+    """
+
+    run_on: str = RUN_ON_CHOICES[0]
+    url: str = ""
+    token: str = ""
+
+    @classmethod
+    def load(cls, store: SettingsStore) -> ServerChoice:
+        """The choice saved in ``store`` (this computer, with no server, when nothing is saved)."""
+        run_on = str(store.value(RUN_ON_KEY, RUN_ON_CHOICES[0]) or RUN_ON_CHOICES[0])
+        return cls(
+            run_on if run_on in RUN_ON_CHOICES else RUN_ON_CHOICES[0],
+            str(store.value(SERVER_URL_KEY, "") or ""),
+            str(store.value(SERVER_TOKEN_KEY, "") or ""),
+        )
+
+    def save(self, store: SettingsStore) -> None:
+        """Keep the choice in ``store`` (URL and token trimmed)."""
+        store.setValue(RUN_ON_KEY, self.run_on)
+        store.setValue(SERVER_URL_KEY, self.url.strip())
+        store.setValue(SERVER_TOKEN_KEY, self.token.strip())
+
+    @property
+    def remote(self) -> bool:
+        """Whether runs go to the server."""
+        return self.run_on == RUN_ON_CHOICES[1]
+
+    def run_keywords(self) -> dict[str, str | None]:
+        """The ``server``/``token`` keywords of the logic's ``createRun``/``process``: none to run on this computer.
+
+        Raises InputError when the server is chosen without its URL.
+        """
+        if not self.remote:
+            return {}
+        if not self.url.strip():
+            raise InputError(
+                "Run on server is chosen but no server URL is given: enter the address 'fatesam serve' printed "
+                "(e.g. http://gpu-box:8765), or choose Run on: this computer."
+            )
+        return {"server": self.url.strip(), "token": self.token.strip() or None}
+
+
+def connection_summary(url: str, models: Mapping[str, object]) -> str:
+    """One line on a reachable server, from its ``GET /v1/models`` answer (``ServerClient.models()``)."""
+    defaults = models.get("defaults")
+    defaults = defaults if isinstance(defaults, Mapping) else {}
+    names = ", ".join(str(name) for name in models.get("models") or []) or "none"
+    return (
+        f"Connected to {url}: default model {defaults.get('model', '?')} on {defaults.get('device', '?')}; "
+        f"models: {names}."
+    )

@@ -1,18 +1,27 @@
 """The module's settings turned into a run, in a real MRML scene: complete supports, ticked segments, run options,
-support-set hints and folder names (the parameter node itself exists only inside Slicer: a dataclass stands in)."""
+support-set hints, folder names and where runs go (the parameter node and ``qt.QSettings`` exist only inside Slicer:
+a dataclass and a dict-backed store with QSettings' two methods stand in)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, make_dataclass
 
+import pytest
 from scene_helpers import KIDNEY, LIVER, SPLEEN, make_case, slicer
 
+from FateSAMLib.errors import InputError
 from FateSAMLib.options import RunSettings
 from FateSAMLib.slicer.parameters import (
     DEFAULT_WINDOW,
+    RUN_ON_CHOICES,
+    RUN_ON_KEY,
+    SERVER_TOKEN_KEY,
+    SERVER_URL_KEY,
     SETTINGS_OF_PARAMETERS,
+    ServerChoice,
     chosen_segment_names,
     complete_pairs,
+    connection_summary,
     first_scene_support,
     is_checked,
     model_hints,
@@ -116,3 +125,43 @@ def test_support_set_folder_names_are_safe_on_every_file_system():
     assert support_set_folder_name('a/b\\c:d*e?f"g<h>i|j') == "a_b_c_d_e_f_g_h_i_j"
     assert support_set_folder_name(" .hidden. ") == "hidden"
     assert support_set_folder_name("...") == "support set"
+
+
+class SettingsFile(dict):
+    """Slicer's settings as ``qt.QSettings`` reads and writes them: ``value(key, default)`` and ``setValue``."""
+
+    def value(self, key: str, defaultValue: object = None) -> object:
+        return self.get(key, defaultValue)
+
+    def setValue(self, key: str, value: object) -> None:
+        self[key] = value
+
+
+def test_where_runs_go_is_kept_in_slicers_settings_under_the_modules_keys():
+    store = SettingsFile()
+    assert ServerChoice.load(store) == ServerChoice("this computer", "", "")
+    ServerChoice("server", " http://gpu-box:8765/ ", " secret \n").save(store)
+    assert store == {RUN_ON_KEY: "server", SERVER_URL_KEY: "http://gpu-box:8765/", SERVER_TOKEN_KEY: "secret"}
+    assert ServerChoice.load(store) == ServerChoice("server", "http://gpu-box:8765/", "secret")
+    store[RUN_ON_KEY] = "the cloud"  # a setting from another version of the module
+    assert not ServerChoice.load(store).remote and ServerChoice.load(store).url == "http://gpu-box:8765/"
+
+
+def test_a_server_choice_gives_the_logics_server_keywords_and_a_local_one_none():
+    assert RUN_ON_CHOICES == ("this computer", "server")
+    assert ServerChoice("this computer", "http://gpu-box:8765", "secret").run_keywords() == {}
+    assert ServerChoice("server", " http://gpu-box:8765 ", " secret ").run_keywords() == {
+        "server": "http://gpu-box:8765",
+        "token": "secret",
+    }
+    assert ServerChoice("server", "http://127.0.0.1:8765", "").run_keywords()["token"] is None
+    with pytest.raises(InputError, match="no server URL is given.*Run on: this computer"):
+        ServerChoice("server", "  ", "secret").run_keywords()
+
+
+def test_the_connection_line_names_the_servers_default_model_device_and_models():
+    answer = {"models": ["sam2.1-tiny", "sam2.1-large"], "defaults": {"model": "sam2.1-large", "device": "cuda"}}
+    assert connection_summary("http://gpu-box:8765", answer) == (
+        "Connected to http://gpu-box:8765: default model sam2.1-large on cuda; models: sam2.1-tiny, sam2.1-large."
+    )
+    assert connection_summary("http://x:1", {}) == "Connected to http://x:1: default model ? on ?; models: none."
