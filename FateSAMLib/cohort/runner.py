@@ -151,9 +151,9 @@ def run_cohort(
         output = settings.output_path(case)
         if output.exists() and not settings.overwrite:
             record = earlier.get(case.id, {})
-            if record.get("output") != str(output):  # not the earlier run's output: nothing known about it
-                record = {"id": case.id, "query": str(case.query), "error": "", "output": str(output)}
-            records[case.id] = {**record, "status": "skipped"}
+            if Path(record.get("output", "")).name != output.name:  # not the earlier run's output: nothing known
+                record = {"id": case.id, "query": str(case.query), "error": ""}
+            records[case.id] = {**record, "output": str(output), "status": "skipped"}  # the folder may have moved
         else:
             todo.append(case)
     tracker = CohortProgress(len(todo), progress)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import HIPPOCAMPUS, TEST_IMAGE_SIZE, case_paths
 
 from FateSAMLib.cli.main import main
@@ -38,16 +39,17 @@ def query_folder(folder: Path, names: tuple[str, ...] = QUERIES) -> Path:
     return folder
 
 
-_FINISHED: list[tuple[Path, Path, int]] = []
+_FINISHED: list[tuple[Path, Path, int, int]] = []
 
 
-def finished_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int]:
-    """(queries folder, output folder, exit code) of one local batch run with references, made once per session for
-    every test module that asks; do not modify it."""
+def finished_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int, int]:
+    """(queries folder, output folder, exit code, torch threads) of one local batch run with references, made once
+    per session for every test module that asks; do not modify it. Results depend on the thread count (a float sum
+    split across threads is added in another order), so a run that is compared with it must use as many."""
     if not _FINISHED:
         root = tmp_path_factory.mktemp("cohort")
         queries = query_folder(root / "queries")
         output_dir = root / "out"
         code = main(batch_args(queries, output_dir, "--references", str(HIPPOCAMPUS / "labels")))
-        _FINISHED.append((queries, output_dir, code))
+        _FINISHED.append((queries, output_dir, code, torch.get_num_threads()))
     return _FINISHED[0]

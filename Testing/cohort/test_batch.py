@@ -19,7 +19,7 @@ def cohort(tmp_path_factory):
 
 
 def test_each_output_equals_fatesam_segment_alone_and_the_supports_are_encoded_once(cohort, tmp_path):
-    _, output_dir, code = cohort
+    _, output_dir, code, _ = cohort
     assert code == 0
     summary = read_summary(output_dir)
     assert summary["counts"] == {"done": 3, "skipped": 0, "failed": 0}
@@ -42,7 +42,7 @@ def test_each_output_equals_fatesam_segment_alone_and_the_supports_are_encoded_o
 
 
 def test_a_rerun_skips_every_case_and_a_deleted_output_is_redone_alone(cohort, tmp_path, capsys):
-    _, finished, _ = cohort
+    _, finished, _, _ = cohort
     output_dir = tmp_path / "out"
     shutil.copytree(finished, output_dir)
     capsys.readouterr()
@@ -63,7 +63,7 @@ def test_a_rerun_skips_every_case_and_a_deleted_output_is_redone_alone(cohort, t
 
 
 def test_a_damaged_query_is_recorded_with_its_message_and_the_others_go_on(cohort, tmp_path, capsys):
-    _, finished, _ = cohort
+    _, finished, _, _ = cohort
     damaged = tmp_path / "damaged.nii.gz"
     shutil.copy(case_paths(HIPPOCAMPUS, QUERIES[2])[0], damaged)
     cut_short(damaged, 0.5)

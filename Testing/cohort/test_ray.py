@@ -33,12 +33,14 @@ def kill_a_worker_once_a_case_is_done(output_dir, killed: list[str]) -> None:
 
 
 def test_two_ray_workers_give_the_local_outputs_and_a_killed_worker_is_replaced(local_ray, tmp_path_factory, tmp_path):
-    _, finished, _ = finished_cohort(tmp_path_factory)
+    _, finished, _, threads = finished_cohort(tmp_path_factory)
     output_dir = tmp_path / "out"
     killed: list[str] = []
     killer = threading.Thread(target=kill_a_worker_once_a_case_is_done, args=(output_dir, killed), daemon=True)
     killer.start()
-    code = main(batch_args(query_folder(tmp_path / "q"), output_dir, "--ray", "--workers", "2"))
+    code = main(
+        batch_args(query_folder(tmp_path / "q"), output_dir, "--ray", "--workers", "2", "--threads", str(threads))
+    )
     killer.join(timeout=10)
     assert code == 0 and killed
     summary = read_summary(output_dir)
