@@ -67,7 +67,14 @@ import torch
 from FateSAMLib.io.images import read_image
 from FateSAMLib.io.labels import write_label_map
 from FateSAMLib.method.encoder import FeatureCache, SliceEncoder, encoder_batch_size
-from FateSAMLib.method.engine import EngineOptions, FateSamEngine, StackSegmentation, StageClock, support_candidates
+from FateSAMLib.method.engine import (
+    EngineOptions,
+    FateSamEngine,
+    RunStats,
+    StackSegmentation,
+    StageClock,
+    support_candidates,
+)
 from FateSAMLib.method.normalization import to_model_input
 from FateSAMLib.method.pipeline import PreparedInputs, load_support, prepare_inputs, result_on_query_grid
 from FateSAMLib.models.devices import available_memory_bytes
@@ -133,12 +140,14 @@ def encode_only(engine: FateSamEngine, prepared: PreparedInputs) -> StackSegment
             encoder.encode(inputs, CancelToken())
     num_slices, values = prepared.query.shape[0], prepared.label_values
     scores = np.zeros((num_slices, len(values)), dtype=np.float32)
-    stats = {
-        "encoder_passes": encoder.passes,
-        "query_slices": int(num_slices),
-        "support_slices_encoded": encoder.passes - int(num_slices),
-        "seconds": dict(clock.seconds),
-    }
+    stats = RunStats(
+        encoder_passes=encoder.passes,
+        query_slices=int(num_slices),
+        support_slices_encoded=encoder.passes - int(num_slices),
+        support_slices_retrievable=len(refs),
+        labels=list(values),
+        seconds=dict(clock.seconds),
+    )
     return StackSegmentation(np.zeros(prepared.query.shape, np.int64), scores, scores.copy(), values, stats)
 
 
@@ -188,7 +197,7 @@ def measure(spec: dict) -> dict:
     cpu_started = _cpu_seconds()
     with tempfile.TemporaryDirectory() as folder:
         cache = FeatureCache(Path(folder) / "features", model_key="benchmark") if config == "cached" else None
-        engine = FateSamEngine(loaded.model, loaded.device, loaded.image_size, options, cache)
+        engine = FateSamEngine(loaded, options, cache)
         with clock.stage("read"):
             supports = [load_support(*case.paths(name)) for name in case.supports]
             query = read_image(case.paths(case.query)[0])
@@ -211,7 +220,7 @@ def measure(spec: dict) -> dict:
     cpu = _cpu_seconds() - cpu_started
     steps = dict(clock.seconds)
     warm_up = steps.pop("cache_warm_up")  # outside the total, like model loading
-    stages = stack.stats["seconds"]
+    stages = stack.stats.seconds
     seconds = {
         "read": steps["read"],
         "prepare": steps["prepare"],
@@ -225,7 +234,7 @@ def measure(spec: dict) -> dict:
         # CPU time of this process over the total: well below the thread count means other processes competed.
         "cpu": cpu,
     }
-    counts = {key: stack.stats[key] for key in ("encoder_passes", "query_slices", "support_slices_encoded")}
+    counts = {key: getattr(stack.stats, key) for key in ("encoder_passes", "query_slices", "support_slices_encoded")}
     return {
         "status": "ok",
         "device": str(loaded.device),

@@ -64,16 +64,10 @@ def engine_from_settings(
         progress=progress,
         cancel=cancel,
     )
-    if loaded.random_weights:
-        reporter.warning("RANDOM WEIGHTS: the model is untrained, its masks are meaningless (tests and smoke runs).")
     sized_batch = encoder_batch_size(loaded.device, loaded.image_size, available_memory_bytes(loaded.device))
     options = EngineOptions.from_settings(settings, sized_batch)
-    cache = (
-        FeatureCache(settings.feature_cache, model_identity(loaded), reporter.warning)
-        if settings.feature_cache
-        else None
-    )
-    return FateSamEngine(loaded.model, loaded.device, loaded.image_size, options, cache)
+    cache = FeatureCache(settings.feature_cache, model_identity(loaded)) if settings.feature_cache else None
+    return FateSamEngine(loaded, options, cache)
 
 
 def model_identity(loaded: LoadedModel) -> str:

@@ -33,7 +33,7 @@ try:  # torch loads here, for seconds: Ctrl+C meanwhile ends the program quietly
     from .crossval import add_crossval_parser
     from .evaluate import add_evaluate_parser
     from .models import add_models_parser
-    from .reporting import Reporter, json_writer
+    from .reporting import Reporter, json_writer, segment_stats
 except KeyboardInterrupt:
     raise SystemExit(INTERRUPTED) from None
 
@@ -65,30 +65,27 @@ def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToke
         cancel=cancel,
     )
     cancel.raise_if_cancelled()
-    warn_if_top_k_exceeds_candidates(settings.top_k, result.stats, reporter)
+    warn_if_top_k_exceeds_candidates(settings.top_k, vars(result.stats), reporter)
     write_started = time.perf_counter()
     with OutputFiles(args.overwrite) as outputs:
         outputs.add(output, label_map_writer(result.labels, output, result.segments), output_suffix(output))
-        stats = dict(result.stats)
-        stats["seconds"] = {
+        seconds = {
             "read": read_seconds,
             "model_load": model_seconds,
-            **stats["seconds"],
+            **result.stats.seconds,
             "write": time.perf_counter() - write_started,
             "total": time.perf_counter() - started,
         }
-        stats.update(
-            model=settings.model,
-            image_size=engine.image_size,
-            device=str(engine.device),
-            random_weights=settings.random_weights,
-            reuse_features=engine.options.reuse_features,
-            top_k=engine.options.top_k,
-            doubtful_slices=result.doubtful_slices,
-            confidence=result.confidence,
-        )
+        run = {
+            "model": settings.model,
+            "image_size": engine.image_size,
+            "device": str(engine.device),
+            "random_weights": settings.random_weights,
+            "reuse_features": engine.options.reuse_features,
+            "top_k": engine.options.top_k,
+        }
         if args.stats_json:
-            outputs.add(args.stats_json, json_writer(stats))
+            outputs.add(args.stats_json, json_writer(segment_stats(result, seconds, run)))
     reporter.progress(1.0, f"Wrote {output}")
     reporter.done(str(output))
     return 0
@@ -166,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> int:
     """Run the subcommand; every error a user can cause is reported in one message (exit 1, 130 when cancelled)."""
     try:
-        return args.func(args, reporter, cancel)
+        with reporter.library_warnings():
+            return args.func(args, reporter, cancel)
     except (MemoryError, RuntimeError) as error:
         if not is_allocation_failure(error):
             raise

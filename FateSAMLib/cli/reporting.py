@@ -1,16 +1,31 @@
-"""How the command line reports: a progress line for people, or JSON lines for the Slicer module."""
+"""How the command line reports: a progress line for people, or JSON lines for the Slicer module.
+
+The library warns through the ``FateSAMLib`` logger (standard ``logging``), and only there; while a command runs,
+its :class:`Reporter` is that logger's handler for the command's thread, so each warning is shown once, in the
+reporter's form (a line on stderr, or a JSON ``warning`` event).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ..errors import FateSAMError
 from ..io.atomic import write_file_atomically
+
+if TYPE_CHECKING:
+    from ..method.pipeline import SegmentationResult
+
+LIBRARY_LOGGER = logging.getLogger(__package__.partition(".")[0])
+"""The logger every library module warns through (module loggers are its children)."""
 
 
 class Reporter:
@@ -52,6 +67,19 @@ class Reporter:
             self._end_line()
             self.stderr.write(f"WARNING: {message}\n")
 
+    @contextmanager
+    def library_warnings(self) -> Iterator[None]:
+        """While inside, show the library logger's warnings from this thread as this reporter's warnings.
+
+        Commands run side by side in threads (the server's jobs) each see their own warnings only.
+        """
+        handler = _ReporterHandler(self, threading.get_ident())
+        LIBRARY_LOGGER.addHandler(handler)
+        try:
+            yield
+        finally:
+            LIBRARY_LOGGER.removeHandler(handler)
+
     def done(self, output: str) -> None:
         """The run finished and wrote ``output``."""
         if self.json_lines:
@@ -67,6 +95,21 @@ class Reporter:
         else:
             self._end_line()
             self.stderr.write(f"fatesam: error: {error}\n")
+
+
+class _ReporterHandler(logging.Handler):
+    """A logging handler that hands the warnings (and worse) logged by one thread to a :class:`Reporter`."""
+
+    def __init__(self, reporter: Reporter, thread: int) -> None:
+        super().__init__(logging.WARNING)
+        self.reporter = reporter
+        self.addFilter(lambda record: record.thread == thread)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.reporter.warning(self.format(record))
+        except Exception:  # logging's convention: a failing handler reports itself and never stops the program
+            self.handleError(record)
 
 
 def strict_json(data: object) -> object:
@@ -89,6 +132,20 @@ def json_writer(data: object) -> Callable[[Path], None]:
             stream.write(text)
 
     return write
+
+
+def segment_stats(result: SegmentationResult, seconds: dict[str, float], run: dict[str, object]) -> dict:
+    """The ``--stats-json`` of a segmentation: the engine's counts, ``seconds`` (every step of the command), the slice
+    axis and segments, ``run`` (the model and settings it ran with), the doubtful slices and per-slice confidence."""
+    return {
+        **asdict(result.stats),
+        "seconds": seconds,
+        "slice_axis": result.slice_axis,
+        "segments": [{"value": s.value, "name": s.name, "color": list(s.color)} for s in result.segments],
+        **run,
+        "doubtful_slices": [asdict(doubtful) for doubtful in result.doubtful_slices],
+        "confidence": [asdict(entry) for entry in result.confidence],
+    }
 
 
 def write_json_atomic(path: Path, data: object, overwrite: bool = False) -> None:

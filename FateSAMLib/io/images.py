@@ -5,7 +5,7 @@ Every file is first checked for completeness (:mod:`.integrity`).
 
 from __future__ import annotations
 
-import warnings
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,8 @@ import SimpleITK as sitk
 from ..errors import InputError
 from ..formats import IMAGE_SUFFIXES, suffix_of
 from .integrity import check_file_integrity, non_finite_error
+
+logger = logging.getLogger(__name__)
 
 
 def _check_volume(image: sitk.Image, path: Path) -> None:
@@ -50,10 +52,9 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     files = {uid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid) for uid in series}
     chosen = max(series, key=lambda uid: len(files[uid]))
     if len(series) > 1:
-        warnings.warn(
+        logger.warning(
             f"{folder} holds {len(series)} DICOM series; reading the largest ({chosen}, {len(files[chosen])} files). "
-            "To use another one, put its files in a folder of their own and pass that folder.",
-            stacklevel=3,
+            "To use another one, put its files in a folder of their own and pass that folder."
         )
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files[chosen])

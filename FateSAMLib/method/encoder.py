@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import pickle
 import uuid
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,8 @@ import numpy as np
 import torch
 
 from ..progress import CancelToken, ProgressCallback
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -123,23 +124,18 @@ class SliceEncoder:
         return StackFeatures.concatenate(parts)
 
 
-def _warn(message: str) -> None:
-    warnings.warn(message, UserWarning, stacklevel=3)
-
-
 class FeatureCache:
     """Support-slice features saved on disk, keyed by the model and the exact model input (so by file content).
 
     The key is the model's identity (name, input size, weights) and the normalised slices, so it follows the files'
     content, not their names. A second run with the same supports (a saved support set) loads their features
-    instead of encoding them. The cache is an optimisation: a folder that cannot be written is reported once through
-    ``warn`` and the run goes on without saving.
+    instead of encoding them. The cache is an optimisation: a folder that cannot be written is warned about once
+    (the ``FateSAMLib`` logger) and the run goes on without saving.
     """
 
-    def __init__(self, folder: Path, model_key: str, warn: Callable[[str], None] = _warn) -> None:
+    def __init__(self, folder: Path, model_key: str) -> None:
         self.folder = Path(folder)
         self.model_key = model_key
-        self.warn = warn
         self.writable = True
 
     def _path(self, slices01: np.ndarray) -> Path:
@@ -174,7 +170,7 @@ class FeatureCache:
             os.replace(temporary, path)
         except (OSError, RuntimeError) as error:  # torch reports a failed write as a RuntimeError
             self.writable = False
-            self.warn(
+            logger.warning(
                 f"The feature cache {self.folder} cannot be written ({str(error).strip() or type(error).__name__}); "
                 "the run goes on without it. Free disk space or choose another --feature-cache folder."
             )

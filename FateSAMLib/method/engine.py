@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from ..errors import InputError
+from ..models.loading import LoadedModel
 from ..options import RunSettings
 from ..progress import CancelToken, ProgressCallback, StageProgress, ignore_progress
 from .encoder import FeatureCache, SliceEncoder, StackFeatures
@@ -62,6 +64,18 @@ SliceLogitsCallback = Callable[[int, torch.Tensor], None]
 """Called with a query slice's index and its (L, H, W) mask logits at the slice's size, once it is predicted."""
 
 
+@dataclass(frozen=True)
+class RunStats:
+    """What one engine run did: image-encoder passes, slice counts, the labels and the seconds of each stage."""
+
+    encoder_passes: int
+    query_slices: int
+    support_slices_encoded: int
+    support_slices_retrievable: int  # candidate support slices: those that show one of the labels
+    labels: list[int]
+    seconds: dict[str, float]
+
+
 @dataclass
 class StackSegmentation:
     """Labels of the query stack (S, H, W) and, per slice and label, SAM2's object score and predicted IoU."""
@@ -70,7 +84,7 @@ class StackSegmentation:
     object_scores: np.ndarray  # (S, L)
     ious: np.ndarray  # (S, L)
     label_values: list[int]
-    stats: dict = field(default_factory=dict)
+    stats: RunStats
 
 
 class StageClock:
@@ -119,26 +133,211 @@ def _assemble_labels(logits: torch.Tensor, label_values: list[int]) -> np.ndarra
     return labels.numpy()
 
 
-class FateSamEngine:
-    """Runs FATE-SAM with one SAM2 model on a query stack and its support stacks."""
+class EncodingPolicy(Protocol):
+    """How a run obtains image-encoder features. The masks do not depend on it, only the encoder passes do."""
+
+    keeps_support_memories: bool
+    """Whether a support slice's memory, once encoded, serves every later query slice that retrieves it."""
+
+    def support_features(
+        self, run: EngineRun, support: SupportStack, slices: list[int], progress: ProgressCallback, label: str
+    ) -> StackFeatures:
+        """Features of the candidate ``slices`` of one support, in order."""
+
+    def query_levels(self, run: EngineRun, index: int, encoded: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Features query slice ``index`` is decoded with; ``encoded`` are those of its batch (used for retrieval)."""
+
+    def support_levels(self, run: EngineRun, row: int) -> list[torch.Tensor]:
+        """Features the memory of candidate ``row`` (an entry of ``run.refs``) is encoded from."""
+
+
+class ReuseFeatures:
+    """Every slice through the image encoder once: support features kept (or loaded from a disk cache), support
+    memories encoded once and kept for the run."""
+
+    keeps_support_memories = True
+
+    def __init__(self, feature_cache: FeatureCache | None = None) -> None:
+        self.feature_cache = feature_cache
+
+    def support_features(
+        self, run: EngineRun, support: SupportStack, slices: list[int], progress: ProgressCallback, label: str
+    ) -> StackFeatures:
+        slices01 = support.image[slices]
+        features = self.feature_cache.load(slices01, run.device) if self.feature_cache else None
+        if features is None:
+            features = run.encode(slices01, progress, label)
+            if self.feature_cache:
+                self.feature_cache.save(slices01, features)
+        return features
+
+    def query_levels(self, run: EngineRun, index: int, encoded: list[torch.Tensor]) -> list[torch.Tensor]:
+        return encoded
+
+    def support_levels(self, run: EngineRun, row: int) -> list[torch.Tensor]:
+        return run.support_features.slice_levels(row)
+
+
+class ReferenceEncoding:
+    """The reference code's encoder passes, kept for comparison (same masks, slower).
+
+    Every support slice is encoded for retrieval (not only the candidates); then, for every query slice, the query
+    slice again and each retrieved support slice ``REFERENCE_ENCODINGS_PER_SUPPORT`` times, its memory encoded anew.
+    """
+
+    keeps_support_memories = False
+
+    def support_features(
+        self, run: EngineRun, support: SupportStack, slices: list[int], progress: ProgressCallback, label: str
+    ) -> StackFeatures:
+        return run.encode(support.image, progress, label).select(slices)
+
+    def query_levels(self, run: EngineRun, index: int, encoded: list[torch.Tensor]) -> list[torch.Tensor]:
+        with run.clock.stage("encode"):
+            return run.encode(run.query[index : index + 1]).slice_levels(0)
+
+    def support_levels(self, run: EngineRun, row: int) -> list[torch.Tensor]:
+        owner, index = run.refs[row]
+        with run.clock.stage("encode"):
+            for _ in range(REFERENCE_ENCODINGS_PER_SUPPORT):
+                levels = run.encode(run.supports[owner].image[index : index + 1]).slice_levels(0)
+        return levels
+
+
+class EngineRun:
+    """One segmentation of a query stack: the state its steps share, from the support features to the labels.
+
+    It holds the image encoder (and its pass count), the stage clock, the candidate support slices (``refs``), their
+    features, the support memories encoded so far, the tracker and the outputs; ``policy`` says how features are
+    obtained.
+    """
 
     def __init__(
         self,
-        model: torch.nn.Module,
-        device: torch.device,
-        image_size: int,
-        options: EngineOptions,
-        feature_cache: FeatureCache | None = None,
+        engine: FateSamEngine,
+        policy: EncodingPolicy,
+        query: np.ndarray,
+        supports: list[SupportStack],
+        label_values: list[int],
+        cancel: CancelToken,
+        on_slice_logits: SliceLogitsCallback | None = None,
     ) -> None:
-        self.model = model
-        self.device = device
-        self.image_size = image_size
+        self.model, self.device, self.image_size, self.options = (
+            engine.model,
+            engine.device,
+            engine.image_size,
+            engine.options,
+        )
+        self.policy = policy
+        self.query, self.supports, self.label_values = query, supports, list(label_values)
+        self.cancel = cancel
+        self.on_slice_logits = on_slice_logits
+        self.clock = StageClock(self.device)
+        self.encoder = SliceEncoder(self.model, self.device, self.options.encoder_batch_size)
+        self.refs = support_candidates(supports, self.label_values)
+        self.support_features = StackFeatures(levels=[])
+        self.memories: dict[int, Memory] = {}
+        self.tracker: SliceTracker | None = None
+        num_slices, num_labels = query.shape[0], len(self.label_values)
+        self.labels = np.zeros(query.shape, dtype=np.int64)
+        self.object_scores = np.zeros((num_slices, num_labels), dtype=np.float32)
+        self.ious = np.zeros((num_slices, num_labels), dtype=np.float32)
+
+    def encode(self, slices01: np.ndarray, progress: ProgressCallback | None = None, label: str = "") -> StackFeatures:
+        """Encoder features of (S, H, W) slices with intensities in [0, 1], counted in the encoder's passes."""
+        return self.encoder.encode(to_model_input(slices01, self.image_size), self.cancel, progress, label)
+
+    def segment(self, progress: ProgressCallback) -> StackSegmentation:
+        """Encode the candidate support slices, then track the query slices middle-out in encoder batches.
+
+        Query slices are encoded in the order they are tracked and dropped once predicted, so memory stays bounded.
+        """
+        with self.clock.stage("encode"):
+            self.support_features = self._encode_supports(StageProgress(progress, 0, 0.3))
+        support_passes = self.encoder.passes
+        num_slices = self.query.shape[0]
+        order = propagation_order(num_slices)
+        batch = self.options.encoder_batch_size
+        for first in range(0, num_slices, batch):
+            chunk = order[first : first + batch]
+            with self.clock.stage("encode"):
+                features = self.encode(self.query[[i for i, _ in chunk]])
+            if self.tracker is None:
+                self.tracker = SliceTracker(
+                    self.model, self.encoder.geometry, self.device, num_slices, self.options.memory_dtype
+                )
+            for row, (index, reverse) in enumerate(chunk):
+                self._predict(index, reverse, features.slice_levels(row))
+                done = first + row + 1
+                progress(0.3 + 0.7 * done / num_slices, f"Segmenting slice {done}/{num_slices}")
+        stats = RunStats(
+            encoder_passes=self.encoder.passes,
+            query_slices=int(num_slices),
+            support_slices_encoded=int(support_passes),
+            support_slices_retrievable=len(self.refs),
+            labels=list(self.label_values),
+            seconds=dict(self.clock.seconds),
+        )
+        return StackSegmentation(self.labels, self.object_scores, self.ious, list(self.label_values), stats)
+
+    def _encode_supports(self, progress: ProgressCallback) -> StackFeatures:
+        """Features of the candidate support slices, one row per entry of ``refs``."""
+        parts = []
+        for s, support in enumerate(self.supports):
+            slices = [i for owner, i in self.refs if owner == s]
+            if slices:
+                stage = StageProgress(progress, s / len(self.supports), (s + 1) / len(self.supports))
+                parts.append(self.policy.support_features(self, support, slices, stage, f"support {s + 1}"))
+        return StackFeatures.concatenate(parts)
+
+    def _predict(self, index: int, reverse: bool, encoded: list[torch.Tensor]) -> None:
+        """Retrieve, attend and decode query slice ``index``, keep its outputs and remember its masks."""
+        self.cancel.raise_if_cancelled()
+        with self.clock.stage("retrieval"):
+            retrieved = top_k_slices(encoded, self.support_features, self.options.top_k)
+        support_memories = [self._support_memory(row) for row in retrieved]
+        levels = self.policy.query_levels(self, index, encoded)
+        num_slices, height, width = self.query.shape
+        with self.clock.stage("attention_decoding"):
+            prediction, current_out, feats = self.tracker.attend_and_decode(index, levels, support_memories, reverse)
+        with self.clock.stage("memory_encoding"):
+            self.tracker.remember(index, current_out, feats, keep_near=num_slices // 2 if reverse else index)
+        logits = logits_to_slice(prediction.logits[:, 0], height, width).cpu()
+        if self.on_slice_logits is not None:
+            self.on_slice_logits(index, logits)
+        self.labels[index] = _assemble_labels(logits, self.label_values)
+        self.object_scores[index] = prediction.object_scores.cpu().numpy()
+        self.ious[index] = prediction.ious.cpu().numpy()
+
+    def _support_memory(self, row: int) -> Memory:
+        """The conditioning memory of candidate ``row``: kept from an earlier slice, or encoded now."""
+        if row in self.memories:
+            return self.memories[row]
+        owner, index = self.refs[row]
+        support = self.supports[owner]
+        levels = self.policy.support_levels(self, row)
+        masks = masks_to_model_input(np.stack([support.labels[index] == v for v in self.label_values]), self.image_size)
+        with self.clock.stage("memory_encoding"):
+            memory = self.tracker.encode_support(levels, masks)
+        if self.policy.keeps_support_memories:
+            self.memories[row] = memory
+        return memory
+
+
+class FateSamEngine:
+    """Runs FATE-SAM with one loaded SAM2 model on a query stack and its support stacks."""
+
+    def __init__(self, loaded: LoadedModel, options: EngineOptions, feature_cache: FeatureCache | None = None) -> None:
+        self.model = loaded.model
+        self.device = loaded.device
+        self.image_size = loaded.image_size
         self.options = options
         self.feature_cache = feature_cache
-        if device.type == "cuda":
-            # TF32 for the float32 parts (bf16 autocast covers the rest), as SAM2's own examples set it.
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+
+    @property
+    def encoding(self) -> EncodingPolicy:
+        """How runs obtain features: once each (``options.reuse_features``), else as the reference code does."""
+        return ReuseFeatures(self.feature_cache) if self.options.reuse_features else ReferenceEncoding()
 
     def segment(
         self,
@@ -155,129 +354,5 @@ class FateSamEngine:
         are encoded in batches in the order they are tracked and dropped once predicted, so memory stays bounded.
         ``on_slice_logits`` receives each slice's logits at the slice's size (to inspect them; nothing keeps them).
         """
-        cancel = cancel or CancelToken()
-        clock = StageClock(self.device)
-        encoder = SliceEncoder(self.model, self.device, self.options.encoder_batch_size)
-        refs = support_candidates(supports, label_values)
-        with clock.stage("encode"):
-            support_features = self._encode_supports(supports, refs, encoder, StageProgress(progress, 0, 0.3), cancel)
-        support_passes = encoder.passes
-        tracker: SliceTracker | None = None
-        memories: dict[int, Memory] = {}
-
-        num_slices, height, width = query.shape
-        labels = np.zeros(query.shape, dtype=np.int64)
-        object_scores = np.zeros((num_slices, len(label_values)), dtype=np.float32)
-        ious = np.zeros((num_slices, len(label_values)), dtype=np.float32)
-        order = propagation_order(num_slices)
-        batch = self.options.encoder_batch_size
-        done = 0
-        for first in range(0, num_slices, batch):
-            chunk = order[first : first + batch]
-            with clock.stage("encode"):
-                chunk_features = encoder.encode(to_model_input(query[[i for i, _ in chunk]], self.image_size), cancel)
-            tracker = tracker or SliceTracker(
-                self.model, encoder.geometry, self.device, num_slices, self.options.memory_dtype
-            )
-            for row, (index, reverse) in enumerate(chunk):
-                cancel.raise_if_cancelled()
-                query_levels = chunk_features.slice_levels(row)
-                with clock.stage("retrieval"):
-                    retrieved = top_k_slices(query_levels, support_features, self.options.top_k)
-                support_memories = [
-                    self._support_memory(
-                        r, refs, supports, support_features, label_values, tracker, encoder, clock, memories
-                    )
-                    for r in retrieved
-                ]
-                if not self.options.reuse_features:
-                    with clock.stage("encode"):
-                        query_levels = encoder.encode(
-                            to_model_input(query[index : index + 1], self.image_size), cancel
-                        ).slice_levels(0)
-                with clock.stage("attention_decoding"):
-                    prediction, current_out, feats = tracker.attend_and_decode(
-                        index, query_levels, support_memories, reverse
-                    )
-                with clock.stage("memory_encoding"):
-                    tracker.remember(index, current_out, feats, keep_near=num_slices // 2 if reverse else index)
-                logits = logits_to_slice(prediction.logits[:, 0], height, width).cpu()
-                if on_slice_logits is not None:
-                    on_slice_logits(index, logits)
-                labels[index] = _assemble_labels(logits, label_values)
-                object_scores[index] = prediction.object_scores.cpu().numpy()
-                ious[index] = prediction.ious.cpu().numpy()
-                done += 1
-                progress(0.3 + 0.7 * done / num_slices, f"Segmenting slice {done}/{num_slices}")
-
-        stats = {
-            "encoder_passes": encoder.passes,
-            "query_slices": int(num_slices),
-            "support_slices_encoded": int(support_passes),
-            "support_slices_retrievable": len(refs),
-            "labels": list(label_values),
-            "seconds": dict(clock.seconds),
-        }
-        return StackSegmentation(labels, object_scores, ious, list(label_values), stats)
-
-    def _encode_supports(
-        self,
-        supports: list[SupportStack],
-        refs: list[tuple[int, int]],
-        encoder: SliceEncoder,
-        progress: ProgressCallback,
-        cancel: CancelToken,
-    ) -> StackFeatures:
-        """Features of the candidate support slices, one row per entry of ``refs``.
-
-        In naive mode every support slice is encoded, as the reference's retrieval does, and the candidates kept.
-        """
-        parts = []
-        for s, support in enumerate(supports):
-            slices = [i for owner, i in refs if owner == s]
-            if not slices:
-                continue
-            stage = StageProgress(progress, s / len(supports), (s + 1) / len(supports))
-            if not self.options.reuse_features:
-                inputs = to_model_input(support.image, self.image_size)
-                parts.append(encoder.encode(inputs, cancel, stage, f"support {s + 1}").select(slices))
-                continue
-            slices01 = support.image[slices]
-            features = self.feature_cache.load(slices01, self.device) if self.feature_cache else None
-            if features is None:
-                features = encoder.encode(to_model_input(slices01, self.image_size), cancel, stage, f"support {s + 1}")
-                if self.feature_cache:
-                    self.feature_cache.save(slices01, features)
-            parts.append(features)
-        return StackFeatures.concatenate(parts)
-
-    def _support_memory(
-        self,
-        row: int,
-        refs: list[tuple[int, int]],
-        supports: list[SupportStack],
-        support_features: StackFeatures,
-        label_values: list[int],
-        tracker: SliceTracker,
-        encoder: SliceEncoder,
-        clock: StageClock,
-        cache: dict[int, Memory],
-    ) -> Memory:
-        """The conditioning memory of candidate ``row``: from the cache, or re-encoded each time in naive mode."""
-        if row in cache:
-            return cache[row]
-        owner, index = refs[row]
-        support = supports[owner]
-        if self.options.reuse_features:
-            levels = support_features.slice_levels(row)
-        else:
-            with clock.stage("encode"):
-                inputs = to_model_input(support.image[index : index + 1], self.image_size)
-                for _ in range(REFERENCE_ENCODINGS_PER_SUPPORT):
-                    levels = encoder.encode(inputs, CancelToken()).slice_levels(0)
-        masks = masks_to_model_input(np.stack([support.labels[index] == v for v in label_values]), self.image_size)
-        with clock.stage("memory_encoding"):
-            memory = tracker.encode_support(levels, masks)
-        if self.options.reuse_features:
-            cache[row] = memory
-        return memory
+        run = EngineRun(self, self.encoding, query, supports, label_values, cancel or CancelToken(), on_slice_logits)
+        return run.segment(progress)

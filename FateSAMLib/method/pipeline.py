@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from ..models.devices import available_memory_bytes, not_enough_memory
 from ..options import RunSettings
 from ..progress import CancelToken, ProgressCallback, StageProgress, ignore_progress
 from ..segments import MAX_LABEL_VALUE, Segment, segment_key
-from .engine import FateSamEngine, StackSegmentation, SupportStack
+from .engine import FateSamEngine, RunStats, StackSegmentation, SupportStack
 from .normalization import normalize_intensities
 
 DOUBTFUL_SLICES_LISTED = 10
@@ -52,16 +52,40 @@ class Normalization:
         return normalize_intensities(array, percentiles=self.percentiles, window=self.window)
 
 
+@dataclass(frozen=True)
+class SliceConfidence:
+    """How sure the engine is of one label on one query slice (``certainty`` in [0, 1], see ``_slice_confidence``)."""
+
+    slice_index: int
+    label: int
+    name: str
+    object_score: float  # SAM2's object-score logit: > 0, the label is present
+    iou: float  # SAM2's predicted IoU of the mask
+    certainty: float
+
+
+@dataclass(frozen=True)
+class DoubtfulSlice:
+    """A query slice to review first: its index along ``axis``, its centre (LPS, mm), its lowest certainty, and
+    the label that has it."""
+
+    slice_index: int
+    axis: str
+    center_lps: list[float]
+    score: float
+    labels: list[str]
+
+
 @dataclass
 class SegmentationResult:
-    """The label volume on the query's grid, its segments, and what a reviewer needs to check it."""
+    """The label volume on the query's grid, its segments, what a reviewer needs to check it, and the run's counts."""
 
     labels: sitk.Image
     segments: list[Segment]
     slice_axis: str
-    doubtful_slices: list[dict] = field(default_factory=list)
-    confidence: list[dict] = field(default_factory=list)
-    stats: dict = field(default_factory=dict)
+    doubtful_slices: list[DoubtfulSlice]
+    confidence: list[SliceConfidence]
+    stats: RunStats
 
 
 def load_support(image_path: str | Path, labels_path: str | Path) -> SupportCase:
@@ -156,29 +180,29 @@ def _slice_confidence(result: StackSegmentation) -> np.ndarray:
 
 def _review_lists(
     result: StackSegmentation, segments: list[Segment], centers: np.ndarray, axis: str
-) -> tuple[list[dict], list[dict]]:
+) -> tuple[list[SliceConfidence], list[DoubtfulSlice]]:
     certainty = _slice_confidence(result)
     names = [s.name for s in segments]
     confidence = [
-        {
-            "slice_index": int(i),
-            "label": int(value),
-            "name": names[j],
-            "object_score": float(result.object_scores[i, j]),
-            "iou": float(result.ious[i, j]),
-            "certainty": float(certainty[i, j]),
-        }
+        SliceConfidence(
+            slice_index=int(i),
+            label=int(value),
+            name=names[j],
+            object_score=float(result.object_scores[i, j]),
+            iou=float(result.ious[i, j]),
+            certainty=float(certainty[i, j]),
+        )
         for i in range(certainty.shape[0])
         for j, value in enumerate(result.label_values)
     ]
     doubtful = [
-        {
-            "slice_index": int(i),
-            "axis": axis,
-            "center_lps": [float(c) for c in centers[i]],
-            "score": float(certainty[i].min()),
-            "labels": [names[j] for j in np.argsort(certainty[i])[:1]],
-        }
+        DoubtfulSlice(
+            slice_index=int(i),
+            axis=axis,
+            center_lps=[float(c) for c in centers[i]],
+            score=float(certainty[i].min()),
+            labels=[names[j] for j in np.argsort(certainty[i])[:1]],
+        )
         for i in np.argsort(certainty.min(axis=1), kind="stable")[:DOUBTFUL_SLICES_LISTED]
     ]
     return confidence, doubtful
@@ -233,10 +257,7 @@ def result_on_query_grid(result: StackSegmentation, prepared: PreparedInputs, qu
     axis = prepared.slice_axis
     label_image = labels_on_grid(result.labels, query, axis)
     confidence, doubtful = _review_lists(result, prepared.segments, slice_centers(query, axis), axis)
-    stats = dict(result.stats)
-    stats["slice_axis"] = axis
-    stats["segments"] = [{"value": s.value, "name": s.name, "color": list(s.color)} for s in prepared.segments]
-    return SegmentationResult(label_image, prepared.segments, axis, doubtful, confidence, stats)
+    return SegmentationResult(label_image, prepared.segments, axis, doubtful, confidence, result.stats)
 
 
 def segment_volume(

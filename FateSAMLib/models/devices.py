@@ -40,6 +40,16 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return chosen
 
 
+def use_tf32(device: torch.device) -> None:
+    """On CUDA, let the float32 parts run in TF32 (bf16 autocast covers the rest), as SAM2's own examples set it.
+
+    The switches are global to the process, so they are set once, where the model is loaded.
+    """
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
 class _MemoryStatusEx(ctypes.Structure):
     """Windows MEMORYSTATUSEX, filled by GlobalMemoryStatusEx."""
 

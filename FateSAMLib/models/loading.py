@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import warnings
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,10 +13,12 @@ from ..errors import ModelError
 from ..progress import CancelToken, ProgressCallback, StageProgress, ignore_progress
 from .architecture import build_architecture
 from .checkpoints import check_checkpoint_file, ensure_checkpoint, load_checkpoint_into
-from .devices import resolve_device
+from .devices import resolve_device, use_tf32
 from .registry import DEFAULT_MODEL, ModelSpec, check_image_size, get_model_spec
 
-RANDOM_WEIGHTS_WARNING = "SAM2 built with random weights (tests only): its masks are meaningless."
+RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS: the model is untrained, its masks are meaningless (tests and smoke runs)."
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,8 @@ def load_model(
     """Build SAM2 model ``name`` (a SAM2Base with the video tracking settings), frozen and in eval mode.
 
     Weights come from ``checkpoint`` (a local file), else from the verified cached download; with
-    ``random_weights`` they are seeded random numbers (tests only). ``image_size`` overrides the input size.
+    ``random_weights`` they are seeded random numbers (tests only), and the ``FateSAMLib`` logger warns that
+    they are. ``image_size`` overrides the input size. On CUDA it switches TF32 on, for the whole process.
     """
     cancel = cancel or CancelToken()
     spec = get_model_spec(name)
@@ -63,11 +66,12 @@ def load_model(
     progress(0.8, f"Building {spec.name}")
     model = build_architecture(spec, image_size=image_size, device="cpu", seed=seed)
     if random_weights:
-        warnings.warn(RANDOM_WEIGHTS_WARNING, UserWarning, stacklevel=2)
+        logger.warning(RANDOM_WEIGHTS_WARNING)
     else:
         cancel.raise_if_cancelled()
         progress(0.9, f"Loading weights from {checkpoint_path.name}")
         load_checkpoint_into(model, checkpoint_path, spec)
     model = model.to(target).eval().requires_grad_(False)
+    use_tf32(target)
     progress(1.0, f"{spec.name} ready on {target}")
     return LoadedModel(model, spec, target, model.image_size, random_weights, checkpoint_path)

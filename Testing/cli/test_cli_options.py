@@ -86,14 +86,14 @@ def test_top_k_above_the_candidate_slices_is_a_warning():
     assert event["event"] == "warning" and "--top-k 50 is more than the 12 support slices" in event["message"]
 
 
-def test_an_unwritable_feature_cache_is_warned_about_once_and_the_run_goes_on(tmp_path):
+def test_an_unwritable_feature_cache_is_warned_about_once_and_the_run_goes_on(tmp_path, caplog):
     (tmp_path / "a-file").write_text("not a folder")
-    warnings = []
-    cache = FeatureCache(tmp_path / "a-file" / "cache", "model", warnings.append)
+    cache = FeatureCache(tmp_path / "a-file" / "cache", "model")
     slices = np.zeros((2, 8, 8), np.float32)
     features = StackFeatures(levels=[torch.zeros(2, 4, 3)])
     cache.save(slices, features)
     cache.save(slices + 1, features)
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
     assert len(warnings) == 1 and "cannot be written" in warnings[0] and "goes on without it" in warnings[0]
     assert cache.load(slices, torch.device("cpu")) is None
 

@@ -16,7 +16,7 @@ from FateSAMLib.segments import Segment
 
 
 def make_engine(loaded, **options) -> FateSamEngine:
-    return FateSamEngine(loaded.model, loaded.device, loaded.image_size, EngineOptions(**options))
+    return FateSamEngine(loaded, EngineOptions(**options))
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +66,14 @@ def test_output_lies_on_the_query_grid_and_encodes_each_slice_once(tiny_model, h
     stats = result.stats
     # Only support slices that show a label can be retrieved, so only those are encoded (axial: the array's first axis).
     distinct_support_slices = sum(labelled_slices(case) for case in supports)
-    assert stats["query_slices"] == query.image.GetSize()[2]
-    assert stats["support_slices_encoded"] == distinct_support_slices
-    assert stats["encoder_passes"] == stats["query_slices"] + distinct_support_slices
-    assert stats["labels"] == [1, 2]
+    assert stats.query_slices == query.image.GetSize()[2]
+    assert stats.support_slices_encoded == distinct_support_slices
+    assert stats.encoder_passes == stats.query_slices + distinct_support_slices
+    assert stats.labels == [1, 2]
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(0.98)
-    assert len(result.confidence) == stats["query_slices"] * 2
+    assert len(result.confidence) == stats.query_slices * 2
     assert len(result.doubtful_slices) == 10
-    assert result.doubtful_slices[0]["score"] <= result.doubtful_slices[-1]["score"]
+    assert result.doubtful_slices[0].score <= result.doubtful_slices[-1].score
 
 
 def test_cached_and_naive_modes_give_identical_masks(tiny_model, hippocampus_cases):
@@ -83,21 +83,21 @@ def test_cached_and_naive_modes_give_identical_masks(tiny_model, hippocampus_cas
     assert np.array_equal(sitk.GetArrayFromImage(cached.labels), sitk.GetArrayFromImage(naive.labels))
     # The naive mode repeats the reference's encoder passes: every query and support slice once for retrieval, then
     # per query slice the query slice again and each of its top-k support slices twice.
-    slices = cached.stats["query_slices"]
+    slices = cached.stats.query_slices
     support_slices = sitk.GetArrayFromImage(supports[0].image).shape[0]
-    assert cached.stats["support_slices_retrievable"] >= 3
-    assert naive.stats["encoder_passes"] == slices + support_slices + slices * (1 + 2 * 3)
-    assert cached.stats["encoder_passes"] == slices + cached.stats["support_slices_encoded"]
+    assert cached.stats.support_slices_retrievable >= 3
+    assert naive.stats.encoder_passes == slices + support_slices + slices * (1 + 2 * 3)
+    assert cached.stats.encoder_passes == slices + cached.stats.support_slices_encoded
 
 
 def test_feature_cache_makes_a_second_run_encode_only_the_query(tiny_model, hippocampus_cases, tmp_path):
     supports, query = hippocampus_cases
     cache = FeatureCache(tmp_path / "features", model_key="sam2.1-tiny/random-0/128")
-    engine = FateSamEngine(tiny_model.model, tiny_model.device, tiny_model.image_size, EngineOptions(), cache)
+    engine = FateSamEngine(tiny_model, EngineOptions(), cache)
     first = segment_volume(engine, supports, query.image)
     second = segment_volume(engine, supports, query.image)
-    assert first.stats["encoder_passes"] == first.stats["query_slices"] + first.stats["support_slices_encoded"]
-    assert second.stats["encoder_passes"] == second.stats["query_slices"]
+    assert first.stats.encoder_passes == first.stats.query_slices + first.stats.support_slices_encoded
+    assert second.stats.encoder_passes == second.stats.query_slices
     assert len(list((tmp_path / "features").glob("*.pt"))) == len(supports)
     assert np.array_equal(sitk.GetArrayFromImage(first.labels), sitk.GetArrayFromImage(second.labels))
 

@@ -199,7 +199,7 @@ def test_engine_logits_equal_the_video_predictor_propagating_from_the_middle(
     num_slices, height, width = query.shape
     engine_logits: dict[int, torch.Tensor] = {}
     options = EngineOptions(top_k=1, encoder_batch_size=1, memory_dtype=torch.bfloat16)
-    engine = FateSamEngine(loaded.model, loaded.device, loaded.image_size, options)
+    engine = FateSamEngine(loaded, options)
     # Centre the object scores on zero, so that some slices see the labels present and others absent.
     probe = engine.segment(query, [support], LABELS)
     set_object_score_bias((loaded.model, predictor), -float(np.median(probe.object_scores)))

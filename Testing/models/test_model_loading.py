@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -10,13 +11,17 @@ from sam2.modeling.sam2_base import SAM2Base
 
 from FateSAMLib.errors import CheckpointError, ModelError
 from FateSAMLib.models.devices import available_memory_bytes, resolve_device
-from FateSAMLib.models.loading import load_model
+from FateSAMLib.models.loading import RANDOM_WEIGHTS_WARNING, load_model
 
 
-def build(**options):
+def build(caplog: pytest.LogCaptureFixture, **options):
+    """Load SAM2.1 tiny with random weights; the library logger warns about them exactly once."""
     options = {"random_weights": True, "image_size": 256, "device": "cpu", **options}
-    with pytest.warns(UserWarning, match="random weights"):
-        return load_model("sam2.1-tiny", **options)
+    caplog.clear()
+    loaded = load_model("sam2.1-tiny", **options)
+    warnings = [(r.name, r.levelno, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [("FateSAMLib.models.loading", logging.WARNING, RANDOM_WEIGHTS_WARNING)]
+    return loaded
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -24,11 +29,11 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
-def test_random_weights_build_a_frozen_sam2base_with_tracking_settings_deterministically():
+def test_random_weights_build_a_frozen_sam2base_with_tracking_settings_deterministically(caplog):
     torch.manual_seed(123)
     expected_next = torch.rand(3)
     torch.manual_seed(123)
-    loaded = build(seed=0)
+    loaded = build(caplog, seed=0)
     assert torch.equal(torch.rand(3), expected_next), "building must not disturb the caller's random numbers"
 
     model = loaded.model
@@ -42,8 +47,8 @@ def test_random_weights_build_a_frozen_sam2base_with_tracking_settings_determini
     assert (decoder.dynamic_multimask_stability_delta, decoder.dynamic_multimask_stability_thresh) == (0.05, 0.98)
     assert not hasattr(model, "fill_hole_area")
 
-    assert same_weights(model, build(seed=0).model)
-    assert not same_weights(model, build(seed=1).model)
+    assert same_weights(model, build(caplog, seed=0).model)
+    assert not same_weights(model, build(caplog, seed=1).model)
 
 
 @pytest.fixture(scope="module")
