@@ -1,8 +1,10 @@
 """FateSAM: few-shot segmentation of a volume from a few segmented examples, with frozen SAM2 modules (FATE-SAM).
 
 The module is a thin GUI over FateSAMLib: the logic exports the scene's inputs, runs the engine in a separate
-Python process, follows it with a timer, and imports the result (see FateSAMLib.slicer.run). The logic returns or
-raises and never opens a dialog: the widget asks the user and shows errors (see :func:`confirmInstallation`).
+Python process (or submits them to a ``fatesam serve`` server: FateSAMLib.slicer.remote_run), follows it with a
+timer, and imports the result (see FateSAMLib.slicer.run). The logic returns or raises and never opens a dialog: the
+widget asks the user and shows errors (see :func:`confirmInstallation`). The server's URL and token are kept in
+Slicer's settings (FateSAMLib.slicer.parameters.ServerChoice), never in the parameter node or the scene.
 """
 
 import contextlib
@@ -43,6 +45,7 @@ _addEngineToPath()
 from FateSAMLib.errors import FateSAMError  # noqa: E402
 from FateSAMLib.models.registry import MODELS, cached_checkpoint_path, model_names  # noqa: E402
 from FateSAMLib.options import DEVICES, NORMALIZATIONS, SLICE_AXIS_CHOICES, RunSettings  # noqa: E402
+from FateSAMLib.remote import ServerClient  # noqa: E402
 from FateSAMLib.segments import Segment  # noqa: E402
 from FateSAMLib.slicer.deps import (  # noqa: E402
     TORCH_VERSION,
@@ -54,8 +57,11 @@ from FateSAMLib.slicer.deps import (  # noqa: E402
 )
 from FateSAMLib.slicer.parameters import (  # noqa: E402
     DEFAULT_WINDOW,
+    RUN_ON_CHOICES,
+    ServerChoice,
     chosen_segment_names,
     complete_pairs,
+    connection_summary,
     first_scene_support,
     is_checked,
     model_hints,
@@ -64,6 +70,7 @@ from FateSAMLib.slicer.parameters import (  # noqa: E402
     with_scene_supports,
 )
 from FateSAMLib.slicer.process import BackgroundJob, start_download  # noqa: E402
+from FateSAMLib.slicer.remote_run import RemoteSegmentationRun  # noqa: E402
 from FateSAMLib.slicer.run import SegmentationRun, SupportPair, display_result, jump_to, segment_names  # noqa: E402
 from FateSAMLib.slicer.scene import (  # noqa: E402
     add_to_scene,
@@ -76,6 +83,7 @@ from FateSAMLib.slicer.scene import (  # noqa: E402
 from FateSAMLib.slicer.support_set import load_support_set, save_support_set  # noqa: E402
 
 POLL_INTERVAL_MS = 200
+CONNECTION_TIMEOUT_S = 10.0  # "Test connection" waits this long at most (Slicer is busy meanwhile)
 
 
 #
@@ -207,6 +215,11 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.loadSupportSetButton.clicked.connect(self.onLoadSupportSet)
         self.ui.segmentsList.itemChanged.connect(self.onSegmentItemChanged)
         self.ui.modelComboBox.currentTextChanged.connect(self.onModelChanged)
+        self._showServerChoice(ServerChoice.load(qt.QSettings()))
+        self.ui.runOnComboBox.currentIndexChanged.connect(self.onServerChoiceChanged)
+        self.ui.serverURLLineEdit.editingFinished.connect(self.onServerChoiceChanged)
+        self.ui.serverTokenLineEdit.editingFinished.connect(self.onServerChoiceChanged)
+        self.ui.testConnectionButton.clicked.connect(self.onTestConnection)
         self.ui.downloadModelButton.clicked.connect(self.onDownloadModel)
         self.ui.applyButton.clicked.connect(self.onApplyButton)
         self.ui.showInSegmentEditorButton.clicked.connect(self.onShowInSegmentEditor)
@@ -359,6 +372,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Apply becomes Cancel while a task runs; the model and its Download button wait until it has ended."""
         busy = self._task is not None
         self.ui.modelComboBox.enabled = not busy
+        self.ui.runOnComboBox.enabled = not busy
         self._showModelState()
         if busy:
             self.ui.applyButton.text = _("Cancel")
@@ -382,7 +396,14 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # Model
 
     def _showModelState(self) -> None:
-        """Show whether the chosen model's checkpoint is downloaded (the model list is the parameter node's choices)."""
+        """Show whether the chosen model's checkpoint is downloaded (the model list is the parameter node's choices).
+
+        On a server, the checkpoints and the device are the server's: nothing to download here.
+        """
+        if self._serverChoice().remote:
+            self.ui.modelStatusLabel.text = _("on the server")
+            self.ui.downloadModelButton.enabled = False
+            return
         downloaded = self.logic.modelStates().get(self.ui.modelComboBox.currentText, False)
         self.ui.modelStatusLabel.text = _("downloaded") if downloaded else _("not downloaded (about 40-900 MB)")
         self.ui.downloadModelButton.enabled = not downloaded and self._task is None
@@ -409,13 +430,55 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Download failed.")
             slicer.util.errorDisplay(str(job.error), windowTitle=_("FateSAM: download failed"))
 
+    # Where runs go (kept in Slicer's settings, not in the parameter node)
+
+    def _serverChoice(self) -> ServerChoice:
+        return ServerChoice(
+            RUN_ON_CHOICES[max(self.ui.runOnComboBox.currentIndex, 0)],
+            self.ui.serverURLLineEdit.text,
+            self.ui.serverTokenLineEdit.text,
+        )
+
+    def _showServerChoice(self, choice: ServerChoice) -> None:
+        self.ui.runOnComboBox.clear()
+        for name in RUN_ON_CHOICES:
+            self.ui.runOnComboBox.addItem(_(name))
+        self.ui.runOnComboBox.currentIndex = RUN_ON_CHOICES.index(choice.run_on)
+        self.ui.serverURLLineEdit.text = choice.url
+        self.ui.serverTokenLineEdit.text = choice.token
+        self._enableServerWidgets(choice.remote)
+
+    def _enableServerWidgets(self, remote: bool) -> None:
+        for widget in (self.ui.serverURLLineEdit, self.ui.serverTokenLineEdit, self.ui.testConnectionButton):
+            widget.enabled = remote
+        self.ui.deviceComboBox.enabled = not remote  # the server uses its own device
+        self._showModelState()
+
+    def onServerChoiceChanged(self, *unused) -> None:
+        choice = self._serverChoice()
+        choice.save(qt.QSettings())
+        self.ui.serverStatusLabel.text = ""
+        self._enableServerWidgets(choice.remote)
+
+    def onTestConnection(self) -> None:
+        choice = self._serverChoice()
+        choice.save(qt.QSettings())
+        with slicer.util.WaitCursor():
+            try:
+                self.ui.serverStatusLabel.text = self.logic.testConnection(**choice.run_keywords())
+            except FateSAMError as error:
+                self.ui.serverStatusLabel.text = str(error)
+
     # Dependencies
 
-    def _withDependencies(self, then) -> None:
-        """Call ``then`` once the engine's dependencies are there: at once, or when their installation succeeded."""
+    def _withDependencies(self, then, server=None) -> None:
+        """Call ``then`` once what a run needs is there: at once, or when its installation succeeded.
+
+        With a ``server``, a run needs nothing beyond Slicer: nothing is asked or installed.
+        """
         accepted, job = False, None
         with slicer.util.tryWithErrorDisplay(_("FateSAM could not install its dependencies."), waitCursor=False):
-            accepted, job = self.logic.startDependencyInstall(confirmInstallation, self._installingTorch)
+            accepted, job = self.logic.startDependencyInstall(confirmInstallation, self._installingTorch, server=server)
         if not accepted:
             return
         if job is None:
@@ -511,15 +574,22 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._task.cancel()
             self.ui.statusLabel.text = _("Cancelling...")
             return
-        self._withDependencies(self._startRun)
+        server = None
+        with slicer.util.tryWithErrorDisplay(_("FateSAM could not start."), waitCursor=False):
+            server = self._serverChoice().run_keywords()
+        if server is not None:
+            self._withDependencies(lambda: self._startRun(server), server.get("server"))
 
-    def _startRun(self) -> None:
+    def _startRun(self, server: dict) -> None:
+        """Start a run with the module's settings, on this computer or (``server``'s keywords) on the server."""
         if self._parameterNode is None:
             return
         with slicer.util.tryWithErrorDisplay(_("FateSAM could not start."), waitCursor=True):
-            run = self.logic.createRunFromParameterNode(self._parameterNode)
+            run = self.logic.createRunFromParameterNode(self._parameterNode, **server)
             self.ui.logTextEdit.clear()
             self.ui.doubtfulSlicesList.clear()
+            if server:
+                self._log(_("Running on the server at {url}").format(url=server["server"]))
             run.start()
             for warning in run.warnings:
                 self._log(_("Warning: ") + warning)
@@ -621,11 +691,14 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
     # Dependencies
 
     @staticmethod
-    def dependencyPlan() -> DependencyPlan:
+    def dependencyPlan(server=None) -> DependencyPlan:
         """What the engine still needs: torch packages (for the PyTorch extension) and other packages (for pip).
 
-        Raises FateSAMError when PyTorch is missing and the PyTorch extension, which installs it, is not installed.
+        A run on a ``server`` needs nothing beyond Slicer (the server has torch and sam2): an empty plan. Raises
+        FateSAMError when PyTorch is missing and the PyTorch extension, which installs it, is not installed.
         """
+        if server:
+            return DependencyPlan()
         plan = dependency_plan()
         plan.check_installable(pytorch_extension_installed=importlib.util.find_spec("PyTorchUtils") is not None)
         return plan
@@ -645,6 +718,8 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
         self,
         confirm: Callable[[DependencyPlan], bool] | None = None,
         whileInstallingTorch: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+        *,
+        server=None,
     ) -> tuple[bool, BackgroundJob | None]:
         """Ask once, then install what the engine needs; returns (accepted, the pip job to poll or None).
 
@@ -653,9 +728,10 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
         (PyTorchUtils has no background mode), inside ``whileInstallingTorch()`` (the widget shows a busy dialog).
         The other packages are installed by ``PythonSlicer -m pip`` in a separate process: the returned job, to poll
         until it has finished (it can be cancelled). (False, None) if declined; (True, None) if pip has nothing to
-        install. Raises FateSAMError as :meth:`dependencyPlan` and :meth:`installTorch` do.
+        install; always so for runs on a ``server``. Raises FateSAMError as :meth:`dependencyPlan` and
+        :meth:`installTorch` do.
         """
-        plan = self.dependencyPlan()
+        plan = self.dependencyPlan(server)
         if plan.complete:
             return True, None
         if not (confirm or confirmInstallation)(plan):
@@ -665,14 +741,15 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
                 self.installTorch()
         return True, (start_pip_install() if missing_packages() else None)
 
-    def ensureDependencies(self, confirm: Callable[[DependencyPlan], bool] | None = None) -> bool:
+    def ensureDependencies(self, confirm: Callable[[DependencyPlan], bool] | None = None, *, server=None) -> bool:
         """Install what the engine needs and wait (for scripts); False if ``confirm`` declined.
 
         ``confirm(plan)`` decides whether to install what is missing (default :func:`confirmInstallation`: a dialog
-        when Slicer shows its main window, else yes); ``confirm=lambda plan: True`` never asks. Raises FateSAMError
-        when PyTorch is missing and the PyTorch extension is not installed, or pip failed.
+        when Slicer shows its main window, else yes); ``confirm=lambda plan: True`` never asks. With a ``server``
+        nothing is needed. Raises FateSAMError when PyTorch is missing and the PyTorch extension is not installed,
+        or pip failed.
         """
-        accepted, job = self.startDependencyInstall(confirm)
+        accepted, job = self.startDependencyInstall(confirm, server=server)
         if not accepted:
             return False
         if job is not None:
@@ -681,8 +758,17 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
                 logging.info(line)
             if job.state != "succeeded":
                 raise job.error
-        check_installed()
+        if not server:
+            check_installed()
         return True
+
+    # Server
+
+    @staticmethod
+    def testConnection(server: str, token: str | None = None) -> str:
+        """A line describing the server at ``server`` (its models and defaults); raises FateSAMError as the client
+        words it: unreachable, wrong token (HTTP 401), not a FateSAM server."""
+        return connection_summary(server, ServerClient(server, token, timeout_s=CONNECTION_TIMEOUT_S).models())
 
     # Models
 
@@ -704,15 +790,31 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
         supports,
         segmentNames=None,
         outputSegmentation=None,
+        *,
+        server=None,
+        token=None,
         **options,
     ) -> SegmentationRun:
         """A background run; call start(), then poll() from a timer until finished (see FateSAMLib.slicer.run).
 
         supports: (volume, segmentation) pairs. options: RunSettings fields (FateSAMLib.options: model, checkpoint,
         random_weights, image_size, device, top_k, slice_axis, normalization, window...), refused (InputError) when
-        out of range before anything is exported.
+        out of range before anything is exported. With ``server`` (a ``fatesam serve`` URL) and its ``token``, the
+        run goes to that server (FateSAMLib.slicer.remote_run): only the job settings are sent (model, image_size,
+        top_k, slice_axis, normalization, percentiles, window); the device and weights are the server's.
         """
         pairs = [SupportPair(volume, segmentation) for volume, segmentation in supports]
+        if server:
+            return RemoteSegmentationRun(
+                slicer.mrmlScene,
+                targetVolume,
+                pairs,
+                server,
+                token,
+                segment_names=segmentNames,
+                options=RunSettings(**options),
+                output_node=outputSegmentation,
+            )
         return SegmentationRun(
             slicer.mrmlScene,
             targetVolume,
@@ -722,24 +824,31 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
             output_node=outputSegmentation,
         )
 
-    def createRunFromParameterNode(self, parameterNode) -> SegmentationRun:
-        """A background run with the module's current settings."""
+    def createRunFromParameterNode(self, parameterNode, *, server=None, token=None) -> SegmentationRun:
+        """A background run with the module's current settings, on this computer or on ``server`` (see createRun)."""
         pairs = complete_pairs(parameterNode.supports)
         return self.createRun(
             parameterNode.targetVolume,
             pairs,
             segmentNames=chosen_segment_names(pairs, parameterNode.uncheckedSegments),
             outputSegmentation=parameterNode.outputSegmentation,
+            server=server,
+            token=token,
             **run_options(parameterNode),
         )
 
-    def process(self, targetVolume, supports, segmentNames=None, outputSegmentation=None, **options):
+    def process(
+        self, targetVolume, supports, segmentNames=None, outputSegmentation=None, *, server=None, token=None, **options
+    ):
         """Segment ``targetVolume`` from ``supports`` and wait for the result (for scripts and batch use).
 
         Returns the result segmentation node (a new "<volume> FateSAM" node unless ``outputSegmentation`` is
-        given). Raises the engine's error (InputError, ModelError, ...) on failure; the scene is then unchanged.
+        given). With ``server`` and ``token``, the run goes to that ``fatesam serve`` server (see createRun).
+        Raises the engine's error (InputError, ModelError, ...) on failure; the scene is then unchanged.
         """
-        run = self.createRun(targetVolume, supports, segmentNames, outputSegmentation, **options)
+        run = self.createRun(
+            targetVolume, supports, segmentNames, outputSegmentation, server=server, token=token, **options
+        )
         result = run.run_blocking(on_poll=lambda _run: slicer.app.processEvents())
         for warning in run.warnings + self.showResult(result, targetVolume):
             logging.warning(warning)
@@ -795,6 +904,8 @@ class FateSAMTest(ScriptedLoadableModuleTest):
         self.test_supportSetRoundTrip()
         self.setUp()
         self.test_parameterNodeHoldsSupportPacksAndRunSettings()
+        self.setUp()
+        self.test_serverRunNeedsNothingInstalledAndKeepsTheTokenOutOfTheScene()
 
     @staticmethod
     def _geometry(spacing, angle_degrees):
@@ -895,4 +1006,22 @@ class FateSAMTest(ScriptedLoadableModuleTest):
             supportSet, pairs = FateSAMLogic.loadSupportSet(Path(folder) / "set")
         self.assertEqual(supportSet.name, "Synthetic")
         self.assertEqual([info.name for info in segment_infos(pairs[0][1])], [s.name for s in segments])
+        self.delayDisplay("Test passed")
+
+    def test_serverRunNeedsNothingInstalledAndKeepsTheTokenOutOfTheScene(self):
+        self.delayDisplay("A run on a server: nothing to install, the token only in the run")
+        logic = FateSAMLogic()
+        server = "http://127.0.0.1:8765"
+        self.assertTrue(logic.dependencyPlan(server=server).complete)
+        self.assertTrue(logic.ensureDependencies(confirm=lambda plan: self.fail("asked to install"), server=server))
+        target, supports, unusedSegments = self._inputs()
+        parameterNode = logic.getParameterNode()
+        parameterNode.targetVolume = target
+        parameterNode.supports = [FateSAMSupport(volume, segmentation) for volume, segmentation in supports]
+        run = logic.createRunFromParameterNode(parameterNode, server=server, token="secret-token")
+        self.assertIsInstance(run, RemoteSegmentationRun)
+        self.assertEqual(run.client.url, server)
+        node = parameterNode.parameterNode
+        values = [node.GetParameter(name) for name in node.GetParameterNames()]
+        self.assertFalse([value for value in values if "secret-token" in value or server in value])
         self.delayDisplay("Test passed")

@@ -9,6 +9,7 @@ Subpackages by dependency tier (each may import the tiers above it, never those 
 - ``io``: images and label maps read and written, voxel grids, one atomic write; numpy, SimpleITK, slicerio;
 - ``models`` (the rest): checkpoints, building and loading SAM2, devices; torch and sam2;
 - ``method``: the FATE-SAM method on SAM2's modules (encoder, retrieval, tracking, engine, pipeline); torch, sam2, io;
+- ``cohort``: many queries with one support set, on this machine or Ray actors (Ray only when asked); method, io;
 - ``cli``: the ``fatesam`` command line over all of it; ``metrics`` scores a result against a reference (io).
 """
 

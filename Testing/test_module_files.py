@@ -257,3 +257,60 @@ def test_readme_gives_the_slicer_self_test_and_console_commands():
     assert "slicer.testing.runUnitTest(['/path/to/checkout/FateSAM'], 'FateSAM')" in text
     assert "--additional-module-path /path/to/checkout/FateSAM" in text
     assert ".process(" in text and "PyTorch" in text
+
+
+SERVER_WIDGETS = ("runOnComboBox", "serverURLLineEdit", "serverTokenLineEdit", "testConnectionButton")
+
+
+def test_the_server_widgets_are_unbound_and_the_token_is_typed_as_a_password(ui_widgets):
+    """Where runs go is this computer's (Slicer's settings): no server widget is bound to the parameter node."""
+    root = ElementTree.parse(UI_FILE).getroot()
+    widgets = {widget.get("name"): widget for widget in root.iter("widget")}
+    assert {name: ui_widgets[name] for name in SERVER_WIDGETS} == {
+        "runOnComboBox": "QComboBox",
+        "serverURLLineEdit": "QLineEdit",
+        "serverTokenLineEdit": "QLineEdit",
+        "testConnectionButton": "QPushButton",
+    }
+    for name in SERVER_WIDGETS:
+        assert not [p for p in widgets[name].iter("property") if p.get("name") == "SlicerParameterName"], name
+    echo = [p.findtext("enum") for p in widgets["serverTokenLineEdit"].iter("property") if p.get("name") == "echoMode"]
+    assert echo == ["QLineEdit::Password"]
+
+
+def test_the_server_and_token_never_reach_the_parameter_node(script):
+    """No parameter of the node (saved with the scene) is about the server; the script keeps the choice only through
+    ServerChoice.load/save with qt.QSettings(), whose keys are FateSAMLib.slicer.parameters' (one place)."""
+    from FateSAMLib.slicer.parameters import RUN_ON_KEY, SERVER_TOKEN_KEY, SERVER_URL_KEY
+
+    node = fields(classes(script)["FateSAMParameterNode"])
+    assert not [name for name in node if re.search("server|token|url|runon", name, re.IGNORECASE)]
+    for node_ast in ast.walk(script):
+        if isinstance(node_ast, ast.Attribute) and isinstance(node_ast.ctx, ast.Store):
+            owner = ast.unparse(node_ast.value)
+            if "parameterNode" in owner or "ParameterNode" in owner:
+                assert not re.search("server|token|url", node_ast.attr, re.IGNORECASE), ast.unparse(node_ast)
+    text = ast.unparse(script)
+    assert not [key for key in (RUN_ON_KEY, SERVER_URL_KEY, SERVER_TOKEN_KEY) if key in text]
+    settings_calls = {
+        ast.unparse(n.func)
+        for n in ast.walk(script)
+        if isinstance(n, ast.Call) and "qt.QSettings()" in [ast.unparse(a) for a in n.args]
+    }
+    assert settings_calls == {"ServerChoice.load", "choice.save"}
+
+
+def test_the_logic_sends_runs_to_a_server_that_needs_no_local_dependencies(script):
+    """createRun/process/createRunFromParameterNode take server and token keywords (a RemoteSegmentationRun), and the
+    dependency plan of a server run is empty: no torch, no sam2 asked for."""
+    logic = {n.name: n for n in classes(script)["FateSAMLogic"].body if isinstance(n, ast.FunctionDef)}
+    for name in ("createRun", "createRunFromParameterNode", "process"):
+        arguments = logic[name].args
+        defaults = [ast.unparse(default) for default in arguments.kw_defaults]
+        keywords = dict(zip([a.arg for a in arguments.kwonlyargs], defaults, strict=True))
+        assert keywords == {"server": "None", "token": "None"}, name
+    assert "RemoteSegmentationRun(" in ast.unparse(logic["createRun"])
+    for name in ("startDependencyInstall", "ensureDependencies"):
+        assert [a.arg for a in logic[name].args.kwonlyargs] == ["server"], name
+    first = logic["dependencyPlan"].body[1]  # after the docstring
+    assert ast.unparse(first) == "if server:\n    return DependencyPlan()"

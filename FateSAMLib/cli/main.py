@@ -30,16 +30,21 @@ try:  # torch loads here, for seconds: Ctrl+C meanwhile ends the program quietly
         settings_from_args,
         warn_if_top_k_exceeds_candidates,
     )
+    from .batch import add_batch_parser
     from .crossval import add_crossval_parser
     from .evaluate import add_evaluate_parser
     from .models import add_models_parser
+    from .remote import add_server_arguments, run_remote_segment
     from .reporting import Reporter, json_writer, segment_stats
+    from .serve import add_serve_parser
 except KeyboardInterrupt:
     raise SystemExit(INTERRUPTED) from None
 
 
 def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> int:
     """``fatesam segment``: read, segment, write the label volume (and stats) atomically."""
+    if args.server:
+        return run_remote_segment(args, reporter, cancel)
     started = time.perf_counter()
     output = Path(args.output)
     if not output_suffix(output):
@@ -126,11 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--json-progress", action="store_true", help="one JSON object per line on stdout")
     segment.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_model_arguments(segment)
+    add_server_arguments(segment)
     segment.set_defaults(func=run_segment, reporting=True)
 
+    add_batch_parser(subparsers)
     add_crossval_parser(subparsers)
     add_evaluate_parser(subparsers)
     add_models_parser(subparsers)
+    add_serve_parser(subparsers)
     return parser
 
 

@@ -360,10 +360,7 @@ class SegmentationRun:
             segments = self._segments.plan(self.segment_names)
             self._inputs = export_inputs(self._folder.path, self.target, self.supports, segments)
             self._export_warnings = list(self._inputs.warnings)
-            arguments = segment_arguments(
-                self._inputs.supports, self._inputs.query, self._inputs.output, self.options, self._inputs.stats
-            )
-            self._job = BackgroundJob(engine_command(arguments, self.python), self.environment)
+            self._job = self._start_job(self._inputs)
         except BaseException:
             self._folder.remove()
             self._folder = None
@@ -371,6 +368,11 @@ class SegmentationRun:
         _LIVE_RUNS.add(self)
         self.state = "running"
         self.message = "Starting the engine"
+
+    def _start_job(self, inputs: RunInputs) -> BackgroundJob:
+        """Start the engine process on the exported files (a remote run submits them to a server instead)."""
+        arguments = segment_arguments(inputs.supports, inputs.query, inputs.output, self.options, inputs.stats)
+        return BackgroundJob(engine_command(arguments, self.python), self.environment)
 
     def poll(self) -> list[EngineEvent]:
         """Handle what the engine reported since the last call; when it has ended, import or clean up."""

@@ -1,0 +1,405 @@
+"""The client of a ``fatesam serve`` server, and what client and server agree on: standard library only (urllib).
+
+Used by ``fatesam segment --server URL`` and by the Slicer module's remote runs (``slicer.remote_run``), so it
+imports nothing that Slicer lacks. The API lives under ``/v1``; every route but ``/v1/health`` needs the header
+``Authorization: Bearer TOKEN``. A support set is named by the hash of its files' content
+(:func:`support_set_id`), so a client asks whether the server has it before uploading it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path, PurePath
+from typing import Any
+
+from . import errors
+from .errors import Cancelled, FateSAMError, InputError, ResourceError
+from .formats import IMAGE_SUFFIXES, LABEL_SUFFIXES, SEGMENTATION_SUFFIX, suffix_of
+from .options import SETTINGS, RunSettings
+
+API = "/v1"
+TOKEN_ENVIRONMENT = "FATESAM_TOKEN"
+"""The environment variable that holds the server's token for ``fatesam segment --server``."""
+UPLOAD_IMAGE_SUFFIXES = tuple(suffix for suffix in IMAGE_SUFFIXES if suffix not in (".nhdr", ".mhd"))
+"""Single-file volume formats a server accepts (a detached header's data file would be a second upload)."""
+UPLOAD_LABEL_SUFFIXES = tuple(suffix for suffix in LABEL_SUFFIXES if suffix not in (".nhdr", ".mhd"))
+JOB_SETTINGS = ("model", "image_size", "top_k", "slice_axis", "normalization", "percentiles", "window")
+"""The run settings a job may choose; the others (weights, device, threads, caches) are the server's own."""
+FINISHED_STATES = ("succeeded", "failed", "cancelled")
+CHUNK = 1024 * 1024
+
+_ERROR_CLASSES = {cls.__name__: cls for cls in vars(errors).values() if isinstance(cls, type)}
+
+
+def file_digest(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def support_set_id(files: Sequence[tuple[str, str, str, str]]) -> str:
+    """The id of a support set: a hash over its (image digest, image suffix, labels digest, labels suffix) in order.
+
+    Client and server compute it alike from the files' bytes, so equal content means one stored, encoded set.
+    """
+    text = "".join(" ".join(entry) + "\n" for entry in files)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def upload_suffix(name: str, suffixes: tuple[str, ...]) -> str:
+    """The format suffix of an uploaded file's name (its only part a server keeps); InputError when it has none."""
+    suffix = suffix_of(PurePath(name).name, suffixes)
+    if not suffix:
+        raise InputError(f"'{PurePath(name).name}' is not a supported file; upload one of: {', '.join(suffixes)}.")
+    return suffix
+
+
+def job_settings(settings: RunSettings) -> dict[str, Any]:
+    """The job settings of ``settings`` that differ from the defaults (the server's options fill in the others)."""
+    chosen = {}
+    for name in JOB_SETTINGS:
+        value = getattr(settings, name)
+        if value != SETTINGS[name].default:
+            chosen[name] = list(value) if isinstance(value, tuple) else value
+    return chosen
+
+
+def settings_arguments(values: Mapping[str, Any], allowed: Sequence[str] = JOB_SETTINGS) -> list[str]:
+    """Settings (as sent in JSON) as ``fatesam segment`` options, which the command line's parser then checks.
+
+    Only the ``allowed`` settings may appear (InputError otherwise); a switch appears when it is not its default.
+    """
+    arguments = []
+    for name, value in values.items():
+        if name not in allowed:
+            raise InputError(f"A job cannot set '{name}'; it may set: {', '.join(allowed)}.")
+        setting = SETTINGS[name]
+        if setting.metadata["argparse"].get("action") in ("store_true", "store_false"):
+            arguments += [setting.metadata["flag"]] if value != setting.default else []
+        elif value is not None:
+            items = value if isinstance(value, list | tuple) else [value]
+            arguments += [setting.metadata["flag"], *(str(item) for item in items)]
+    return arguments
+
+
+class ServerError(FateSAMError):
+    """The server could not be reached, refused the token, or answered something unexpected."""
+
+
+class ServerBusy(ResourceError):
+    """The server's queue is full; :attr:`retry_after_s` says when to try again."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def read_token(token_file: str | Path | None = None) -> str | None:
+    """The token from ``token_file`` when given, else from ``$FATESAM_TOKEN`` (None when neither is set)."""
+    if token_file is not None:
+        try:
+            text = Path(token_file).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise InputError(f"Cannot read the token file {token_file}: {error.strerror or error}.") from None
+        if not text:
+            raise InputError(f"The token file {token_file} is empty; copy the server's token into it.")
+        return text
+    return os.environ.get(TOKEN_ENVIRONMENT) or None
+
+
+def _multipart(fields: Mapping[str, str], files: Sequence[tuple[str, Path]]) -> tuple[str, int, Iterator[bytes]]:
+    """A multipart/form-data body streamed from disk: (content type, length, chunks)."""
+    boundary = uuid.uuid4().hex
+    heads = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    file_heads = [
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{path.name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        for name, path in files
+    ]
+    tail = f"--{boundary}--\r\n".encode()
+    sizes = [len(head) + path.stat().st_size + 2 for head, (_, path) in zip(file_heads, files, strict=True)]
+    length = sum(map(len, heads)) + sum(sizes)
+
+    def chunks() -> Iterator[bytes]:
+        yield from heads
+        for head, (_, path) in zip(file_heads, files, strict=True):
+            yield head
+            with open(path, "rb") as stream:
+                while chunk := stream.read(CHUNK):
+                    yield chunk
+            yield b"\r\n"
+        yield tail
+
+    return f"multipart/form-data; boundary={boundary}", length + len(tail), chunks()
+
+
+class ServerClient:
+    """The API of one server, at ``url`` (e.g. ``https://gpu-box:8765``), with its bearer ``token``."""
+
+    def __init__(self, url: str, token: str | None, timeout_s: float = 60.0) -> None:
+        parsed = urllib.parse.urlsplit(url.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise InputError(f"The server URL '{url}' is not an http(s) address; give e.g. http://gpu-box:8765.")
+        self.url = url.strip().rstrip("/")
+        self.token = token
+        self.timeout_s = timeout_s
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Iterator[bytes] | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[bytes, Mapping[str, str]]:
+        address = f"{self.url}{API}{path}"
+        request = urllib.request.Request(address, data=body, method=method, headers=dict(headers or {}))
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return response.read(), response.headers
+        except urllib.error.HTTPError as error:
+            failure = self._error(error)
+            failure.status = error.code
+            raise failure from None
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise ServerError(
+                f"Cannot reach the FateSAM server at {self.url} ({reason}). Check the URL, that 'fatesam serve' "
+                "runs there and that the network (and TLS certificate) allows the connection."
+            ) from None
+
+    def _error(self, error: urllib.error.HTTPError) -> FateSAMError:
+        try:
+            detail = json.loads(error.read() or b"{}")
+        except ValueError:
+            detail = {}
+        message = detail.get("detail") if isinstance(detail, dict) else None
+        if not isinstance(message, str):
+            message = f"The server at {self.url} answered HTTP {error.code} {error.reason}."
+        if error.code == 401:
+            return ServerError(f"{message} Check the token (the server prints where it keeps it).")
+        if error.code == 503:
+            retry = float(error.headers.get("Retry-After") or 10)
+            return ServerBusy(message, retry)
+        kind = _ERROR_CLASSES.get(detail.get("kind", ""))
+        return (kind or (InputError if error.code == 422 else ServerError))(message)
+
+    def _json(self, method: str, path: str, **options: Any) -> dict:
+        data, _ = self._request(method, path, **options)
+        return json.loads(data)
+
+    def health(self) -> dict:
+        """The server's version and queue (no token needed)."""
+        return self._json("GET", "/health")
+
+    def models(self) -> dict:
+        """The models the server can run and its default settings."""
+        return self._json("GET", "/models")
+
+    def has_support_set(self, set_id: str) -> bool:
+        """Whether the server holds the support set ``set_id``."""
+        try:
+            self._request("GET", f"/support-sets/{set_id}")
+        except FateSAMError as error:
+            if getattr(error, "status", None) == 404:
+                return False
+            raise
+        return True
+
+    def upload_support_set(self, supports: Sequence[tuple[Path, Path]]) -> str:
+        """Upload (image, labels) pairs as one support set, unless the server has it already; returns its id."""
+        entries = [
+            (file_digest(image), upload_suffix(image.name, UPLOAD_IMAGE_SUFFIXES))
+            + (file_digest(labels), upload_suffix(labels.name, UPLOAD_LABEL_SUFFIXES))
+            for image, labels in ((Path(i), Path(lab)) for i, lab in supports)
+        ]
+        set_id = support_set_id(entries)
+        if self.has_support_set(set_id):
+            return set_id
+        files = [(kind, Path(path)) for pair in supports for kind, path in zip(("images", "labels"), pair, strict=True)]
+        content_type, length, body = _multipart({}, files)
+        headers = {"Content-Type": content_type, "Content-Length": str(length)}
+        return self._json("POST", "/support-sets", body=body, headers=headers)["id"]
+
+    def submit(
+        self,
+        query: Path,
+        support_set: str,
+        settings: Mapping[str, Any] | None = None,
+        segments: Sequence[str] | None = None,
+        output_format: str = SEGMENTATION_SUFFIX,
+    ) -> str:
+        """Submit a job (the query volume, a support set's id, job settings); returns the job id."""
+        fields = {"support_set": support_set, "settings": json.dumps(dict(settings or {}))}
+        fields["output_format"] = output_format
+        if segments:
+            fields["segments"] = json.dumps(list(segments))
+        content_type, length, body = _multipart(fields, [("query", Path(query))])
+        headers = {"Content-Type": content_type, "Content-Length": str(length)}
+        return self._json("POST", "/jobs", body=body, headers=headers)["id"]
+
+    def job(self, job_id: str) -> dict:
+        """The job's state, progress fraction and message, warnings and error."""
+        return self._json("GET", f"/jobs/{job_id}")
+
+    def download(self, job_id: str, result: Path, stats: Path | None = None) -> None:
+        """Write the job's ``.seg.nrrd`` to ``result`` (and its statistics JSON to ``stats``)."""
+        Path(result).write_bytes(self._request("GET", f"/jobs/{job_id}/result")[0])
+        if stats is not None:
+            Path(stats).write_bytes(self._request("GET", f"/jobs/{job_id}/stats")[0])
+
+    def cancel(self, job_id: str) -> dict:
+        """Cancel the job (it stops within one slice) or, once finished, delete its results."""
+        return self._json("DELETE", f"/jobs/{job_id}")
+
+
+class RemoteJob:
+    """A whole remote run followed without blocking, like the engine process's ``BackgroundJob``: a thread uploads
+    the support set (unless the server has it), submits the job, follows it and downloads the result to ``output``
+    (and ``stats``); :meth:`poll` (e.g. from a timer) copies what it reached, :meth:`cancel` cancels the job.
+
+    States: "running", "succeeded", "failed", "cancelled". A busy server (HTTP 503) is asked again after its
+    Retry-After, for at most ``busy_wait_s`` seconds.
+    """
+
+    def __init__(
+        self,
+        client: ServerClient,
+        supports: Sequence[tuple[Path, Path]],
+        query: Path,
+        output: Path,
+        stats: Path | None = None,
+        settings: Mapping[str, Any] | None = None,
+        segments: Sequence[str] | None = None,
+        interval_s: float = 0.5,
+        busy_wait_s: float = 600.0,
+    ) -> None:
+        self.client = client
+        self.output, self.stats = Path(output), stats
+        self.state, self.fraction, self.message = "running", 0.0, "Connecting to the server"
+        self.warnings: list[str] = []
+        self.error: FateSAMError | None = None
+        self.done_output: str | None = None
+        self.job_id: str | None = None
+        self.log_tail: list[str] = []
+        self.process = None  # no local engine process
+        self._reached = dict(state="running", fraction=0.0, message=self.message, warnings=[], error=None)
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._interval_s, self._busy_wait_s = interval_s, busy_wait_s
+        arguments = (list(supports), Path(query), dict(settings or {}), list(segments or []))
+        self._thread = threading.Thread(target=self._follow, args=arguments, name="fatesam-remote", daemon=True)
+        self._thread.start()
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "running"
+
+    def _reach(self, **values: Any) -> None:
+        with self._lock:
+            self._reached.update(values)
+
+    def _submit(self, query: Path, set_id: str, settings: dict, segments: list[str]) -> str:
+        deadline = time.monotonic() + self._busy_wait_s
+        suffix = upload_suffix(self.output.name, (SEGMENTATION_SUFFIX, *UPLOAD_IMAGE_SUFFIXES))
+        while True:
+            try:
+                return self.client.submit(query, set_id, settings, segments, suffix)
+            except ServerBusy as busy:
+                if time.monotonic() + busy.retry_after_s > deadline:
+                    raise
+                self._reach(message=f"The server is busy; asking again in {busy.retry_after_s:g} s")
+                if self._cancel.wait(busy.retry_after_s):
+                    raise Cancelled("The run was cancelled before the server took it.") from None
+
+    def _follow(self, supports: list, query: Path, settings: dict, segments: list[str]) -> None:
+        try:
+            self._reach(message="Uploading the support set (once per support set)")
+            set_id = self.client.upload_support_set(supports)
+            self._cancel_if_asked()
+            self._reach(message="Uploading the volume")
+            self.job_id = self._submit(query, set_id, settings, segments)
+            cancel_sent = False
+            while True:
+                if self._cancel.is_set() and not cancel_sent:
+                    job, cancel_sent = self.client.cancel(self.job_id), True
+                    if job["state"] == "deleted":  # it had just finished: its result is discarded
+                        raise Cancelled("The run was cancelled; the server's result was discarded.")
+                else:
+                    job = self.client.job(self.job_id)
+                self._reach(fraction=job["fraction"], message=job["message"], warnings=job["warnings"])
+                if job["state"] in FINISHED_STATES:
+                    break
+                self._cancel.wait(self._interval_s)
+            if job["state"] == "succeeded":
+                self._reach(message="Downloading the result")
+                self.client.download(self.job_id, self.output, self.stats)
+                self.client.cancel(self.job_id)  # delete it from the server: it is here now
+                self._reach(state="succeeded", fraction=1.0, message="Done", done_output=str(self.output))
+            elif job["state"] == "cancelled" and self._cancel.is_set():
+                raise Cancelled("The run was cancelled; the server stopped its job.")
+            else:
+                error = job.get("error") or {"message": job["message"], "kind": "FateSAMError"}
+                raise _ERROR_CLASSES.get(error.get("kind", ""), FateSAMError)(error["message"])
+        except Cancelled as error:
+            self._reach(state="cancelled", error=error)
+        except FateSAMError as error:
+            self._reach(state="failed", error=error)
+        except Exception as error:  # a remote run must always end
+            self._reach(state="failed", error=ServerError(f"The remote run failed: {error}"))
+
+    def _cancel_if_asked(self) -> None:
+        if self._cancel.is_set():
+            raise Cancelled("The run was cancelled; nothing was submitted.")
+
+    def poll(self) -> list:
+        """Take what the thread reached since the last call (no events: the job's progress is in the fields)."""
+        with self._lock:
+            reached = dict(self._reached)
+        self.fraction, self.message = reached["fraction"], reached["message"]
+        self.warnings = list(reached["warnings"])
+        if reached["state"] != "running":
+            self.state, self.error = reached["state"], reached["error"]
+            self.done_output = reached.get("done_output")
+        return []
+
+    def cancel(self) -> None:
+        """Ask the server to cancel the job (it stops within one slice); the run ends at a later :meth:`poll`."""
+        if not self.finished:
+            self._cancel.set()
+            self.message = "Cancelling"
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Cancel and wait (at most about ``timeout_s``) until the thread has ended; the run is then over."""
+        self.cancel()
+        self._thread.join(timeout_s)
+        self.poll()
+        if not self.finished:
+            self.state, self.error = "cancelled", Cancelled("The remote run was cancelled.")
+
+    def wait(self, cancel_requested: Callable[[], bool] | None = None, interval_s: float = 0.1) -> None:
+        """Poll until the end (for the command line); ``cancel_requested()`` true cancels the run."""
+        while not self.finished:
+            if cancel_requested is not None and cancel_requested():
+                self.cancel()
+            self.poll()
+            if not self.finished:
+                time.sleep(interval_s)

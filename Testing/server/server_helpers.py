@@ -1,0 +1,106 @@
+"""A real ``fatesam serve`` application on 127.0.0.1 (uvicorn in a thread, a free port), and small real inputs."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the server extra is needed: pip install -e '.[server]'")
+
+import SimpleITK as sitk  # noqa: E402
+import uvicorn  # noqa: E402
+from conftest import HIPPOCAMPUS, TEST_IMAGE_SIZE, case_paths  # noqa: E402
+
+from FateSAMLib.remote import ServerClient  # noqa: E402
+from FateSAMLib.server.app import ServerConfig, Service, create_app  # noqa: E402
+
+TOKEN = "test-token-0123456789"
+ENGINE = ("--random-weights", "--image-size", str(TEST_IMAGE_SIZE), "--device", "cpu", "--slice-axis", "axial")
+"""The server's options: those of the local runs the tests compare with."""
+
+
+@dataclass
+class Served:
+    """A running server: its address, application and state."""
+
+    url: str
+    server: uvicorn.Server
+    app: object
+
+    @property
+    def service(self) -> Service:
+        return self.app.state.service
+
+    def client(self, token: str | None = TOKEN) -> ServerClient:
+        return ServerClient(self.url, token, timeout_s=30)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def running_server(**config: object) -> Iterator[Served]:
+    """Serve on a free loopback port until the block ends (uvicorn's shutdown then runs the lifespan's)."""
+    app = create_app(ServerConfig(engine_arguments=ENGINE, token=TOKEN, **config))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="test-server", daemon=True)
+    thread.start()
+    wait_for(lambda: server.started or not thread.is_alive(), 30, "the server to start")
+    assert thread.is_alive(), "the server did not start"
+    try:
+        yield Served(f"http://127.0.0.1:{port}", server, app)
+    finally:
+        server.should_exit = True
+        thread.join(60)
+        assert not thread.is_alive(), "the server did not stop"
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.02) -> object:
+    """Poll ``condition`` until it is true, at most ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(interval_s)
+    return value
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A support (image, labels) and queries, cropped from real hippocampus MRIs to a few axial slices."""
+
+    image: Path
+    labels: Path
+    query: Path
+    long_query: Path  # the whole volume: a run of seconds, to cancel or interrupt
+
+    @property
+    def supports(self) -> list[tuple[Path, Path]]:
+        return [(self.image, self.labels)]
+
+
+def small_inputs(folder: Path) -> Inputs:
+    """Write the test inputs into ``folder``."""
+    image, labels = (sitk.ReadImage(str(path)) for path in case_paths(HIPPOCAMPUS, "hippocampus_001"))
+    query = sitk.ReadImage(str(case_paths(HIPPOCAMPUS, "hippocampus_004")[0]))
+    paths = Inputs(folder / "s1.nii.gz", folder / "s1_labels.nii.gz", folder / "q.nii.gz", folder / "long.nii.gz")
+    sitk.WriteImage(image[:, :, 14:18], str(paths.image))
+    sitk.WriteImage(labels[:, :, 14:18], str(paths.labels))
+    sitk.WriteImage(query[:, :, 15:18], str(paths.query))
+    sitk.WriteImage(query, str(paths.long_query))
+    return paths
+
+
+def files_under(folder: Path) -> list[Path]:
+    """Every file below ``folder``."""
+    return sorted(path for path in folder.rglob("*") if path.is_file())

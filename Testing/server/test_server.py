@@ -1,0 +1,286 @@
+"""``fatesam serve`` end to end on 127.0.0.1: results equal to local runs, tokens, uploads, errors, cancel, queue."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import cut_short
+from server_helpers import ENGINE, TOKEN, files_under, running_server, small_inputs, wait_for
+
+from FateSAMLib.cli.main import main
+from FateSAMLib.errors import InputError
+from FateSAMLib.io.images import read_image
+from FateSAMLib.method.pipeline import load_support
+from FateSAMLib.remote import ServerBusy, ServerError
+from FateSAMLib.server.tokens import load_or_create_token
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return small_inputs(tmp_path_factory.mktemp("inputs"))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    with running_server(work_dir=tmp_path_factory.mktemp("server")) as server:
+        yield server
+
+
+@pytest.fixture
+def token_file(tmp_path):
+    path = tmp_path / "token"
+    path.write_text(TOKEN)
+    return path
+
+
+def segment(inputs, output: Path, *extra: str) -> list[str]:
+    image, labels = inputs.supports[0]
+    return ["segment", "--support", str(image), str(labels), "--query", str(inputs.query), "--output", str(output)]
+
+
+def request(served, method: str, path: str, body=None, headers=None) -> tuple[int, dict, dict]:
+    """One raw HTTP request: (status, JSON body, headers)."""
+    address = urllib.parse.urlsplit(served.url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    try:
+        connection.request(method, f"/v1{path}", body=body, headers=headers or {})
+        response = connection.getresponse()
+        data = response.read()
+        return response.status, json.loads(data) if data else {}, dict(response.getheaders())
+    finally:
+        connection.close()
+
+
+def written(path: Path) -> bytes:
+    """A file's bytes but the writer's timestamp comment ("# on 2026-01-01 10:00:00(GMT).")."""
+    return re.sub(rb"\n# on [^\n]*\n", b"\n", path.read_bytes(), count=1)
+
+
+def multipart(files: list[tuple[str, str, bytes]], fields: dict | None = None) -> tuple[bytes, dict]:
+    boundary = "testboundary1234"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in (fields or {}).items()
+    ]
+    for name, filename, data in files:
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n\r\n'
+        parts.append(head.encode() + data + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}", "Authorization": f"Bearer {TOKEN}"}
+
+
+def test_a_remote_job_writes_what_a_local_run_writes_and_a_support_set_is_stored_and_encoded_once(
+    served, inputs, tmp_path, token_file, capsys
+):
+    local, remote, again = tmp_path / "local.seg.nrrd", tmp_path / "remote.seg.nrrd", tmp_path / "again.seg.nrrd"
+    started = time.perf_counter()
+    assert main([*segment(inputs, local), *ENGINE, "--stats-json", str(tmp_path / "local.json")]) == 0
+    local_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    remote_args = ["--server", served.url, "--token-file", str(token_file), "--stats-json", str(tmp_path / "r.json")]
+    assert main([*segment(inputs, remote), *remote_args]) == 0
+    remote_seconds = time.perf_counter() - started
+    assert "RANDOM WEIGHTS" in capsys.readouterr().err  # the server's warnings reach the client
+    local_image, remote_image = sitk.ReadImage(str(local)), sitk.ReadImage(str(remote))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(local_image), sitk.GetArrayFromImage(remote_image))
+    assert local_image.GetOrigin() == remote_image.GetOrigin() and local_image.GetSpacing() == remote_image.GetSpacing()
+    assert written(remote) == written(local)
+    first = json.loads((tmp_path / "r.json").read_text())
+    assert first["support_slices_encoded"] > 0
+
+    os.environ.pop("FATESAM_TOKEN", None)
+    assert main([*segment(inputs, again), "--server", served.url, "--token-file", str(token_file), "--stats-json",
+                 str(tmp_path / "again.json")]) == 0  # fmt: skip
+    second = json.loads((tmp_path / "again.json").read_text())
+    assert second["support_slices_encoded"] == 0 and second["encoder_passes"] == second["query_slices"]
+    assert written(again) == written(local)
+    client = served.client()
+    ids = {client.upload_support_set(inputs.supports) for _ in range(2)}
+    assert len(ids) == 1 and len(served.service.store) == 1
+    image, labels = inputs.supports[0]
+    body, headers = multipart([("images", "a.nii.gz", image.read_bytes()), ("labels", "b.nii.gz", labels.read_bytes())])
+    status, answer, _ = request(served, "POST", "/support-sets", body, headers)
+    assert (status, answer["created"], answer["id"]) == (200, False, ids.pop())
+    print(f"\nend to end: local {local_seconds:.2f} s, remote {remote_seconds:.2f} s")
+
+
+def test_every_route_but_health_needs_the_token(served):
+    assert served.client(token=None).health()["status"] == "ok"
+    for token in (None, "wrong-token"):
+        for method, path in (("GET", "/models"), ("GET", "/jobs/x"), ("DELETE", "/jobs/x"), ("POST", "/jobs")):
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            status, answer, response_headers = request(served, method, path, headers=headers)
+            assert status == 401 and response_headers["www-authenticate"] == "Bearer", (method, path)
+            assert "Authorization: Bearer" in answer["detail"]
+    with pytest.raises(ServerError, match="Check the token"):
+        served.client(token="wrong").models()
+    assert "sam2.1-tiny" in served.client().models()["models"]
+
+
+def test_the_token_is_created_once_private_and_refused_when_others_can_read_it(tmp_path):
+    token, path, created = load_or_create_token(tmp_path / "config" / "server-token")
+    assert created and len(token) >= 40 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create_token(path) == (token, path, False)
+    path.chmod(0o644)
+    with pytest.raises(InputError, match="chmod 600"):
+        load_or_create_token(path)
+
+
+def test_a_path_in_an_upload_name_never_reaches_the_file_system(served, inputs):
+    image, labels = inputs.supports[0]
+    names = ("../../../../tmp/fatesam-evil.nii.gz", "/etc/fatesam-evil-labels.nii.gz")
+    body, headers = multipart([("images", names[0], image.read_bytes()), ("labels", names[1], labels.read_bytes())])
+    status, answer, _ = request(served, "POST", "/support-sets", body, headers)
+    assert status in (200, 201), answer
+    assert not Path("/tmp/fatesam-evil.nii.gz").exists() and not Path("/etc/fatesam-evil-labels.nii.gz").exists()
+    stored = files_under(served.service.folder)
+    assert stored and not any("evil" in str(path) for path in stored)
+    body, headers = multipart([("images", "../notes.txt", b"x"), ("labels", "l.nii.gz", b"y")])
+    status, answer, _ = request(served, "POST", "/support-sets", body, headers)
+    assert status == 422 and "'notes.txt' is not a supported file" in answer["detail"]
+
+
+def test_an_upload_over_the_limit_is_refused_while_it_streams_and_nothing_is_kept(tmp_path):
+    with running_server(work_dir=tmp_path, max_upload_bytes=1024 * 1024) as served:
+        sent = []
+
+        def chunks():
+            yield b'--b\r\nContent-Disposition: form-data; name="images"; filename="big.nii.gz"\r\n\r\n'
+            for _ in range(64):  # 4 MB, no Content-Length: only counting the stream can stop it
+                sent.append(1)
+                yield b"\0" * 65536
+
+        address = urllib.parse.urlsplit(served.url)
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+        headers = {"Content-Type": "multipart/form-data; boundary=b", "Authorization": f"Bearer {TOKEN}"}
+        try:
+            connection.request("POST", "/v1/support-sets", body=chunks(), headers=headers, encode_chunked=True)
+            response = connection.getresponse()
+            answer = json.loads(response.read())
+        except (BrokenPipeError, ConnectionResetError):
+            pytest.fail("the server closed the connection without answering")
+        finally:
+            connection.close()
+        assert response.status == 413 and "limit of 1 MB" in answer["detail"]
+        body, declared = multipart([("images", "a.nii.gz", b"\0" * (2 * 1024 * 1024))])
+        status, answer, _ = request(served, "POST", "/support-sets", body, declared)
+        assert status == 413 and "nothing of it was kept" in answer["detail"]
+        assert files_under(served.service.folder) == [] and len(served.service.store) == 0
+
+
+def test_damaged_and_mismatched_inputs_are_refused_with_the_command_lines_message(served, inputs, tmp_path):
+    client = served.client()
+    damaged = tmp_path / "damaged.nii.gz"
+    damaged.write_bytes(inputs.query.read_bytes())
+    cut_short(damaged, 0.5)
+    with pytest.raises(InputError) as refused:
+        read_image(damaged)
+    set_id = client.upload_support_set(inputs.supports)
+    with pytest.raises(InputError) as remote:
+        client.submit(damaged, set_id)
+    assert str(remote.value) == str(refused.value).replace(str(damaged), damaged.name)
+    assert remote.value.status == 422
+    image, _ = inputs.supports[0]
+    other_labels = tmp_path / "other_labels.nii.gz"
+    sitk.WriteImage(sitk.ReadImage(str(inputs.labels))[:, :, :3], str(other_labels))
+    with pytest.raises(InputError) as refused:
+        load_support(image, other_labels)
+    with pytest.raises(InputError) as remote:
+        client.upload_support_set([(image, other_labels)])
+    message = str(refused.value).replace(str(image), image.name).replace(str(other_labels), other_labels.name)
+    assert str(remote.value) == message and remote.value.status == 422
+    with pytest.raises(InputError, match="--top-k must be a whole number"):
+        client.submit(inputs.query, set_id, {"top_k": 0})
+    with pytest.raises(InputError, match="A job cannot set 'checkpoint'"):
+        client.submit(inputs.query, set_id, {"checkpoint": "/etc/passwd"})
+    assert not any(path.name.startswith("result") for path in files_under(served.service.jobs_folder))
+
+
+def test_unknown_jobs_are_404_with_a_message(served):
+    status, answer, _ = request(served, "GET", "/jobs/0123abcd", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert status == 404 and "Unknown job 0123abcd" in answer["detail"] and "restarted" in answer["detail"]
+
+
+def test_cancel_mid_run_stops_the_job_within_a_slice(served, inputs):
+    client = served.client()
+    job_id = client.submit(inputs.long_query, client.upload_support_set(inputs.supports))
+    wait_for(lambda: "Segmenting slice" in client.job(job_id)["message"], 120, "the job to segment")
+    assert client.cancel(job_id)["state"] in ("running", "cancelled")
+    cancelled_at = time.monotonic()
+    state = wait_for(lambda: (job := client.job(job_id))["state"] != "running" and job, 30, "the cancel")
+    assert state["state"] == "cancelled" and time.monotonic() - cancelled_at < 10
+    with pytest.raises(ServerError, match="has no result"):
+        client.download(job_id, Path("unused.seg.nrrd"))
+    assert client.cancel(job_id)["state"] == "deleted"
+    with pytest.raises(ServerError, match="Unknown job"):
+        client.job(job_id)
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_shutdown_leaves_no_files(inputs, tmp_path):
+    with running_server(work_dir=tmp_path, workers=1, queue_size=1) as served:
+        client = served.client()
+        set_id = client.upload_support_set(inputs.supports)
+        running = client.submit(inputs.long_query, set_id)
+        wait_for(lambda: client.job(running)["state"] == "running", 60, "the first job to start")
+        waiting = client.submit(inputs.query, set_id)
+        with pytest.raises(ServerBusy) as busy:
+            client.submit(inputs.query, set_id)
+        assert busy.value.retry_after_s >= 1 and "try again in" in str(busy.value)
+        assert client.job(waiting)["state"] == "queued"
+        wait_for(lambda: "Segmenting slice" in client.job(running)["message"], 120, "the job to segment")
+        folder = served.service.folder
+        assert files_under(folder)
+        stopped = time.monotonic()
+    assert time.monotonic() - stopped < 30
+    assert not folder.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_the_serve_command_creates_a_private_token_serves_and_stops_on_sigterm(tmp_path):
+    from server_helpers import free_port
+
+    port = free_port()
+    environment = {**os.environ, "FATESAM_CONFIG_DIR": str(tmp_path / "config"), "TMPDIR": str(tmp_path)}
+    command = [sys.executable, "-m", "FateSAMLib.cli", "serve", "--port", str(port), *ENGINE]
+    process = subprocess.Popen(command, cwd=REPO, env=environment, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in process.stderr:
+            lines.append(line)
+            if "Uvicorn running" in line or len(lines) > 50:
+                break
+        token_file = tmp_path / "config" / "server-token"
+        token = token_file.read_text().strip()
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600 and token in "".join(lines)
+        from FateSAMLib.remote import ServerClient
+
+        client = ServerClient(f"http://127.0.0.1:{port}", token)
+        assert client.health()["status"] == "ok" and client.models()["defaults"]["random_weights"] is True
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith("fatesam-server-")]
+
+
+def test_serve_refuses_no_auth_off_loopback_and_half_a_tls_pair(capsys):
+    assert main(["serve", "--host", "0.0.0.0", "--no-auth"]) == 1
+    assert "--no-auth is for this computer only" in capsys.readouterr().err
+    assert main(["serve", "--ssl-certfile", "cert.pem"]) == 1
+    assert "go together" in capsys.readouterr().err
