@@ -1,6 +1,8 @@
 """Cohort throughput: cases per hour for N hippocampus queries at a small input size with random weights, run as
 sequential ``fatesam segment`` processes, as one ``fatesam batch`` (model and supports loaded once) and as
 ``fatesam batch --ray`` with 2 workers. Prints one row per way and writes them as JSON with --json.
+On a shared machine pass --threads 1: two torch threads on two busy cores wait on each other (measured 4x slower),
+which favours the single-threaded Ray workers.
 
     python Testing/benchmark_cohort.py [--cases 8] [--image-size 128] [--json rows.json]
 """
@@ -36,6 +38,9 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--threads", type=int, help="torch threads of segment and batch (each Ray worker uses 1); default torch's"
+    )
     args = parser.parse_args()
     support = [
         "--support",
@@ -43,6 +48,7 @@ def main() -> None:
         str(HIPPOCAMPUS / "labels" / f"{SUPPORT}.nii.gz"),
     ]
     model = ["--random-weights", "--model", "sam2.1-tiny", "--image-size", str(args.image_size), "--device", "cpu"]
+    threads = ["--threads", str(args.threads)] if args.threads else []
     names = sorted(p.name for p in (HIPPOCAMPUS / "images").glob("*.nii.gz") if SUPPORT not in p.name)[: args.cases]
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -52,11 +58,20 @@ def main() -> None:
             (queries / name).symlink_to(HIPPOCAMPUS / "images" / name)
         ways = {
             "sequential fatesam segment": lambda: [
-                fatesam("segment", *support, "--query", str(queries / n), "--output", str(root / "seq" / n), *model)
+                fatesam(
+                    "segment",
+                    *support,
+                    "--query",
+                    str(queries / n),
+                    "--output",
+                    str(root / "seq" / n),
+                    *model,
+                    *threads,
+                )
                 for n in names
             ],
             "fatesam batch": lambda: fatesam(
-                "batch", *support, "--queries", str(queries), "--output-dir", str(root / "batch"), *model
+                "batch", *support, "--queries", str(queries), "--output-dir", str(root / "batch"), *model, *threads
             ),
             "fatesam batch --ray (2 workers)": lambda: fatesam(
                 "batch",
