@@ -31,6 +31,7 @@ try:  # torch loads here, for seconds: Ctrl+C meanwhile ends the program quietly
         warn_if_top_k_exceeds_candidates,
     )
     from .batch import add_batch_parser
+    from .corrections import add_correction_arguments, corrections_from_args
     from .crossval import add_crossval_parser
     from .evaluate import add_evaluate_parser
     from .models import add_models_parser
@@ -55,6 +56,7 @@ def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToke
     reporter.progress(0.0, "Reading volumes")
     supports = [load_support(image, labels) for image, labels in args.support]
     query = read_image(args.query)
+    corrections = corrections_from_args(args, query, settings.slice_axis)
     read_seconds = time.perf_counter() - started
 
     engine = engine_from_settings(settings, reporter, cancel, StageProgress(reporter.progress, 0.01, 0.1))
@@ -68,6 +70,7 @@ def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToke
         normalization=Normalization.from_settings(settings),
         progress=StageProgress(reporter.progress, 0.1, 0.98),
         cancel=cancel,
+        corrections=corrections,
     )
     cancel.raise_if_cancelled()
     warn_if_top_k_exceeds_candidates(settings.top_k, vars(result.stats), reporter)
@@ -131,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--json-progress", action="store_true", help="one JSON object per line on stdout")
     segment.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_model_arguments(segment)
+    add_correction_arguments(segment)
     add_server_arguments(segment)
     segment.set_defaults(func=run_segment, reporting=True)
 

@@ -184,18 +184,22 @@ def on_reference_grid(labels: sitk.Image, reference: sitk.Image, what: str, *, c
     return placed
 
 
-def read_label_map(path: str | Path, reference: sitk.Image) -> tuple[sitk.Image, list[Segment]]:
-    """Read support labels (label map or .seg.nrrd) onto ``reference``'s grid; returns the image and its segments.
+def read_labels_on_grid(path: str | Path, reference: sitk.Image, what: str) -> tuple[sitk.Image, list[Segment]]:
+    """Read a label map or .seg.nrrd onto ``reference``'s grid (``what`` names the pair in a mismatch message).
 
     A plain label map must be on the reference's grid; a .seg.nrrd on a cropped but aligned sub-grid of it (as Slicer
-    may save) is padded with background. Raises :class:`InputError` as :func:`read_labels` does, and for another
-    grid or no foreground.
+    may save) is padded with background. Raises :class:`InputError` as :func:`read_labels` does, and for another grid.
     """
     labels, segments = read_labels(path)
+    return on_reference_grid(labels, reference, what, cropped=is_segmentation_file(path)), segments
+
+
+def read_label_map(path: str | Path, reference: sitk.Image) -> tuple[sitk.Image, list[Segment]]:
+    """Read support labels onto ``reference``'s grid (see :func:`read_labels_on_grid`); refuses empty labels."""
+    labels, segments = read_labels_on_grid(path, reference, f"{path} does not match its image")
     if not segments:
         raise InputError(f"{path}: the support labels are empty (no foreground voxel). Draw the structures first.")
-    what = f"{path} does not match its image"
-    return on_reference_grid(labels, reference, what, cropped=is_segmentation_file(path)), segments
+    return labels, segments
 
 
 def labels_on_grid(stack_labels: np.ndarray, reference: sitk.Image, axis: str) -> sitk.Image:

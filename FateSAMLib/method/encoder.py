@@ -54,6 +54,24 @@ class EncoderOutputGeometry:
     feat_sizes: list[tuple[int, int]]
     pos_embeds: list[torch.Tensor]
 
+    @classmethod
+    def of_model(cls, model: torch.nn.Module, device: torch.device) -> EncoderOutputGeometry:
+        """The geometry without encoding a slice (a run whose features all come from the cache).
+
+        SAM2 keeps the FPN levels of strides 4, 8 and 16 (``num_feature_levels`` of them, coarsest last) and encodes
+        their positions with its neck's sine encoding, which depends on the level's size only.
+        """
+        strides = [model.backbone_stride // 2**i for i in range(model.num_feature_levels)][::-1]
+        sizes = [(model.image_size // stride, model.image_size // stride) for stride in strides]
+        channels = model.image_encoder.neck.d_model
+        with torch.inference_mode(), compute_autocast(device):
+            embeds = [
+                model.image_encoder.neck.position_encoding(torch.zeros(1, channels, h, w, device=device))
+                for h, w in sizes
+            ]
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the neck's output dtype
+        return cls(sizes, [pos.to(dtype).flatten(2).permute(2, 0, 1) for pos in embeds])
+
 
 def compute_autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA, as SAM2 runs there; full precision elsewhere."""
@@ -92,9 +110,9 @@ class SliceEncoder:
 
     @property
     def geometry(self) -> EncoderOutputGeometry:
-        """Level sizes and positional encodings, known once a slice has been encoded."""
+        """Level sizes and positional encodings: those of the encoded slices, else SAM2's for the model's input."""
         if self._geometry is None:
-            raise RuntimeError("Encode a slice before asking for the feature geometry.")
+            self._geometry = EncoderOutputGeometry.of_model(self.model, self.device)
         return self._geometry
 
     def _run(self, images: torch.Tensor) -> list[torch.Tensor]:

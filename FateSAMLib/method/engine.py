@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -15,6 +15,7 @@ from ..errors import InputError
 from ..models.loading import LoadedModel
 from ..options import RunSettings
 from ..progress import CancelToken, ProgressCallback, StageProgress, ignore_progress
+from .corrections import Corrections, nearest_corrected, propagation_order
 from .encoder import FeatureCache, SliceEncoder, StackFeatures
 from .normalization import logits_to_slice, masks_to_model_input, to_model_input
 from .retrieval import top_k_slices
@@ -34,6 +35,8 @@ class SupportStack:
 # In the reference code each retrieved support slice is encoded twice per query slice: once when its mask is added as a
 # prompt and once more for its memory, because SAM2's video predictor keeps the features of the latest frame only.
 REFERENCE_ENCODINGS_PER_SUPPORT = 2
+# What a corrected slice reports as SAM2's object score (the score SAM2 gives a mask used as output: +-10).
+CORRECTED_OBJECT_SCORE = 10.0
 
 
 @dataclass
@@ -74,6 +77,7 @@ class RunStats:
     support_slices_retrievable: int  # candidate support slices: those that show one of the labels
     labels: list[int]
     seconds: dict[str, float]
+    corrected_slices: list[int] = field(default_factory=list)  # copied from the corrections, not predicted
 
 
 @dataclass
@@ -108,12 +112,6 @@ class StageClock:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
-def propagation_order(num_slices: int) -> list[tuple[int, bool]]:
-    """(slice, reverse) in FATE-SAM's order: from the middle slice down to the first, then up to the last."""
-    start = num_slices // 2
-    return [(i, True) for i in range(start, -1, -1)] + [(i, False) for i in range(start + 1, num_slices)]
-
-
 def support_candidates(supports: list[SupportStack], label_values: list[int]) -> list[tuple[int, int]]:
     """(support, slice) of every support slice that shows at least one of the labels: the only ones retrieval ranks."""
     refs = []
@@ -144,6 +142,9 @@ class EncodingPolicy(Protocol):
     ) -> StackFeatures:
         """Features of the candidate ``slices`` of one support, in order."""
 
+    def query_features(self, run: EngineRun, indices: list[int]) -> StackFeatures:
+        """Features of the query slices ``indices`` (one encoder batch), in order, used for retrieval."""
+
     def query_levels(self, run: EngineRun, index: int, encoded: list[torch.Tensor]) -> list[torch.Tensor]:
         """Features query slice ``index`` is decoded with; ``encoded`` are those of its batch (used for retrieval)."""
 
@@ -171,6 +172,20 @@ class ReuseFeatures:
                 self.feature_cache.save(slices01, features)
         return features
 
+    def query_features(self, run: EngineRun, indices: list[int]) -> StackFeatures:
+        """From the disk cache where a slice's features are there (a refine run encodes no slice), else encoded
+        (and cached)."""
+        if self.feature_cache is None:
+            return run.encode(run.query[indices])
+        cached = {i: self.feature_cache.load(run.query[i : i + 1], run.device) for i in indices}
+        missing = [i for i in indices if cached[i] is None]
+        if missing:
+            encoded = run.encode(run.query[missing])
+            for row, i in enumerate(missing):
+                cached[i] = encoded.select([row])
+                self.feature_cache.save(run.query[i : i + 1], cached[i])
+        return StackFeatures.concatenate([cached[i] for i in indices])
+
     def query_levels(self, run: EngineRun, index: int, encoded: list[torch.Tensor]) -> list[torch.Tensor]:
         return encoded
 
@@ -191,6 +206,9 @@ class ReferenceEncoding:
         self, run: EngineRun, support: SupportStack, slices: list[int], progress: ProgressCallback, label: str
     ) -> StackFeatures:
         return run.encode(support.image, progress, label).select(slices)
+
+    def query_features(self, run: EngineRun, indices: list[int]) -> StackFeatures:
+        return run.encode(run.query[indices])
 
     def query_levels(self, run: EngineRun, index: int, encoded: list[torch.Tensor]) -> list[torch.Tensor]:
         with run.clock.stage("encode"):
@@ -221,6 +239,7 @@ class EngineRun:
         label_values: list[int],
         cancel: CancelToken,
         on_slice_logits: SliceLogitsCallback | None = None,
+        corrections: Corrections | None = None,
     ) -> None:
         self.model, self.device, self.image_size, self.options = (
             engine.model,
@@ -237,6 +256,8 @@ class EngineRun:
         self.refs = support_candidates(supports, self.label_values)
         self.support_features = StackFeatures(levels=[])
         self.memories: dict[int, Memory] = {}
+        self.corrections = corrections
+        self.corrected_memories: dict[int, Memory] = {}
         self.tracker: SliceTracker | None = None
         num_slices, num_labels = query.shape[0], len(self.label_values)
         self.labels = np.zeros(query.shape, dtype=np.int64)
@@ -248,27 +269,30 @@ class EngineRun:
         return self.encoder.encode(to_model_input(slices01, self.image_size), self.cancel, progress, label)
 
     def segment(self, progress: ProgressCallback) -> StackSegmentation:
-        """Encode the candidate support slices, then track the query slices middle-out in encoder batches.
+        """Encode the candidate support slices, then track the query slices in encoder batches.
 
-        Query slices are encoded in the order they are tracked and dropped once predicted, so memory stays bounded.
+        Without corrections the slices are tracked middle-out; with them, outwards from the corrected slices, which are
+        copied to the output and become conditioning memories. Query slices are encoded in the order they are tracked
+        and dropped once predicted, so memory stays bounded.
         """
         with self.clock.stage("encode"):
             self.support_features = self._encode_supports(StageProgress(progress, 0, 0.3))
         support_passes = self.encoder.passes
         num_slices = self.query.shape[0]
-        order = propagation_order(num_slices)
+        corrected = self.corrections.slices if self.corrections else []
+        order = propagation_order(num_slices, corrected)
+        pending = {i for i, _ in order}
         batch = self.options.encoder_batch_size
-        for first in range(0, num_slices, batch):
+        for first in range(0, len(corrected), batch):
+            self._encode_corrected(corrected[first : first + batch])
+        for first in range(0, len(order), batch):
             chunk = order[first : first + batch]
             with self.clock.stage("encode"):
-                features = self.encode(self.query[[i for i, _ in chunk]])
-            if self.tracker is None:
-                self.tracker = SliceTracker(
-                    self.model, self.encoder.geometry, self.device, num_slices, self.options.memory_dtype
-                )
+                features = self.policy.query_features(self, [i for i, _ in chunk])
             for row, (index, reverse) in enumerate(chunk):
-                self._predict(index, reverse, features.slice_levels(row))
-                done = first + row + 1
+                pending.discard(index)
+                self._predict(index, reverse, features.slice_levels(row), pending)
+                done = len(corrected) + first + row + 1
                 progress(0.3 + 0.7 * done / num_slices, f"Segmenting slice {done}/{num_slices}")
         stats = RunStats(
             encoder_passes=self.encoder.passes,
@@ -277,8 +301,32 @@ class EngineRun:
             support_slices_retrievable=len(self.refs),
             labels=list(self.label_values),
             seconds=dict(self.clock.seconds),
+            corrected_slices=list(corrected),
         )
         return StackSegmentation(self.labels, self.object_scores, self.ious, list(self.label_values), stats)
+
+    def _ensure_tracker(self) -> SliceTracker:
+        if self.tracker is None:
+            num_slices = self.query.shape[0]
+            self.tracker = SliceTracker(
+                self.model, self.encoder.geometry, self.device, num_slices, self.options.memory_dtype
+            )
+        return self.tracker
+
+    def _encode_corrected(self, indices: list[int]) -> None:
+        """Corrected slices: their masks copied to the output and encoded as conditioning memories, as supports are."""
+        with self.clock.stage("encode"):
+            features = self.policy.query_features(self, indices)
+        tracker = self._ensure_tracker()
+        for row, index in enumerate(indices):
+            labels = self.corrections.labels[index]
+            masks = masks_to_model_input(np.stack([labels == v for v in self.label_values]), self.image_size)
+            with self.clock.stage("memory_encoding"):
+                self.corrected_memories[index] = tracker.encode_support(features.slice_levels(row), masks)
+            self.labels[index] = labels
+            present = np.array([(labels == v).any() for v in self.label_values])
+            self.object_scores[index] = np.where(present, CORRECTED_OBJECT_SCORE, -CORRECTED_OBJECT_SCORE)
+            self.ious[index] = 1.0
 
     def _encode_supports(self, progress: ProgressCallback) -> StackFeatures:
         """Features of the candidate support slices, one row per entry of ``refs``."""
@@ -290,18 +338,22 @@ class EngineRun:
                 parts.append(self.policy.support_features(self, support, slices, stage, f"support {s + 1}"))
         return StackFeatures.concatenate(parts)
 
-    def _predict(self, index: int, reverse: bool, encoded: list[torch.Tensor]) -> None:
+    def _predict(self, index: int, reverse: bool, encoded: list[torch.Tensor], pending: set[int]) -> None:
         """Retrieve, attend and decode query slice ``index``, keep its outputs and remember its masks."""
         self.cancel.raise_if_cancelled()
+        tracker = self._ensure_tracker()
         with self.clock.stage("retrieval"):
             retrieved = top_k_slices(encoded, self.support_features, self.options.top_k)
         support_memories = [self._support_memory(row) for row in retrieved]
         levels = self.policy.query_levels(self, index, encoded)
-        num_slices, height, width = self.query.shape
+        _, height, width = self.query.shape
+        corrected = {c: self.corrected_memories[c] for c in nearest_corrected(index, list(self.corrected_memories))}
         with self.clock.stage("attention_decoding"):
-            prediction, current_out, feats = self.tracker.attend_and_decode(index, levels, support_memories, reverse)
+            prediction, current_out, feats = tracker.attend_and_decode(
+                index, levels, support_memories, reverse, corrected
+            )
         with self.clock.stage("memory_encoding"):
-            self.tracker.remember(index, current_out, feats, keep_near=num_slices // 2 if reverse else index)
+            tracker.remember(index, current_out, feats, pending)
         logits = logits_to_slice(prediction.logits[:, 0], height, width).cpu()
         if self.on_slice_logits is not None:
             self.on_slice_logits(index, logits)
@@ -318,7 +370,7 @@ class EngineRun:
         levels = self.policy.support_levels(self, row)
         masks = masks_to_model_input(np.stack([support.labels[index] == v for v in self.label_values]), self.image_size)
         with self.clock.stage("memory_encoding"):
-            memory = self.tracker.encode_support(levels, masks)
+            memory = self._ensure_tracker().encode_support(levels, masks)
         if self.policy.keeps_support_memories:
             self.memories[row] = memory
         return memory
@@ -347,12 +399,16 @@ class FateSamEngine:
         progress: ProgressCallback = ignore_progress,
         cancel: CancelToken | None = None,
         on_slice_logits: SliceLogitsCallback | None = None,
+        corrections: Corrections | None = None,
     ) -> StackSegmentation:
         """Segment ``query`` (S, H, W, intensities in [0, 1]) with the labels ``label_values`` of ``supports``.
 
         Only support slices that show a label are encoded (once; from the disk cache when one is set). Query slices
         are encoded in batches in the order they are tracked and dropped once predicted, so memory stays bounded.
-        ``on_slice_logits`` receives each slice's logits at the slice's size (to inspect them; nothing keeps them).
+        ``on_slice_logits`` receives each predicted slice's logits at the slice's size (to inspect them; nothing keeps
+        them). ``corrections`` are slices a reviewer vouches for: copied unchanged, and memories for the others.
         """
-        run = EngineRun(self, self.encoding, query, supports, label_values, cancel or CancelToken(), on_slice_logits)
+        run = EngineRun(
+            self, self.encoding, query, supports, label_values, cancel or CancelToken(), on_slice_logits, corrections
+        )
         return run.segment(progress)

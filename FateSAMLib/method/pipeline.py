@@ -18,7 +18,8 @@ from ..models.devices import available_memory_bytes, not_enough_memory
 from ..options import RunSettings
 from ..progress import CancelToken, ProgressCallback, StageProgress, ignore_progress
 from ..segments import MAX_LABEL_VALUE, Segment, segment_key
-from .engine import FateSamEngine, RunStats, StackSegmentation, SupportStack
+from .corrections import Corrections, changed_slices, check_slice_indices
+from .engine import FateSamEngine, RunStats, SliceLogitsCallback, StackSegmentation, SupportStack
 from .normalization import normalize_intensities
 
 DOUBTFUL_SLICES_LISTED = 10
@@ -62,6 +63,7 @@ class SliceConfidence:
     object_score: float  # SAM2's object-score logit: > 0, the label is present
     iou: float  # SAM2's predicted IoU of the mask
     certainty: float
+    corrected: bool = False  # a slice the reviewer corrected: copied, not predicted
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,7 @@ def _review_lists(
 ) -> tuple[list[SliceConfidence], list[DoubtfulSlice]]:
     certainty = _slice_confidence(result)
     names = [s.name for s in segments]
+    corrected = set(result.stats.corrected_slices)
     confidence = [
         SliceConfidence(
             slice_index=int(i),
@@ -191,6 +194,7 @@ def _review_lists(
             object_score=float(result.object_scores[i, j]),
             iou=float(result.ious[i, j]),
             certainty=float(certainty[i, j]),
+            corrected=i in corrected,
         )
         for i in range(certainty.shape[0])
         for j, value in enumerate(result.label_values)
@@ -203,7 +207,9 @@ def _review_lists(
             score=float(certainty[i].min()),
             labels=[names[j] for j in np.argsort(certainty[i])[:1]],
         )
-        for i in np.argsort(certainty.min(axis=1), kind="stable")[:DOUBTFUL_SLICES_LISTED]
+        for i in [i for i in np.argsort(certainty.min(axis=1), kind="stable") if i not in corrected][
+            :DOUBTFUL_SLICES_LISTED
+        ]
     ]
     return confidence, doubtful
 
@@ -260,6 +266,29 @@ def result_on_query_grid(result: StackSegmentation, prepared: PreparedInputs, qu
     return SegmentationResult(label_image, prepared.segments, axis, doubtful, confidence, result.stats)
 
 
+@dataclass
+class CorrectionInput:
+    """A reviewer's corrections on the query's grid: ``labels``, vouched for on ``slices`` (indices along the run's
+    slice axis); ``slices=None``: the slices where ``labels`` differ from ``previous`` (the result they corrected)."""
+
+    labels: sitk.Image
+    slices: list[int] | None = None
+    previous: sitk.Image | None = None
+
+    def on_stack(self, query: sitk.Image, axis: str) -> Corrections | None:
+        """The corrections in the run's stack layout (None when no slice is corrected: a plain run)."""
+        labels = to_slices(sitk.GetArrayFromImage(self.labels), query, axis)
+        if self.slices is None:
+            if self.previous is None:
+                raise InputError(
+                    "--corrected-slices auto needs the result the corrections were made on: pass it with --previous."
+                )
+            slices = changed_slices(labels, to_slices(sitk.GetArrayFromImage(self.previous), query, axis))
+        else:
+            slices = check_slice_indices(self.slices, labels.shape[0], axis)
+        return Corrections(labels, slices) if slices else None
+
+
 def segment_volume(
     engine: FateSamEngine,
     supports: list[SupportCase],
@@ -269,13 +298,26 @@ def segment_volume(
     normalization: Normalization = Normalization(),
     progress: ProgressCallback = ignore_progress,
     cancel: CancelToken | None = None,
+    corrections: CorrectionInput | None = None,
+    on_slice_logits: SliceLogitsCallback | None = None,
 ) -> SegmentationResult:
-    """Segment ``query`` from ``supports``; the returned label volume lies exactly on the query's voxel grid."""
+    """Segment ``query`` from ``supports``; the returned label volume lies exactly on the query's voxel grid.
+
+    With ``corrections``, the corrected slices come back exactly as given and the others are predicted from them too.
+    ``on_slice_logits`` sees each predicted slice's logits (stack layout; see :class:`FateSamEngine`).
+    """
     prepared = prepare_inputs(supports, query, segments, slice_axis, normalization)
+    stack_corrections = corrections.on_stack(query, prepared.slice_axis) if corrections else None
     # Support features stay for the whole run; query slices are encoded a batch at a time and dropped.
     kept_slices = sum(s.image.shape[0] for s in prepared.supports) + engine.options.encoder_batch_size
     check_memory(kept_slices, engine.image_size, engine.device)
     result = engine.segment(
-        prepared.query, prepared.supports, prepared.label_values, StageProgress(progress, 0.0, 0.98), cancel
+        prepared.query,
+        prepared.supports,
+        prepared.label_values,
+        StageProgress(progress, 0.0, 0.98),
+        cancel,
+        on_slice_logits,
+        stack_corrections,
     )
     return result_on_query_grid(result, prepared, query)

@@ -97,14 +97,23 @@ class SliceTracker:
         return self._memory(features, pos_enc, out["obj_ptr"])
 
     def attend_and_decode(
-        self, frame_idx: int, levels: list[torch.Tensor], supports: list[Memory], reverse: bool
+        self,
+        frame_idx: int,
+        levels: list[torch.Tensor],
+        supports: list[Memory],
+        reverse: bool,
+        corrected: dict[int, Memory] | None = None,
     ) -> tuple[SlicePrediction, dict, list[torch.Tensor]]:
-        """Memory attention over supports and predicted neighbours, then prompt-free mask decoding."""
+        """Memory attention over supports, corrected query slices and predicted neighbours, then mask decoding.
+
+        Supports are conditioning frames N..N+k-1; a corrected query slice is a conditioning frame at its own index,
+        so SAM2 gives its object pointer the temporal position of its distance to ``frame_idx``.
+        """
         num_labels = supports[0]["obj_ptr"].shape[0]
         feats = _per_label(levels, num_labels)
         n = self.num_query_slices
         output_dict = {
-            "cond_frame_outputs": {n + j: memory for j, memory in enumerate(supports)},
+            "cond_frame_outputs": {**(corrected or {}), **{n + j: memory for j, memory in enumerate(supports)}},
             "non_cond_frame_outputs": self.predicted,
         }
         with torch.inference_mode(), compute_autocast(self.device):
@@ -132,8 +141,9 @@ class SliceTracker:
         )
         return prediction, current_out, feats
 
-    def remember(self, frame_idx: int, current_out: dict, feats: list[torch.Tensor], keep_near: int) -> None:
-        """Encode the slice's predicted masks as a memory for the next slices; forget memories out of reach."""
+    def remember(self, frame_idx: int, current_out: dict, feats: list[torch.Tensor], pending: set[int]) -> None:
+        """Encode the slice's predicted masks as a memory for the next slices; forget those out of reach of every
+        ``pending`` slice (the slices still to predict), which no later slice can attend to."""
         with torch.inference_mode(), compute_autocast(self.device):
             self.model._encode_memory_in_output(
                 feats,
@@ -147,5 +157,5 @@ class SliceTracker:
         self.predicted[frame_idx] = self._memory(
             current_out["maskmem_features"], current_out["maskmem_pos_enc"], current_out["obj_ptr"]
         )
-        for old in [t for t in self.predicted if abs(t - frame_idx) > self.reach and abs(t - keep_near) > self.reach]:
+        for old in [t for t in self.predicted if all(abs(t - s) > self.reach for s in pending)]:
             del self.predicted[old]

@@ -9,7 +9,7 @@ from conftest import HIPPOCAMPUS, case_paths
 
 from FateSAMLib.errors import Cancelled, InputError
 from FateSAMLib.method.encoder import FeatureCache
-from FateSAMLib.method.engine import EngineOptions, FateSamEngine, propagation_order
+from FateSAMLib.method.engine import EngineOptions, FateSamEngine
 from FateSAMLib.method.pipeline import load_support, merge_segments, segment_volume, select_segments
 from FateSAMLib.progress import CancelToken
 from FateSAMLib.segments import Segment
@@ -45,12 +45,6 @@ def reoriented(image: sitk.Image) -> sitk.Image:
 def labelled_slices(case) -> int:
     labels = sitk.GetArrayFromImage(case.labels)
     return int((labels.reshape(labels.shape[0], -1) > 0).any(axis=1).sum())
-
-
-def test_propagation_order_covers_every_slice_once_from_the_middle():
-    order = propagation_order(7)
-    assert [i for i, _ in order] == [3, 2, 1, 0, 4, 5, 6]
-    assert [reverse for _, reverse in order] == [True] * 4 + [False] * 3
 
 
 def test_output_lies_on_the_query_grid_and_encodes_each_slice_once(tiny_model, hippocampus_cases):

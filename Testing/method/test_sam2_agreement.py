@@ -21,8 +21,9 @@ from sam2.build_sam import build_sam2_video_predictor
 from scipy import ndimage
 
 from FateSAMLib.io.geometry import to_slices
+from FateSAMLib.method.corrections import propagation_order
 from FateSAMLib.method.encoder import SliceEncoder
-from FateSAMLib.method.engine import EngineOptions, FateSamEngine, SupportStack, propagation_order
+from FateSAMLib.method.engine import EngineOptions, FateSamEngine, SupportStack
 from FateSAMLib.method.holes import FILL_HOLE_AREA, component_areas, fill_small_holes
 from FateSAMLib.method.normalization import masks_to_model_input, normalize_intensities, to_model_input
 from FateSAMLib.method.tracking import SliceTracker

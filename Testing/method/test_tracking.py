@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from FateSAMLib.method.corrections import propagation_order
 from FateSAMLib.method.encoder import SliceEncoder
-from FateSAMLib.method.engine import propagation_order
 from FateSAMLib.method.normalization import masks_to_model_input, to_model_input
 from FateSAMLib.method.tracking import SliceTracker
 from FateSAMLib.progress import CancelToken
@@ -24,15 +24,18 @@ def test_memory_bank_stays_bounded_on_a_long_stack(tiny_model):
     support = tracker.encode_support(support_levels, masks_to_model_input(masks, tiny_model.image_size))
 
     kept, predicted = [], set()
-    for index, reverse in propagation_order(num_slices):
+    order = propagation_order(num_slices)
+    pending = {i for i, _ in order}
+    for index, reverse in order:
+        pending.discard(index)
         prediction, out, feats = tracker.attend_and_decode(index, query_levels, [support], reverse)
         low_res = tiny_model.image_size // 4  # SAM2's low-resolution mask logits
         assert prediction.logits.shape == (2, 1, low_res, low_res)
-        tracker.remember(index, out, feats, keep_near=num_slices // 2 if reverse else index)
+        tracker.remember(index, out, feats, pending)
         predicted.add(index)
         kept.append(len(tracker.predicted))
-        # Every predicted frame the next slices can still attend to (recent memories, object pointers) is kept.
-        within_reach = {i for i in predicted if abs(i - index) <= tracker.reach}
+        # Every predicted frame a slice still to predict can attend to (recent memories, object pointers) is kept.
+        within_reach = {i for i in predicted if any(abs(i - s) <= tracker.reach for s in pending)}
         assert within_reach <= set(tracker.predicted)
     # Frames within reach of the current slice and of the middle (where the second pass starts): about 4 x reach.
     assert max(kept) <= 4 * tracker.reach + 2

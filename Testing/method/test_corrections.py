@@ -1,0 +1,44 @@
+"""Corrected slices: which slices changed, and the order the others are predicted in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from FateSAMLib.errors import InputError
+from FateSAMLib.method.corrections import changed_slices, check_slice_indices, propagation_order
+
+
+def test_without_corrections_the_order_goes_from_the_middle_down_then_up():
+    order = propagation_order(7)
+    assert [i for i, _ in order] == [3, 2, 1, 0, 4, 5, 6]
+    assert [reverse for _, reverse in order] == [True] * 4 + [False] * 3
+
+
+def test_with_corrections_every_other_slice_is_predicted_outwards_from_its_nearest_corrected_slice():
+    order = propagation_order(10, corrected=[2, 7])
+    slices = [i for i, _ in order]
+    assert sorted(slices) == [0, 1, 3, 4, 5, 6, 8, 9]  # each slice once, corrected ones never
+    assert slices[:4] == [1, 3, 6, 8]  # the neighbours of the corrected slices first
+    assert dict(order) == {0: True, 1: True, 3: False, 4: False, 5: True, 6: True, 8: False, 9: False}
+    # Each slice comes after the slice between it and its corrected slice.
+    position = {i: n for n, (i, _) in enumerate(order)}
+    for i, reverse in order:
+        toward = i + 1 if reverse else i - 1
+        assert toward in (2, 7) or position[toward] < position[i]
+
+
+def test_changed_slices_are_those_with_any_different_voxel():
+    previous = np.zeros((5, 4, 4), dtype=np.int64)
+    corrections = previous.copy()
+    assert changed_slices(corrections, previous) == []
+    corrections[3, 1, 2] = 2
+    assert changed_slices(corrections, previous) == [3]
+    with pytest.raises(InputError, match="differ in size"):
+        changed_slices(corrections[:4], previous)
+
+
+def test_slice_indices_outside_the_stack_are_refused():
+    assert check_slice_indices([4, 1, 4], 5, "axial") == [1, 4]
+    with pytest.raises(InputError, match=r"\[5, 9\] are outside the query's 5 axial slices"):
+        check_slice_indices([0, 5, 9], 5, "axial")
