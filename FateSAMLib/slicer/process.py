@@ -69,14 +69,22 @@ def segment_arguments(
     settings: RunSettings,
     stats_json: Path | None = None,
     segments: Sequence[str] | None = None,
+    corrections: tuple[Path, Path] | None = None,
 ) -> list[str]:
-    """``fatesam segment`` arguments with JSON-line progress for these files."""
+    """``fatesam segment`` arguments with JSON-line progress for these files.
+
+    ``corrections``: (the edited labels, the result they were edited from): a refine run, on the slices where they
+    differ (``--corrected-slices auto``).
+    """
     arguments = ["segment"]
     for image, labels in supports:
         arguments += ["--support", str(image), str(labels)]
     arguments += ["--query", str(query), "--output", str(output)]
     if segments:
         arguments += ["--segments", *segments]
+    if corrections is not None:
+        edited, previous = corrections
+        arguments += ["--corrections", str(edited), "--corrected-slices", "auto", "--previous", str(previous)]
     if stats_json is not None:
         arguments += ["--stats-json", str(stats_json)]
     return [*arguments, *settings_arguments(settings), "--json-progress"]

@@ -16,8 +16,9 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import slicer
 
@@ -41,6 +42,9 @@ from .scene import (
     segmentation_to_label_array,
     to_world,
 )
+
+if TYPE_CHECKING:
+    from .review import ReviewSession
 
 RESULT_SUFFIX = " FateSAM"
 
@@ -162,6 +166,19 @@ class DoubtfulSlice:
     center_ras: tuple[float, float, float]
     score: float
     labels: tuple[str, ...]
+
+
+def read_run_stats(stats_path: Path) -> dict:
+    """The engine's stats JSON (``{}`` when it wrote none); :class:`InputError` when it is not a JSON object."""
+    if not Path(stats_path).is_file():
+        return {}
+    try:
+        stats = json.loads(Path(stats_path).read_text())
+    except ValueError as error:
+        raise InputError(f"The engine's statistics {stats_path} are malformed ({error}); run again.") from error
+    if not isinstance(stats, dict):
+        raise InputError(f"The engine's statistics {stats_path} are not a JSON object; run again.")
+    return stats
 
 
 def read_doubtful_slices(stats_path: Path) -> list[DoubtfulSlice]:
@@ -295,7 +312,10 @@ class SegmentationRun:
     States: "ready", "running", "succeeded", "failed", "cancelled". On success :attr:`result` is the segmentation
     node and :attr:`doubtful_slices` the slices to review first; otherwise :attr:`error` says what went wrong.
     The run owns its temporary folder and its engine process: both are gone once it has finished, and
-    :meth:`stop` ends it at once (module closed, scene closed, Slicer exiting).
+    :meth:`stop` ends it at once (module closed, scene closed, Slicer exiting). With a ``session``
+    (:class:`~FateSAMLib.slicer.review.ReviewSession`) the engine uses the session's feature cache and its output is
+    kept there on success, for a refine of the result (:class:`~FateSAMLib.slicer.review.RefineRun`); :attr:`stats`
+    is then the engine's stats JSON.
     """
 
     def __init__(
@@ -308,6 +328,7 @@ class SegmentationRun:
         output_node: slicer.vtkMRMLSegmentationNode | None = None,
         python: str | None = None,
         environment: Mapping[str, str] | None = None,
+        session: ReviewSession | None = None,
     ) -> None:
         self.scene = scene
         self.target = target
@@ -317,12 +338,17 @@ class SegmentationRun:
         self.output_node = output_node
         self.python = python
         self.environment = environment
+        self.session = session
+        if session is not None and self.options.feature_cache is None:  # a refine of the result encodes nothing
+            self.options = replace(self.options, feature_cache=session.feature_cache)
         self.state = "ready"
         self.fraction = 0.0
         self.message = ""
         self.error: FateSAMError | None = None
         self.result: slicer.vtkMRMLSegmentationNode | None = None
         self.doubtful_slices: list[DoubtfulSlice] = []
+        self.stats: dict = {}
+        self.segments: list[Segment] = []
         self._export_warnings: list[str] = []
         self._folder: RunFolder | None = None
         self._inputs: RunInputs | None = None
@@ -357,8 +383,8 @@ class SegmentationRun:
         self._folder = RunFolder()
         try:
             self._segments = SupportSegments.of([pair.segmentation for pair in self.supports])
-            segments = self._segments.plan(self.segment_names)
-            self._inputs = export_inputs(self._folder.path, self.target, self.supports, segments)
+            self.segments = self._segments.plan(self.segment_names)
+            self._inputs = export_inputs(self._folder.path, self.target, self.supports, self.segments)
             self._export_warnings = list(self._inputs.warnings)
             self._job = self._start_job(self._inputs)
         except BaseException:
@@ -395,6 +421,9 @@ class SegmentationRun:
                     self._segments.terminologies,
                 )
                 self.doubtful_slices = read_doubtful_slices(self._inputs.stats)
+                self.stats = read_run_stats(self._inputs.stats)
+                if self.session is not None:
+                    self.session.keep(self, Path(self._job.done_output))
                 self.state, self.fraction, self.message = "succeeded", 1.0, "Done"
             elif self._job.state == "cancelled":
                 self.state, self.error = "cancelled", Cancelled("The run was cancelled; the scene was not changed.")
