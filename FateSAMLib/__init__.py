@@ -2,11 +2,12 @@
 
 Subpackages by dependency tier (each may import the tiers above it, never those below):
 
-- this top level (``errors``, ``progress``, ``segments``, ``options``, ``formats``): the standard library only;
+- this top level (``errors``, ``progress``, ``segments``, ``options``, ``formats``, ``atomic``: the one atomic write
+  of every output file and folder): the standard library only;
 - ``slicer``: the 3D Slicer scene adapter and the engine process it starts; MRML and numpy, never torch, sam2,
   SimpleITK or slicerio (the module loads it before those may be installed);
 - ``models.registry``: the model names and checkpoint locations, standard library only;
-- ``io``: images and label maps read and written, voxel grids, one atomic write; numpy, SimpleITK, slicerio;
+- ``io``: images and label maps read and written, voxel grids; numpy, SimpleITK, slicerio;
 - ``models`` (the rest): checkpoints, building and loading SAM2, devices; torch and sam2;
 - ``method``: the FATE-SAM method on SAM2's modules (encoder, retrieval, tracking, engine, pipeline); torch, sam2, io;
 - ``cohort``: many queries with one support set, on this machine or Ray actors (Ray only when asked); method, io;

@@ -8,11 +8,11 @@ import functools
 import json
 from pathlib import Path
 
+from ..atomic import check_outputs
 from ..cohort.cases import find_cases
 from ..cohort.runner import SUMMARY_CSV, SUMMARY_JSON, CasePool, LocalPool, run_cohort
 from ..cohort.worker import OUTPUT_FORMATS, CohortSettings
 from ..errors import InputError
-from ..io.atomic import check_outputs
 from ..method.engine import FateSamEngine
 from ..method.pipeline import Normalization
 from ..options import RunSettings, finite_float_type, whole_number_type

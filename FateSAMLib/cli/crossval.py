@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import OutputFiles, check_outputs
 from ..errors import InputError
 from ..formats import IMAGE_SUFFIXES, file_stem, suffix_of
-from ..io.atomic import OutputFiles, check_outputs
 from ..io.labels import label_map_writer
 from ..method.pipeline import Normalization, SupportCase, load_support, segment_volume
 from ..metrics import evaluate_labels

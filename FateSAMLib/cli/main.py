@@ -17,8 +17,8 @@ from ..errors import Cancelled, FateSAMError, InputError
 INTERRUPTED = 130  # the exit code of a run stopped by Ctrl+C or SIGTERM
 
 try:  # torch loads here, for seconds: Ctrl+C meanwhile ends the program quietly, as a cancelled run does
+    from ..atomic import OutputFiles, check_outputs
     from ..formats import OUTPUT_SUFFIXES, output_suffix
-    from ..io.atomic import OutputFiles, check_outputs
     from ..io.images import read_image
     from ..io.labels import label_map_writer
     from ..method.pipeline import Normalization, load_support, segment_volume

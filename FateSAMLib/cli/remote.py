@@ -8,9 +8,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..atomic import OutputFiles, check_outputs
 from ..errors import InputError
 from ..formats import OUTPUT_SUFFIXES, output_suffix
-from ..io.atomic import OutputFiles, check_outputs
 from ..options import SETTINGS
 from ..progress import CancelToken
 from ..remote import TOKEN_ENVIRONMENT, RemoteJob, ServerClient, job_settings, read_token

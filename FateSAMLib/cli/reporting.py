@@ -18,8 +18,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from ..atomic import write_file_atomically
 from ..errors import FateSAMError
-from ..io.atomic import write_file_atomically
 
 if TYPE_CHECKING:
     from ..method.pipeline import SegmentationResult

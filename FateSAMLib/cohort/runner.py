@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..io.atomic import write_file_atomically
+from ..atomic import write_file_atomically
 from ..metrics import METRICS
 from ..progress import CancelToken, ProgressCallback
 from .cases import Case

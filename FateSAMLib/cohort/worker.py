@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import OutputFiles
 from ..errors import Cancelled, FateSAMError, InputError
 from ..formats import OUTPUT_SUFFIXES, is_segmentation_file
-from ..io.atomic import OutputFiles
 from ..io.dicom_seg import DICOM_SEG_SUFFIX, dicom_seg_writer
 from ..io.images import read_image
 from ..io.labels import label_map_writer, on_reference_grid, read_labels

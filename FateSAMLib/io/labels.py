@@ -12,10 +12,10 @@ import numpy as np
 import SimpleITK as sitk
 import slicerio
 
+from ..atomic import write_file_atomically
 from ..errors import InputError
 from ..formats import OUTPUT_SUFFIXES, SEGMENTATION_SUFFIX, is_segmentation_file, output_suffix
 from ..segments import MAX_LABEL_VALUE, Segment, default_segment
-from .atomic import write_file_atomically
 from .geometry import (
     from_slices,
     grid_mismatch_error,

@@ -5,15 +5,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import pickle
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..atomic import write_file_atomically
+from ..errors import InputError, ResourceError
 from ..progress import CancelToken, ProgressCallback
 
 logger = logging.getLogger(__name__)
@@ -174,24 +174,18 @@ class FeatureCache:
         return StackFeatures(levels=levels)
 
     def save(self, slices01: np.ndarray, features: StackFeatures) -> None:
-        """Store the features of these normalised slices atomically (temporary file, then rename).
+        """Store the features of these normalised slices atomically (:func:`write_file_atomically`).
 
         A failure (folder not writable, disk full) is warned about once; later saves of this run are skipped.
         """
         if not self.writable:
             return
-        path = self._path(slices01)
-        temporary = self.folder / f".features.{uuid.uuid4().hex[:12]}.tmp"
+        levels = [level.cpu() for level in features.levels]
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            torch.save([level.cpu() for level in features.levels], temporary)
-            os.replace(temporary, path)
-        except (OSError, RuntimeError) as error:  # torch reports a failed write as a RuntimeError
+            write_file_atomically(self._path(slices01), lambda temporary: torch.save(levels, temporary), overwrite=True)
+        except (InputError, ResourceError, OSError) as error:  # the folder cannot be made, written or renamed into
             self.writable = False
             logger.warning(
                 f"The feature cache {self.folder} cannot be written ({str(error).strip() or type(error).__name__}); "
                 "the run goes on without it. Free disk space or choose another --feature-cache folder."
             )
-        finally:
-            with contextlib.suppress(OSError):
-                temporary.unlink(missing_ok=True)

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -16,8 +15,8 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import publish_new, temporary_sibling, write_file_atomically
 from ..errors import CheckpointError, ResourceError
-from ..io.atomic import publish_new
 from ..progress import CancelToken, ProgressCallback, ignore_progress
 from .architecture import build_architecture
 from .registry import ModelSpec, cache_dir, cached_checkpoint_path, model_matching
@@ -67,15 +66,8 @@ def expected_sha256(spec: ModelSpec) -> str | None:
 
 
 def _write_digests(digests: dict[str, str]) -> None:
-    folder = cache_dir()
-    handle, temporary = tempfile.mkstemp(prefix=f".{DIGESTS_FILE}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(digests, stream, indent=2, sort_keys=True)
-        os.replace(temporary, folder / DIGESTS_FILE)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    text = json.dumps(digests, indent=2, sort_keys=True)
+    write_file_atomically(cache_dir() / DIGESTS_FILE, lambda temporary: temporary.write_text(text), overwrite=True)
 
 
 def _set_recorded_digest(filename: str, sha256: str | None) -> None:
@@ -228,9 +220,8 @@ def download_checkpoint(
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     url = download_url(spec)
-    handle, name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=folder)
-    os.close(handle)
-    temporary = Path(name)
+    destination = cached_checkpoint_path(spec)
+    temporary = temporary_sibling(destination, ".part")  # created by the download, with the usual permissions
     try:
         sha256 = _fetch(spec, url, temporary, progress, cancel)
         if spec.sha256 is not None and sha256 != spec.sha256:
@@ -246,7 +237,6 @@ def download_checkpoint(
                     f"The file downloaded from {url} is not a usable {spec.name} checkpoint ({unfit.reason}); it was "
                     "deleted. Try again later, or download the file by hand and pass --checkpoint PATH."
                 )
-        destination = cached_checkpoint_path(spec)
         placed = publish_new(temporary, destination)
     finally:
         temporary.unlink(missing_ok=True)

@@ -13,8 +13,6 @@ so that a failed step leaves the scene as it was.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
+from ..atomic import write_file_atomically
 from ..errors import InputError
 from ..formats import NRRD_SUFFIX, SEGMENTATION_SUFFIX, file_stem, suffix_of
 from ..segments import MAX_LABEL_VALUE, Segment, segment_key
@@ -306,36 +305,28 @@ def label_array_to_segmentation(
     return node
 
 
-def _temporary_sibling(path: Path, suffix: str) -> Path:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(handle)
-    return Path(temporary)
-
-
 def _check_writable(path: Path, suffix: str, overwrite: bool) -> Path:
     path = Path(path)
     if not suffix_of(path, (suffix,)):
         raise InputError(f"'{path}' does not end with {suffix}; choose a file name ending with {suffix}.")
     if path.exists() and not overwrite:
         raise InputError(f"{path} exists; choose another file name or allow overwriting it.")
-    path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def _write_atomically(
-    storage_node: slicer.vtkMRMLStorageNode, node: slicer.vtkMRMLNode, path: Path, suffix: str
+    storage_node: slicer.vtkMRMLStorageNode, node: slicer.vtkMRMLNode, path: Path, suffix: str, overwrite: bool
 ) -> None:
     """Write ``node`` with a storage node kept out of the scene, through a temporary file and a rename."""
-    temporary = _temporary_sibling(path, suffix)
-    try:
+
+    def write(temporary: Path) -> None:
         storage_node.SetFileName(str(temporary))
         if not storage_node.WriteData(node):
             raise InputError(
                 f"Could not write '{node_label(node)}' to {path}; check the folder's free space and rights."
             )
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+
+    write_file_atomically(path, write, overwrite, suffix)
 
 
 def save_volume(volume_node: slicer.vtkMRMLVolumeNode, path: str | Path, overwrite: bool = False) -> Path:
@@ -345,7 +336,7 @@ def save_volume(volume_node: slicer.vtkMRMLVolumeNode, path: str | Path, overwri
         raise InputError(f"Volume '{node_label(volume_node)}' has no voxels to save.")
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     storage.SetUseCompression(True)
-    _write_atomically(storage, volume_node, path, NRRD_SUFFIX)
+    _write_atomically(storage, volume_node, path, NRRD_SUFFIX, overwrite)
     return path
 
 
@@ -360,7 +351,7 @@ def save_segmentation(
     path = _check_writable(Path(path), SEGMENTATION_SUFFIX, overwrite)
     storage = slicer.vtkMRMLSegmentationStorageNode()
     storage.SetCropToMinimumExtent(False)
-    _write_atomically(storage, _with_binary_labelmap(segmentation_node), path, SEGMENTATION_SUFFIX)
+    _write_atomically(storage, _with_binary_labelmap(segmentation_node), path, SEGMENTATION_SUFFIX, overwrite)
     return path
 
 

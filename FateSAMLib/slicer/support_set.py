@@ -9,10 +9,7 @@ names what is wrong; loading adds nodes to the scene only once every file has be
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,6 +17,7 @@ from pathlib import Path
 
 import slicer
 
+from ..atomic import staged_folder
 from ..errors import InputError
 from ..formats import NRRD_SUFFIX, SEGMENTATION_SUFFIX
 from .scene import (
@@ -86,9 +84,7 @@ def save_support_set(
             raise InputError(f"{folder} exists; choose a new folder name or allow overwriting it.")
         if not (folder / MANIFEST_NAME).is_file():
             raise InputError(f"{folder} exists and is not a support set; choose a new folder name.")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with staged_folder(folder, overwrite) as staging:
         cases = []
         for index, (volume, segmentation) in enumerate(supports, start=1):
             stem = _case_stem(node_label(volume), index)
@@ -115,27 +111,7 @@ def save_support_set(
             ],
         }
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        _move_into_place(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return read_support_set(folder)
-
-
-def _move_into_place(staging: Path, folder: Path) -> None:
-    """Rename ``staging`` to ``folder``; an existing ``folder`` is moved aside first and deleted afterwards."""
-    if not folder.exists():
-        os.replace(staging, folder)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
-    os.replace(folder, old / folder.name)
-    try:
-        os.replace(staging, folder)
-    except BaseException:
-        os.replace(old / folder.name, folder)
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _manifest_error(path: Path, problem: str) -> InputError:

@@ -1,16 +1,20 @@
-"""Output files, all or none: checked before a run, written to temporary files, then published without replacing a
-file that appeared meanwhile (unless the user allows overwriting)."""
+"""Output files and folders, all or none: checked before a run, written to temporary siblings, then published
+without replacing a file or folder that appeared meanwhile (unless the user allows overwriting). Files get the usual,
+umask-respecting permissions. Standard library only, so that every tier (the Slicer one too) writes through it.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
-from ..errors import InputError, ResourceError
+from .errors import InputError, ResourceError
 
 
 def _exists_error(path: Path) -> InputError:
@@ -66,6 +70,15 @@ def _reason(error: Exception) -> str:
     """The gist of an OS or writer error: its OS message, else the last line of its text."""
     text = getattr(error, "strerror", None) or str(error).strip()
     return text.splitlines()[-1] if text else type(error).__name__
+
+
+def temporary_sibling(path: Path, suffix: str = "") -> Path:
+    """A new hidden name next to ``path`` for its content while it is written; nothing is created.
+
+    ``suffix`` (which ``path`` ends with, e.g. ``.nii.gz``) also ends the temporary name, for writers that choose the
+    format by the file name."""
+    stem = path.name[: len(path.name) - len(suffix)] if suffix and path.name.endswith(suffix) else path.name
+    return path.parent / f".{stem}.{uuid.uuid4().hex[:12]}.tmp{suffix}"
 
 
 def publish_new(temporary: Path, path: Path) -> bool:
@@ -137,8 +150,7 @@ class OutputFiles:
         except OSError as error:
             self._remove_created_folders()
             raise InputError(f"Cannot create the folder of {path}: {_reason(error)}.") from None
-        stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
-        temporary = path.parent / f".{stem}.{uuid.uuid4().hex[:12]}.tmp{suffix}"
+        temporary = temporary_sibling(path, suffix)
         self._staged.append((temporary, path))
         try:
             write(temporary)
@@ -186,3 +198,71 @@ def write_file_atomically(
     with OutputFiles(overwrite) as outputs:
         outputs.add(path, write, suffix)
     return Path(path)
+
+
+def _publish_new_folder(staging: Path, folder: Path) -> bool:
+    """Rename the folder ``staging`` to ``folder`` unless something of that name exists by then; whether it was."""
+    try:
+        folder.mkdir()  # claims the name: fails if anything has it by now
+    except FileExistsError:
+        return False
+    try:
+        os.replace(staging, folder)  # POSIX: replaces the empty folder just made, and only it
+    except OSError:  # Windows renames no folder onto another: give the name back, then rename (refuses an existing)
+        folder.rmdir()
+        try:
+            os.rename(staging, folder)
+        except FileExistsError:
+            return False
+    return True
+
+
+def _replace_folder(staging: Path, folder: Path) -> None:
+    """Rename ``staging`` to ``folder``; an existing ``folder`` is moved aside first, deleted once replaced, and
+    put back if the rename fails."""
+    if _publish_new_folder(staging, folder):
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))  # private, deleted below
+    try:
+        os.replace(folder, aside / folder.name)
+        try:
+            os.replace(staging, folder)
+        except BaseException:
+            os.replace(aside / folder.name, folder)
+            raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+@contextmanager
+def staged_folder(folder: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """A new, empty sibling folder to fill; leaving the ``with`` block without an error renames it to ``folder``.
+
+    On an error the staged folder is removed and ``folder`` is untouched. Without ``overwrite`` an existing
+    ``folder`` (also one that appeared meanwhile) is never replaced (:class:`InputError`); with it, it is replaced
+    as a whole. The staged folder is made with the usual, umask-respecting permissions, as are missing parents.
+    """
+    folder = Path(folder)
+    if os.path.lexists(folder) and not overwrite:
+        raise _exists_error(folder)
+    staging = temporary_sibling(folder)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+    except OSError as error:
+        raise InputError(
+            f"Cannot create the folder {folder}: {_reason(error)}. Choose a folder you can write to."
+        ) from None
+    try:
+        yield staging
+        if overwrite:
+            _replace_folder(staging, folder)
+        elif not _publish_new_folder(staging, folder):
+            raise _exists_error(folder)
+    except OSError as error:
+        raise ResourceError(
+            f"Could not write {folder}: {_reason(error)}. "
+            "Check that the disk has free space and that the folder can be written to."
+        ) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
