@@ -71,6 +71,7 @@ from FateSAMLib.slicer.parameters import (  # noqa: E402
 )
 from FateSAMLib.slicer.process import BackgroundJob, start_download  # noqa: E402
 from FateSAMLib.slicer.remote_run import RemoteSegmentationRun  # noqa: E402
+from FateSAMLib.slicer.review import RefineRun, ReviewSession, reviewed_support  # noqa: E402
 from FateSAMLib.slicer.run import SegmentationRun, SupportPair, display_result, jump_to, segment_names  # noqa: E402
 from FateSAMLib.slicer.scene import (  # noqa: E402
     add_to_scene,
@@ -83,6 +84,7 @@ from FateSAMLib.slicer.scene import (  # noqa: E402
 from FateSAMLib.slicer.support_set import load_support_set, save_support_set  # noqa: E402
 
 POLL_INTERVAL_MS = 200
+REVIEW_SESSION = ReviewSession()  # the feature cache and kept engine outputs of this Slicer session's local runs
 CONNECTION_TIMEOUT_S = 10.0  # "Test connection" waits this long at most (Slicer is busy meanwhile)
 
 
@@ -223,6 +225,8 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.downloadModelButton.clicked.connect(self.onDownloadModel)
         self.ui.applyButton.clicked.connect(self.onApplyButton)
         self.ui.showInSegmentEditorButton.clicked.connect(self.onShowInSegmentEditor)
+        self.ui.refineButton.clicked.connect(self.onRefine)
+        self.ui.addAsSupportButton.clicked.connect(self.onAddAsSupport)
         self.ui.doubtfulSlicesList.itemClicked.connect(self.onDoubtfulSliceClicked)
 
         self.initializeParameterNode()
@@ -251,8 +255,9 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._endTask()
         self._afterInstall = None
         self._lastResult = self._lastTarget = None
+        self.logic.endReview()
         self.ui.doubtfulSlicesList.clear()
-        self.ui.showInSegmentEditorButton.enabled = False
+        self._updateButtons()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -371,6 +376,10 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _updateButtons(self) -> None:
         """Apply becomes Cancel while a task runs; the model and its Download button wait until it has ended."""
         busy = self._task is not None
+        reviewing = not busy and self._lastResult is not None and slicer.mrmlScene.IsNodePresent(self._lastResult)
+        self.ui.showInSegmentEditorButton.enabled = reviewing
+        self.ui.refineButton.enabled = reviewing
+        self.ui.addAsSupportButton.enabled = reviewing
         self.ui.modelComboBox.enabled = not busy
         self.ui.runOnComboBox.enabled = not busy
         self._showModelState()
@@ -603,7 +612,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if run.state == "succeeded":
             self._showModelState()  # the run may have downloaded the checkpoint
             self._lastResult, self._lastTarget = run.result, run.target
-            self.ui.showInSegmentEditorButton.enabled = True
+            self._updateButtons()
             for warning in self.logic.showResult(run.result, run.target):
                 self._log(_("Warning: ") + warning)
                 slicer.util.warningDisplay(warning, windowTitle=_("FateSAM"))
@@ -620,6 +629,11 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 item = qt.QListWidgetItem(text)
                 item.setData(qt.Qt.UserRole, list(doubtful.center_ras))
                 self.ui.doubtfulSlicesList.addItem(item)
+            for index in run.stats.get("corrected_slices", []):  # not in the list above: kept as drawn
+                text = _("{axis} slice {index}: corrected (kept as you drew it)").format(
+                    axis=run.stats.get("slice_axis", ""), index=index
+                )
+                self.ui.doubtfulSlicesList.addItem(qt.QListWidgetItem(text))
         elif run.state == "cancelled":
             self.ui.progressBar.value = 0
             self.ui.statusLabel.text = _("Cancelled; the scene was not changed.")
@@ -628,10 +642,33 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._log(str(run.error))
             slicer.util.errorDisplay(str(run.error), windowTitle=_("FateSAM failed"))
 
+    def onRefine(self) -> None:
+        """Refine the last result from the slices edited in Segment Editor, in the background like Apply."""
+        self._withDependencies(self._startRefine)
+
+    def _startRefine(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("FateSAM could not refine."), waitCursor=True):
+            run = self.logic.createRefineRun(self._lastResult)
+            self.ui.logTextEdit.clear()
+            self.ui.doubtfulSlicesList.clear()
+            self._log(_("Refining from {changes}").format(changes=run.changes.summary()))
+            run.start()
+            for warning in run.warnings:
+                self._log(_("Warning: ") + warning)
+            self._startTask(run, "run")
+            self.ui.statusLabel.text = _("Refining from {changes}").format(changes=run.changes.summary())
+
+    def onAddAsSupport(self) -> None:
+        """Append the reviewed case (its volume and the result) to the supports."""
+        with slicer.util.tryWithErrorDisplay(_("FateSAM could not add the support."), waitCursor=False):
+            pair = reviewed_support(self._lastResult)
+            self._storePairs([*self._tablePairs(), (pair.volume, pair.segmentation)])
+            self._log(_("Added '{name}' as a support.").format(name=pair.segmentation.GetName()))
+
     def onShowInSegmentEditor(self) -> None:
         result = self._lastResult
         if result is None or not slicer.mrmlScene.IsNodePresent(result):
-            self.ui.showInSegmentEditorButton.enabled = False
+            self._updateButtons()
             return
         slicer.util.selectModule("SegmentEditor")
         editorWidget = slicer.modules.segmenteditor.widgetRepresentation().self().editor
@@ -642,7 +679,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onDoubtfulSliceClicked(self, item) -> None:
         """Centre the slice views on the slice, where the target volume is shown (through its parent transform)."""
-        if self._lastTarget is not None:
+        if self._lastTarget is not None and item.data(qt.Qt.UserRole) is not None:
             jump_to(slicer.mrmlScene, self._lastTarget, item.data(qt.Qt.UserRole))
 
     # Support sets
@@ -822,7 +859,22 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
             segment_names=segmentNames,
             options=RunSettings(**options),
             output_node=outputSegmentation,
+            session=REVIEW_SESSION,
         )
+
+    @staticmethod
+    def createRefineRun(editedSegmentation) -> RefineRun:
+        """A background refine of a result of this session's local runs, edited in Segment Editor: the slices that
+        differ from the engine's output are kept exactly, the others segmented again from them, with no slice
+        encoded (the session's feature cache); ``run.changes`` says which slices, per segment. The refined result is
+        a new segmentation node (the edited one is hidden: deleting the new node undoes the refine). Start and poll
+        it as a run; raises InputError when nothing was edited or the result is not this session's."""
+        return RefineRun(slicer.mrmlScene, editedSegmentation, REVIEW_SESSION)
+
+    @staticmethod
+    def endReview() -> None:
+        """Forget the kept engine outputs and remove the session's feature cache (e.g. when the scene closes)."""
+        REVIEW_SESSION.close()
 
     def createRunFromParameterNode(self, parameterNode, *, server=None, token=None) -> SegmentationRun:
         """A background run with the module's current settings, on this computer or on ``server`` (see createRun)."""
