@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 
 import numpy as np
 import pytest
@@ -49,6 +50,15 @@ def test_saved_set_has_files_and_manifest(saved, tmp_path):
     assert len(names) == 5 and all("/" not in name for name in names)
     assert support_set.cases[0].name == "Patient A/T2"
     assert support_set.cases[0].volume.name.startswith("case01_Patient_A_T2")
+
+
+def test_saved_folder_and_files_have_the_modes_a_user_expects(saved, tmp_path):
+    """The umask's modes, as for any file the user saves (not the owner-only ones of temporary files)."""
+    (tmp_path / "ordinary").mkdir()
+    (tmp_path / "ordinary.txt").write_text("")
+    folder_mode, file_mode = (stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("ordinary", "ordinary.txt"))
+    assert stat.S_IMODE((tmp_path / "abdomen").stat().st_mode) == folder_mode
+    assert {stat.S_IMODE(path.stat().st_mode) for path in (tmp_path / "abdomen").iterdir()} == {file_mode}
 
 
 def test_set_loads_into_a_new_scene_with_the_same_voxels_geometry_and_segments(saved, tmp_path):
