@@ -186,7 +186,10 @@ class RunSettings:
         type=whole_number_type("--threads"),
     )
     feature_cache: Path | None = _setting(
-        None, "--feature-cache", "folder for support features on disk: a rerun encodes only the query", type=Path
+        None,
+        "--feature-cache",
+        "folder for encoder features on disk (support and query slices, by content): a rerun encodes only new slices",
+        type=Path,
     )
 
     def __post_init__(self) -> None:

@@ -14,6 +14,9 @@ Configurations, each run in its own child process so that peak memories are not 
   retrieval, then for every query slice the query slice again and each retrieved support slice twice (the
   reference adds its mask as a prompt, then encodes its memory, and SAM2's video predictor keeps one frame's
   features), with the support memories encoded again for every query slice;
+- ``refine``: a refine run after a review: the whole query was segmented once (filling the feature cache with every
+  query and support slice, outside the timings), then its middle slice is taken as corrected and the rest predicted
+  again from it: nothing is encoded, only memory encoding, attention and decoding run again;
 - ``encoder``: the lower bound, SAM2's image encoder alone over the slices the engine encodes (every query slice and
   every support slice that shows a label), in the engine's batches, and nothing else (no retrieval, memory or
   decoding).
@@ -66,6 +69,7 @@ import torch
 
 from FateSAMLib.io.images import read_image
 from FateSAMLib.io.labels import write_label_map
+from FateSAMLib.method.corrections import Corrections
 from FateSAMLib.method.encoder import FeatureCache, SliceEncoder, encoder_batch_size
 from FateSAMLib.method.engine import (
     EngineOptions,
@@ -83,7 +87,7 @@ from FateSAMLib.progress import CancelToken
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
-CONFIGS = ("engine", "cached", "naive", "encoder")
+CONFIGS = ("engine", "cached", "naive", "encoder", "refine")
 # Engine stages shown in the table: (key in the engine's stats, column title).
 STAGE_COLUMNS = (
     ("encode", "encode"),
@@ -168,9 +172,17 @@ def _cpu_seconds() -> float:
 def warm_feature_cache(engine: FateSamEngine, prepared: PreparedInputs) -> None:
     """Fill the engine's feature cache with every support's features, as a first run with a saved support set does.
 
-    The cache is keyed by the support slices alone, so a one-slice query is enough to fill it.
+    The cache is keyed by slice content, so a one-slice query that is none of the query's slices fills it with the
+    supports' features only.
     """
-    engine.segment(prepared.query[:1], prepared.supports, prepared.label_values)
+    engine.segment(np.zeros_like(prepared.query[:1]), prepared.supports, prepared.label_values)
+
+
+def corrections_after_a_full_run(engine: FateSamEngine, prepared: PreparedInputs) -> Corrections:
+    """Run the whole query once (filling the cache with every slice's features, as a first run does), then take
+    its middle slice as a reviewer's correction: a refine run from it encodes nothing."""
+    first = engine.segment(prepared.query, prepared.supports, prepared.label_values)
+    return Corrections(first.labels, [prepared.query.shape[0] // 2])
 
 
 def measure(spec: dict) -> dict:
@@ -196,23 +208,30 @@ def measure(spec: dict) -> dict:
     clock = StageClock(loaded.device, stages=("cache_warm_up",))
     cpu_started = _cpu_seconds()
     with tempfile.TemporaryDirectory() as folder:
-        cache = FeatureCache(Path(folder) / "features", model_key="benchmark") if config == "cached" else None
+        cached = config in ("cached", "refine")
+        cache = FeatureCache(Path(folder) / "features", model_key="benchmark") if cached else None
         engine = FateSamEngine(loaded, options, cache)
         with clock.stage("read"):
             supports = [load_support(*case.paths(name)) for name in case.supports]
             query = read_image(case.paths(case.query)[0])
         with clock.stage("prepare"):
             prepared = prepare_inputs(supports, query)
+        corrections = None
         if cache is not None:
             warm_cpu_started = _cpu_seconds()
             with clock.stage("cache_warm_up"):
-                warm_feature_cache(engine, prepared)
+                if config == "refine":
+                    corrections = corrections_after_a_full_run(engine, prepared)
+                else:
+                    warm_feature_cache(engine, prepared)
             cpu_started += _cpu_seconds() - warm_cpu_started
         with clock.stage("segment"):
             if config == "encoder":
                 stack = encode_only(engine, prepared)
             else:
-                stack = engine.segment(prepared.query, prepared.supports, prepared.label_values)
+                stack = engine.segment(
+                    prepared.query, prepared.supports, prepared.label_values, corrections=corrections
+                )
         with clock.stage("finish"):
             result = result_on_query_grid(stack, prepared, query)
         with clock.stage("write"):
@@ -321,12 +340,14 @@ def _ratio(numerator: dict, denominator: dict) -> float | None:
 
 
 def ratios(results: dict) -> dict:
-    """Per case: engine over encoder alone, naive over engine, and engine over the run with cached supports."""
+    """Per case: engine over encoder alone, naive over engine, engine over the run with cached supports, and a refine
+    run over the full run it refines."""
     return {
         case: {
             "engine_over_encoder": _ratio(configs["engine"], configs["encoder"]),
             "naive_over_engine": _ratio(configs["naive"], configs["engine"]),
             "engine_over_cached": _ratio(configs["engine"], configs["cached"]),
+            "refine_over_engine": _ratio(configs["refine"], configs["engine"]),
         }
         for case, configs in results.items()
     }

@@ -84,15 +84,16 @@ def test_cached_and_naive_modes_give_identical_masks(tiny_model, hippocampus_cas
     assert cached.stats.encoder_passes == slices + cached.stats.support_slices_encoded
 
 
-def test_feature_cache_makes_a_second_run_encode_only_the_query(tiny_model, hippocampus_cases, tmp_path):
+def test_feature_cache_makes_a_second_run_encode_nothing(tiny_model, hippocampus_cases, tmp_path):
     supports, query = hippocampus_cases
     cache = FeatureCache(tmp_path / "features", model_key="sam2.1-tiny/random-0/128")
     engine = FateSamEngine(tiny_model, EngineOptions(), cache)
     first = segment_volume(engine, supports, query.image)
     second = segment_volume(engine, supports, query.image)
     assert first.stats.encoder_passes == first.stats.query_slices + first.stats.support_slices_encoded
-    assert second.stats.encoder_passes == second.stats.query_slices
-    assert len(list((tmp_path / "features").glob("*.pt"))) == len(supports)
+    assert second.stats.encoder_passes == 0  # support and query slices both cached by content
+    # One file per support (its candidate slices) and one per query slice.
+    assert len(list((tmp_path / "features").glob("*.pt"))) == len(supports) + first.stats.query_slices
     assert np.array_equal(sitk.GetArrayFromImage(first.labels), sitk.GetArrayFromImage(second.labels))
 
 
