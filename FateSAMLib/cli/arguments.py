@@ -19,6 +19,18 @@ PRESET_SETTINGS = frozenset(name for values in PRESETS.values() for name in valu
 """Settings a preset may set: their options default to None, so that one given explicitly is told apart."""
 
 
+def add_support_argument(parser: argparse.ArgumentParser) -> None:
+    """``--support IMAGE LABELS``, repeated once per support: every command that takes supports."""
+    parser.add_argument(
+        "--support",
+        nargs=2,
+        action="append",
+        required=True,
+        metavar=("IMAGE", "LABELS"),
+        help="a support image and its label map or .seg.nrrd (repeat for more supports)",
+    )
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by every command that runs the model: one per :class:`RunSettings` field, after ``--preset``."""
     group = parser.add_argument_group("model")

@@ -17,7 +17,7 @@ from ..method.engine import FateSamEngine
 from ..method.pipeline import Normalization
 from ..options import RunSettings, finite_float_type, whole_number_type
 from ..progress import CancelToken, ignore_progress
-from .arguments import add_model_arguments, engine_from_settings, settings_from_args
+from .arguments import add_model_arguments, add_support_argument, engine_from_settings, settings_from_args
 from .reporting import Reporter
 
 
@@ -96,14 +96,7 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
         "Dice/HD95/ASSD per label and the cohort's means. Exit code 0: every case succeeded; 1: some failed; 130: "
         "cancelled.",
     )
-    parser.add_argument(
-        "--support",
-        nargs=2,
-        action="append",
-        required=True,
-        metavar=("IMAGE", "LABELS"),
-        help="a support image and its label map or .seg.nrrd (repeat for more supports)",
-    )
+    add_support_argument(parser)
     parser.add_argument(
         "--queries",
         required=True,

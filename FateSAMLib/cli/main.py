@@ -26,6 +26,7 @@ try:  # torch loads here, for seconds: Ctrl+C meanwhile ends the program quietly
     from ..progress import CancelToken, StageProgress
     from .arguments import (
         add_model_arguments,
+        add_support_argument,
         engine_from_settings,
         settings_from_args,
         warn_if_top_k_exceeds_candidates,
@@ -119,14 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
 
     segment = subparsers.add_parser("segment", help="segment a query volume from labelled support volumes")
-    segment.add_argument(
-        "--support",
-        nargs=2,
-        action="append",
-        required=True,
-        metavar=("IMAGE", "LABELS"),
-        help="a support image and its label map or .seg.nrrd (repeat for more supports)",
-    )
+    add_support_argument(segment)
     segment.add_argument("--query", required=True, help="the volume to segment (NIfTI, NRRD, MHA or a DICOM folder)")
     segment.add_argument("--output", required=True, help="output label volume: .nii.gz, .nrrd, .mha or .seg.nrrd")
     segment.add_argument("--segments", nargs="+", metavar="NAME_OR_VALUE", help="only these segments (default all)")

@@ -268,6 +268,21 @@ def _log_event(line: str) -> EngineEvent:
 _ERROR_CLASSES = {cls.__name__: cls for cls in vars(errors).values() if isinstance(cls, type)}
 
 
+def poll_until_finished(task, on_poll: Callable | None = None, interval_s: float = 0.1) -> None:
+    """Call ``task.poll()`` (then ``on_poll(task)``) until ``task.finished``; on any exception meanwhile (e.g. a
+    KeyboardInterrupt in a console) ``task.stop()`` first, so that nothing is left running, then re-raise."""
+    try:
+        while not task.finished:
+            task.poll()
+            if on_poll is not None:
+                on_poll(task)
+            if not task.finished:
+                time.sleep(interval_s)
+    except BaseException:
+        task.stop()
+        raise
+
+
 class BackgroundJob:
     """A command followed without blocking: :meth:`poll` it (e.g. from a timer) until :attr:`finished`.
 
@@ -355,13 +370,4 @@ class BackgroundJob:
 
     def wait(self, on_poll: Callable[[BackgroundJob], None] | None = None, interval_s: float = 0.1) -> None:
         """Poll until the end (for scripts); an exception meanwhile (e.g. KeyboardInterrupt) stops the command."""
-        try:
-            while not self.finished:
-                self.poll()
-                if on_poll is not None:
-                    on_poll(self)
-                if not self.finished:
-                    time.sleep(interval_s)
-        except BaseException:
-            self.stop()
-            raise
+        poll_until_finished(self, on_poll, interval_s)

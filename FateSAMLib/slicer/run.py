@@ -14,7 +14,6 @@ import atexit
 import json
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +25,7 @@ from ..errors import Cancelled, FateSAMError, InputError
 from ..formats import NRRD_SUFFIX, SEGMENTATION_SUFFIX
 from ..options import RunSettings
 from ..segments import Segment, segment_key
-from .process import BackgroundJob, EngineEvent, EngineProcess, engine_command, segment_arguments
+from .process import BackgroundJob, EngineEvent, EngineProcess, engine_command, poll_until_finished, segment_arguments
 from .scene import (
     add_to_scene,
     check_same_frame,
@@ -468,16 +467,7 @@ class SegmentationRun:
         """Start (if needed) and wait for the end; returns the result node or raises the run's error."""
         if self.state == "ready":
             self.start()
-        try:
-            while not self.finished:
-                self.poll()
-                if on_poll is not None:
-                    on_poll(self)
-                if not self.finished:
-                    time.sleep(interval_s)
-        except BaseException:  # e.g. KeyboardInterrupt in a console: do not leave the engine running
-            self.stop()
-            raise
+        poll_until_finished(self, on_poll, interval_s)  # stops the engine on an exception (e.g. KeyboardInterrupt)
         if self.state != "succeeded":
             raise self.error
         return self.result
