@@ -247,3 +247,15 @@ def _as_float(value: Any) -> Any:
 
 SETTINGS = {setting.name: setting for setting in dataclasses.fields(RunSettings)}
 """The fields of :class:`RunSettings` by name, in order; their metadata holds the command-line flag and help."""
+
+
+def option_arguments(name: str, value: Any) -> list[str]:
+    """Setting ``name`` with ``value`` as ``fatesam segment`` options: a switch when it is not its default, else the
+    flag and its values (nothing for None). Parsed by the command line, they give back ``value``."""
+    setting = SETTINGS[name]
+    if setting.metadata["argparse"].get("action") in ("store_true", "store_false"):
+        return [setting.metadata["flag"]] if value != setting.default else []
+    if value is None:
+        return []
+    values = value if isinstance(value, list | tuple) else [value]
+    return [setting.metadata["flag"], *(str(item) for item in values)]

@@ -24,7 +24,7 @@ from typing import Any
 from . import errors
 from .errors import Cancelled, FateSAMError, InputError, ResourceError
 from .formats import IMAGE_SUFFIXES, LABEL_SUFFIXES, SEGMENTATION_SUFFIX, suffix_of
-from .options import SETTINGS, RunSettings
+from .options import SETTINGS, RunSettings, option_arguments
 
 API = "/v1"
 TOKEN_ENVIRONMENT = "FATESAM_TOKEN"
@@ -81,17 +81,10 @@ def settings_arguments(values: Mapping[str, Any], allowed: Sequence[str] = JOB_S
 
     Only the ``allowed`` settings may appear (InputError otherwise); a switch appears when it is not its default.
     """
-    arguments = []
-    for name, value in values.items():
-        if name not in allowed:
-            raise InputError(f"A job cannot set '{name}'; it may set: {', '.join(allowed)}.")
-        setting = SETTINGS[name]
-        if setting.metadata["argparse"].get("action") in ("store_true", "store_false"):
-            arguments += [setting.metadata["flag"]] if value != setting.default else []
-        elif value is not None:
-            items = value if isinstance(value, list | tuple) else [value]
-            arguments += [setting.metadata["flag"], *(str(item) for item in items)]
-    return arguments
+    refused = [name for name in values if name not in allowed]
+    if refused:
+        raise InputError(f"A job cannot set '{refused[0]}'; it may set: {', '.join(allowed)}.")
+    return [argument for name, value in values.items() for argument in option_arguments(name, value)]
 
 
 class ServerError(FateSAMError):

@@ -25,7 +25,7 @@ from typing import IO
 
 from .. import errors
 from ..errors import Cancelled, FateSAMError
-from ..options import SETTINGS, RunSettings
+from ..options import SETTINGS, RunSettings, option_arguments
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # this file is FateSAMLib/slicer/process.py
 """The folder that contains the FateSAMLib package: the engine process needs it on PYTHONPATH."""
@@ -36,16 +36,7 @@ def settings_arguments(settings: RunSettings) -> list[str]:
 
     Parsed by the command line, they give back the same settings (a preset is resolved into its values).
     """
-    arguments = []
-    for name, setting in SETTINGS.items():
-        value = getattr(settings, name)
-        if setting.metadata["argparse"].get("action") in ("store_true", "store_false"):
-            if value != setting.default:
-                arguments.append(setting.metadata["flag"])
-        elif value is not None:
-            values = value if isinstance(value, tuple) else (value,)
-            arguments += [setting.metadata["flag"], *(repr(v) if isinstance(v, float) else str(v) for v in values)]
-    return arguments
+    return [argument for name in SETTINGS for argument in option_arguments(name, getattr(settings, name))]
 
 
 def python_executable() -> str:
