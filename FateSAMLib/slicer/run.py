@@ -180,12 +180,14 @@ def read_run_stats(stats_path: Path) -> dict:
     return stats
 
 
-def read_doubtful_slices(stats_path: Path) -> list[DoubtfulSlice]:
-    """The ``doubtful_slices`` of the engine's stats JSON, lowest score first, with centres converted LPS -> RAS."""
-    if not Path(stats_path).is_file():
-        return []
+def read_doubtful_slices(stats_path: Path, stats: dict | None = None) -> list[DoubtfulSlice]:
+    """The ``doubtful_slices`` of the engine's stats JSON, lowest score first, with centres converted LPS -> RAS.
+
+    ``stats``: the file's content when it was read already (:func:`read_run_stats`), so it is not read again.
+    """
+    stats = read_run_stats(stats_path) if stats is None else stats
     try:
-        entries = json.loads(Path(stats_path).read_text()).get("doubtful_slices", [])
+        entries = stats.get("doubtful_slices", [])
         slices = [
             DoubtfulSlice(
                 slice_index=int(entry["slice_index"]),
@@ -419,8 +421,8 @@ class SegmentationRun:
                     self.output_node,
                     self._segments.terminologies,
                 )
-                self.doubtful_slices = read_doubtful_slices(self._inputs.stats)
                 self.stats = read_run_stats(self._inputs.stats)
+                self.doubtful_slices = read_doubtful_slices(self._inputs.stats, self.stats)
                 if self.session is not None:
                     self.session.keep(self, Path(self._job.done_output))
                 self.state, self.fraction, self.message = "succeeded", 1.0, "Done"
