@@ -7,8 +7,7 @@ import json
 
 import numpy as np
 
-from ..formats import is_segmentation_file
-from ..io.labels import on_reference_grid, read_labels
+from ..io.labels import read_labels, read_labels_on_grid
 from ..metrics import METRICS, evaluate_labels
 from ..progress import CancelToken
 from .reporting import Reporter, strict_json
@@ -42,9 +41,8 @@ def scores_json(scores: dict[int, dict[str, float]], names: dict[int, str]) -> s
 def run_evaluate(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> int:
     """Read both label volumes (label maps or .seg.nrrd), score every label, print a table or JSON."""
     reference, reference_segments = read_labels(args.reference)
-    prediction, prediction_segments = read_labels(args.prediction)
     what = f"{args.prediction} does not match {args.reference}"
-    prediction = on_reference_grid(prediction, reference, what, cropped=is_segmentation_file(args.prediction))
+    prediction, prediction_segments = read_labels_on_grid(args.prediction, reference, what)
     names = {s.value: s.name for s in prediction_segments}
     names.update({s.value: s.name for s in reference_segments})
     scores = evaluate_labels(prediction, reference)

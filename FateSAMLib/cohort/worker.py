@@ -13,10 +13,10 @@ import torch
 
 from ..atomic import OutputFiles
 from ..errors import Cancelled, FateSAMError, InputError
-from ..formats import OUTPUT_SUFFIXES, is_segmentation_file
+from ..formats import OUTPUT_SUFFIXES
 from ..io.dicom_seg import DICOM_SEG_SUFFIX, dicom_seg_writer
 from ..io.images import read_image
-from ..io.labels import label_map_writer, on_reference_grid, read_labels
+from ..io.labels import label_map_writer, read_labels_on_grid
 from ..method.encoder import FeatureCache, StackFeatures
 from ..method.engine import FateSamEngine
 from ..method.pipeline import Normalization, SupportCase, load_support, segment_volume
@@ -118,9 +118,8 @@ class CaseWorker:
         query = read_image(case.query)
         reference = None
         if case.reference is not None:
-            labels, _ = read_labels(case.reference)
             what = f"The reference {case.reference} does not match the query {case.query}"
-            reference = on_reference_grid(labels, query, what, cropped=is_segmentation_file(case.reference))
+            reference, _ = read_labels_on_grid(case.reference, query, what)
         result = segment_volume(
             self.engine,
             self.supports,
