@@ -7,8 +7,6 @@ widget asks the user and shows errors (see :func:`confirmInstallation`). The ser
 Slicer's settings (FateSAMLib.slicer.parameters.ServerChoice), never in the parameter node or the scene.
 """
 
-import contextlib
-import importlib.util
 import logging
 import sys
 import tempfile
@@ -48,12 +46,10 @@ from FateSAMLib.options import DEVICES, NORMALIZATIONS, SLICE_AXIS_CHOICES, RunS
 from FateSAMLib.remote import ServerClient  # noqa: E402
 from FateSAMLib.segments import Segment  # noqa: E402
 from FateSAMLib.slicer.deps import (  # noqa: E402
-    TORCH_VERSION,
     DependencyPlan,
     check_installed,
     dependency_plan,
-    missing_packages,
-    start_pip_install,
+    start_install,
 )
 from FateSAMLib.slicer.parameters import (  # noqa: E402
     DEFAULT_WINDOW,
@@ -69,7 +65,7 @@ from FateSAMLib.slicer.parameters import (  # noqa: E402
     support_set_folder_name,
     with_scene_supports,
 )
-from FateSAMLib.slicer.process import BackgroundJob, start_download  # noqa: E402
+from FateSAMLib.slicer.process import BackgroundJob, JobSequence, start_download  # noqa: E402
 from FateSAMLib.slicer.remote_run import RemoteSegmentationRun  # noqa: E402
 from FateSAMLib.slicer.review import RefineRun, ReviewSession, reviewed_support  # noqa: E402
 from FateSAMLib.slicer.run import SegmentationRun, SupportPair, display_result, jump_to, segment_names  # noqa: E402
@@ -162,12 +158,13 @@ def confirmInstallation(plan: DependencyPlan) -> bool:
         return True
     items = []
     if plan.torch:
-        items.append(_("PyTorch ({packages}), through the PyTorch extension").format(packages=", ".join(plan.torch)))
+        packages = ", ".join(plan.torch)
+        items.append(_("PyTorch ({packages}), the build for this computer's GPU").format(packages=packages))
     items += plan.packages
     message = _(
         "FateSAM needs these Python packages, which will now be downloaded and installed into Slicer:\n\n"
-        "{items}\n\nThis can take several minutes and a few GB of disk space. Slicer is busy while PyTorch "
-        "is installed; the other packages install in the background (Cancel stops them). Install them now?"
+        "{items}\n\nThis can take several minutes and a few GB of disk space. They install in the background; "
+        "Cancel stops the installation. Install them now?"
     ).format(items="\n".join(f"- {item}" for item in items))
     return slicer.util.confirmOkCancelDisplay(message, windowTitle=_("FateSAM: install dependencies"))
 
@@ -186,7 +183,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._task = None  # what runs in the background: a SegmentationRun, or a BackgroundJob (install, download)
+        self._task = None  # in the background: a SegmentationRun, a JobSequence (install), a BackgroundJob (download)
         self._taskKind = None  # "run", "install" or "download"
         self._afterInstall = None  # what to start once the dependencies are installed
         self._lastResult = None
@@ -487,17 +484,17 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """
         accepted, job = False, None
         with slicer.util.tryWithErrorDisplay(_("FateSAM could not install its dependencies."), waitCursor=False):
-            accepted, job = self.logic.startDependencyInstall(confirmInstallation, self._installingTorch, server=server)
+            accepted, job = self.logic.startDependencyInstall(confirmInstallation, server=server)
         if not accepted:
             return
         if job is None:
             then()
             return
         self._afterInstall = then
-        self._log(_("Installing FateSAM's Python packages (pip); Cancel stops it."))
+        self._log(_("Installing FateSAM's Python packages in the background; Cancel stops it."))
         self._startTask(job, "install")
 
-    def onInstallFinished(self, job: BackgroundJob) -> None:
+    def onInstallFinished(self, job: JobSequence) -> None:
         then, self._afterInstall = self._afterInstall, None
         if job.state == "cancelled":
             self.ui.statusLabel.text = _("Installation cancelled; nothing was run.")
@@ -511,22 +508,6 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._log(_("FateSAM's Python packages are installed."))
             if then is not None:
                 then()
-
-    @staticmethod
-    @contextlib.contextmanager
-    def _installingTorch():
-        """A busy progress dialog while PyTorch installs in this process (Slicer does not respond meanwhile)."""
-        dialog = slicer.util.createProgressDialog(
-            windowTitle=_("FateSAM: installing PyTorch"),
-            labelText=_("Installing PyTorch through the PyTorch extension; Slicer is busy until it is done..."),
-            maximum=0,
-        )
-        slicer.app.processEvents()
-        try:
-            with slicer.util.WaitCursor():
-                yield
-        finally:
-            dialog.close()
 
     # Background tasks: a run, an installation or a download, followed by one timer
 
@@ -729,62 +710,36 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def dependencyPlan(server=None) -> DependencyPlan:
-        """What the engine still needs: torch packages (for the PyTorch extension) and other packages (for pip).
+        """What the engine still needs: torch packages (for light-the-torch) and other packages (for pip).
 
-        A run on a ``server`` needs nothing beyond Slicer (the server has torch and sam2): an empty plan. Raises
-        FateSAMError when PyTorch is missing and the PyTorch extension, which installs it, is not installed.
+        A run on a ``server`` needs nothing beyond Slicer (the server has torch and sam2): an empty plan.
         """
-        if server:
-            return DependencyPlan()
-        plan = dependency_plan()
-        plan.check_installable(pytorch_extension_installed=importlib.util.find_spec("PyTorchUtils") is not None)
-        return plan
-
-    @staticmethod
-    def installTorch() -> None:
-        """Install PyTorch through the PyTorch extension, in this process: Slicer is busy until it is done."""
-        import PyTorchUtils
-
-        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-            askConfirmation=False, torchVersionRequirement=TORCH_VERSION
-        )
-        if torch is None:
-            raise FateSAMError("PyTorch was not installed; install it in the PyTorch Utils module and retry.")
+        return DependencyPlan() if server else dependency_plan()
 
     def startDependencyInstall(
-        self,
-        confirm: Callable[[DependencyPlan], bool] | None = None,
-        whileInstallingTorch: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-        *,
-        server=None,
-    ) -> tuple[bool, BackgroundJob | None]:
-        """Ask once, then install what the engine needs; returns (accepted, the pip job to poll or None).
+        self, confirm: Callable[[DependencyPlan], bool] | None = None, *, server=None
+    ) -> tuple[bool, JobSequence | None]:
+        """Ask once, then start installing what the engine needs; returns (accepted, the job to poll or None).
 
         ``confirm(plan)`` is asked only when something is missing; it returns whether to install (default:
-        :func:`confirmInstallation`). PyTorch is installed first, by the PyTorch extension, in this process
-        (PyTorchUtils has no background mode), inside ``whileInstallingTorch()`` (the widget shows a busy dialog).
-        The other packages are installed by ``PythonSlicer -m pip`` in a separate process: the returned job, to poll
-        until it has finished (it can be cancelled). (False, None) if declined; (True, None) if pip has nothing to
-        install; always so for runs on a ``server``. Raises FateSAMError as :meth:`dependencyPlan` and
-        :meth:`installTorch` do.
+        :func:`confirmInstallation`). PyTorch (with light-the-torch, which picks the build for this computer's GPU)
+        and then the other packages (pip) are installed by ``PythonSlicer`` in separate processes, one after another:
+        the returned job, to poll until it has finished (it can be cancelled). (False, None) if declined; (True, None)
+        if nothing is missing; always so for runs on a ``server``.
         """
         plan = self.dependencyPlan(server)
         if plan.complete:
             return True, None
         if not (confirm or confirmInstallation)(plan):
             return False, None
-        if plan.torch:
-            with whileInstallingTorch():
-                self.installTorch()
-        return True, (start_pip_install() if missing_packages() else None)
+        return True, start_install(plan)
 
     def ensureDependencies(self, confirm: Callable[[DependencyPlan], bool] | None = None, *, server=None) -> bool:
         """Install what the engine needs and wait (for scripts); False if ``confirm`` declined.
 
         ``confirm(plan)`` decides whether to install what is missing (default :func:`confirmInstallation`: a dialog
         when Slicer shows its main window, else yes); ``confirm=lambda plan: True`` never asks. With a ``server``
-        nothing is needed. Raises FateSAMError when PyTorch is missing and the PyTorch extension is not installed,
-        or pip failed.
+        nothing is needed. Raises FateSAMError when an installation step failed or was cancelled.
         """
         accepted, job = self.startDependencyInstall(confirm, server=server)
         if not accepted:
@@ -941,7 +896,7 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
 class FateSAMTest(ScriptedLoadableModuleTest):
     """Runs the whole logic on small synthetic volumes (SAM2 with random weights: no checkpoint download).
 
-    The dependencies (PyTorch extension, sam2...) are installed on first run without asking (testing mode).
+    The dependencies (PyTorch, sam2...) are installed on first run without asking (testing mode).
     """
 
     def setUp(self):

@@ -189,7 +189,7 @@ def test_top_level_cmake_has_the_extension_metadata():
         "EXTENSION_SCREENSHOTURLS",
     ):
         assert re.search(rf"set\({variable} \S", text), variable
-    assert 'set(EXTENSION_CATEGORY "Segmentation")' in text and 'set(EXTENSION_DEPENDS "PyTorch")' in text
+    assert 'set(EXTENSION_CATEGORY "Segmentation")' in text and 'set(EXTENSION_DEPENDS "NA")' in text
     assert "find_package(Slicer REQUIRED)" in text and "add_subdirectory(FateSAM)" in text
     module_cmake = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "slicerMacroBuildScriptedModule(" in module_cmake and "slicer_add_python_unittest(" in module_cmake
@@ -313,4 +313,4 @@ def test_the_logic_sends_runs_to_a_server_that_needs_no_local_dependencies(scrip
     for name in ("startDependencyInstall", "ensureDependencies"):
         assert [a.arg for a in logic[name].args.kwonlyargs] == ["server"], name
     first = logic["dependencyPlan"].body[1]  # after the docstring
-    assert ast.unparse(first) == "if server:\n    return DependencyPlan()"
+    assert ast.unparse(first) == "return DependencyPlan() if server else dependency_plan()"

@@ -1,8 +1,10 @@
 """What the Slicer module must install before the engine can run, and how.
 
-torch and torchvision come from the PyTorch extension; the other packages from ``requirements.txt`` next to the
-FateSAMLib package, installed by ``PythonSlicer -m pip install`` in a separate process (:func:`start_pip_install`),
-followed like a run: progress lines, cancel. Standard library plus ``packaging`` (shipped with Slicer's Python) only.
+torch and torchvision are installed by light-the-torch (as the PyTorch extension's PyTorchUtils does), which picks the
+build that fits this computer's GPU driver (or the CPU build); the other packages come from ``requirements.txt`` next
+to the FateSAMLib package, with pip. Every step runs as ``PythonSlicer -m ...`` in a separate process, one after
+another (:func:`start_install`), followed like a run: progress lines, cancel. Standard library plus ``packaging``
+(shipped with Slicer's Python) only.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 
 from ..errors import FateSAMError, InputError
-from .process import PACKAGE_PARENT, BackgroundJob, python_executable
+from .process import PACKAGE_PARENT, JobSequence, JobStep, python_executable
 
 REQUIREMENTS_FILE = PACKAGE_PARENT / "requirements.txt"
 TORCH_VERSION = ">=2.5.1"  # what sam2 1.1.0 needs
 TORCH_REQUIREMENTS = (f"torch{TORCH_VERSION}", "torchvision>=0.20.1")
+LIGHT_THE_TORCH = "light-the-torch>=0.5"  # the version PyTorchUtils asks for
 PIP_OPTIONS = ("--no-build-isolation",)  # build sam2 against the installed torch, not a second download
 BUILD_ENVIRONMENT = {"SAM2_BUILD_CUDA": "0"}  # sam2's optional CUDA extension needs a compiler: skip it
 
@@ -55,7 +58,7 @@ def unmet_requirements(requirements: Sequence[str]) -> list[str]:
 
 
 def missing_torch() -> list[str]:
-    """The torch packages still to be installed (through the PyTorch extension)."""
+    """The torch packages still to be installed (with light-the-torch)."""
     return unmet_requirements(TORCH_REQUIREMENTS)
 
 
@@ -66,7 +69,7 @@ def missing_packages(path: Path = REQUIREMENTS_FILE) -> list[str]:
 
 @dataclass(frozen=True)
 class DependencyPlan:
-    """What is missing before the engine can run: torch packages (for the PyTorch extension), other packages (pip)."""
+    """What is missing before the engine can run: torch packages (for light-the-torch), other packages (pip)."""
 
     torch: tuple[str, ...] = ()
     packages: tuple[str, ...] = ()
@@ -75,14 +78,6 @@ class DependencyPlan:
     def complete(self) -> bool:
         """Nothing to install."""
         return not self.torch and not self.packages
-
-    def check_installable(self, pytorch_extension_installed: bool) -> None:
-        """Raise FateSAMError when PyTorch is missing and the PyTorch extension, which installs it, is not there."""
-        if self.torch and not pytorch_extension_installed:
-            raise FateSAMError(
-                "FateSAM needs PyTorch. Install the 'PyTorch' extension (Extensions Manager), restart Slicer, "
-                "then press Apply again: it installs the PyTorch build that fits this computer."
-            )
 
 
 def dependency_plan(path: Path = REQUIREMENTS_FILE) -> DependencyPlan:
@@ -105,9 +100,29 @@ def pip_arguments(path: Path = REQUIREMENTS_FILE) -> list[str]:
     return ["-r", str(path), *PIP_OPTIONS]
 
 
-def pip_install_command(path: Path = REQUIREMENTS_FILE, python: str | None = None) -> list[str]:
-    """The command line that installs ``path``'s requirements with ``python`` (default: Slicer's ``PythonSlicer``)."""
-    return [python or python_executable(), "-m", "pip", "install", *pip_arguments(path)]
+def install_steps(plan: DependencyPlan, path: Path = REQUIREMENTS_FILE, python: str | None = None) -> list[JobStep]:
+    """The commands that install what ``plan`` lists with ``python`` (default: Slicer's ``PythonSlicer``), in order.
+
+    PyTorch first, by ``python -m light_the_torch install`` (light-the-torch installed with pip first when missing);
+    ``LTT_PYTORCH_COMPUTATION_BACKEND`` (e.g. ``cpu``, ``cu121``) in the environment overrides its choice. Then pip
+    installs ``path``'s requirements, building sam2 against that torch.
+    """
+    python = python or python_executable()
+    steps = []
+    if plan.torch:
+        if unmet_requirements([LIGHT_THE_TORCH]):
+            steps.append(
+                JobStep("The installation of light-the-torch (pip)", (python, "-m", "pip", "install", LIGHT_THE_TORCH))
+            )
+        steps.append(
+            JobStep(
+                "The installation of PyTorch (light-the-torch)",
+                (python, "-m", "light_the_torch", "install", *plan.torch),
+            )
+        )
+    if plan.packages:
+        steps.append(JobStep("The installation (pip)", (python, "-m", "pip", "install", *pip_arguments(path))))
+    return steps
 
 
 def pip_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -118,10 +133,13 @@ def pip_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return environment
 
 
-def start_pip_install(
-    path: Path = REQUIREMENTS_FILE, python: str | None = None, environment: Mapping[str, str] | None = None
-) -> BackgroundJob:
-    """Start pip installing ``path``'s requirements in a separate process; poll the job until it has finished."""
-    return BackgroundJob(
-        pip_install_command(path, python), pip_environment(environment), description="The installation (pip)"
-    )
+def start_install(
+    plan: DependencyPlan,
+    path: Path = REQUIREMENTS_FILE,
+    python: str | None = None,
+    environment: Mapping[str, str] | None = None,
+) -> JobSequence | None:
+    """Start installing what ``plan`` lists (:func:`install_steps`), one separate process after another; poll the job
+    until it has finished. None when ``plan`` is complete."""
+    steps = install_steps(plan, path, python)
+    return JobSequence(steps, pip_environment(environment)) if steps else None

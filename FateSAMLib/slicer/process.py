@@ -362,3 +362,94 @@ class BackgroundJob:
     def wait(self, on_poll: Callable[[BackgroundJob], None] | None = None, interval_s: float = 0.1) -> None:
         """Poll until the end (for scripts); an exception meanwhile (e.g. KeyboardInterrupt) stops the command."""
         poll_until_finished(self, on_poll, interval_s)
+
+
+@dataclass(frozen=True)
+class JobStep:
+    """One command of a :class:`JobSequence`: what it does (for messages) and its command line."""
+
+    description: str
+    command: tuple[str, ...]
+
+
+class JobSequence:
+    """Commands run one after another as :class:`BackgroundJob` s, followed like one job (poll, cancel, stop, wait).
+
+    A step starts when the one before it succeeded; the first step that fails or is cancelled ends the sequence with
+    its state and error, and no later step starts. ``message`` says which step runs ("Step 2/3: ...").
+    """
+
+    def __init__(
+        self, steps: Sequence[JobStep], environment: Mapping[str, str] | None = None, kill_after_s: float = 5.0
+    ) -> None:
+        if not steps:
+            raise ValueError("A job sequence needs at least one step.")
+        self.steps = tuple(steps)
+        self._environment = environment
+        self._kill_after_s = kill_after_s
+        self.step_index = 0
+        self._stopped = False
+        self.job = self._start(0)
+
+    def _start(self, index: int) -> BackgroundJob:
+        step = self.steps[index]
+        return BackgroundJob(step.command, self._environment, step.description, self._kill_after_s)
+
+    @property
+    def _steps_left(self) -> bool:
+        return self.step_index < len(self.steps) - 1
+
+    @property
+    def finished(self) -> bool:
+        """True once a step failed or was cancelled, the last one succeeded, or :meth:`stop` ended the sequence."""
+        return self.job.finished and (self.job.state != "succeeded" or not self._steps_left or self._stopped)
+
+    @property
+    def state(self) -> str:
+        if not self.finished:
+            return "running"
+        return "cancelled" if self.job.state == "succeeded" and self._steps_left else self.job.state
+
+    @property
+    def error(self) -> FateSAMError | None:
+        if self.state == "cancelled" and self.job.state == "succeeded":
+            return Cancelled(f"{self.steps[self.step_index + 1].description} was cancelled before it started.")
+        return self.job.error
+
+    @property
+    def fraction(self) -> float:
+        return (self.step_index + self.job.fraction) / len(self.steps)
+
+    @property
+    def message(self) -> str:
+        return f"Step {self.step_index + 1}/{len(self.steps)}: {self.job.message}"
+
+    @property
+    def log_tail(self) -> list[str]:
+        return self.job.log_tail
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.job.warnings
+
+    def poll(self) -> list[EngineEvent]:
+        """Handle what the running step reported; once it has succeeded, start the next one."""
+        events = self.job.poll()
+        if self.job.state == "succeeded" and not self.finished:
+            self.step_index += 1
+            self.job = self._start(self.step_index)
+        return events
+
+    def cancel(self) -> None:
+        """Ask the running step to stop; no later step starts."""
+        self.job.cancel()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Cancel and wait (at most about ``timeout_s`` seconds) until the running step has ended; no later step
+        starts."""
+        self._stopped = True
+        self.job.stop(timeout_s)
+
+    def wait(self, on_poll: Callable[[JobSequence], None] | None = None, interval_s: float = 0.1) -> None:
+        """Poll until the end (for scripts); an exception meanwhile (e.g. KeyboardInterrupt) stops the running step."""
+        poll_until_finished(self, on_poll, interval_s)

@@ -1,9 +1,10 @@
-"""What the Slicer module installs and how: requirements, checks against the installed packages, pip in a separate
-process."""
+"""What the Slicer module installs and how: requirements, checks against the installed packages, PyTorch with
+light-the-torch and the rest with pip, in separate processes."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,24 +12,26 @@ import pytest
 
 from FateSAMLib.errors import FateSAMError, InputError
 from FateSAMLib.slicer.deps import (
+    LIGHT_THE_TORCH,
     REQUIREMENTS_FILE,
+    TORCH_REQUIREMENTS,
     DependencyPlan,
     check_installed,
     dependency_plan,
+    install_steps,
     missing_packages,
     missing_torch,
     pip_arguments,
     pip_environment,
-    pip_install_command,
     read_requirements,
-    start_pip_install,
+    start_install,
     unmet_requirements,
 )
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_requirements_file_pins_the_engine_packages_and_leaves_torch_to_the_pytorch_extension():
+def test_requirements_file_pins_the_engine_packages_and_leaves_torch_to_light_the_torch():
     assert REQUIREMENTS_FILE == REPO / "requirements.txt"
     requirements = read_requirements()
     assert "sam2==1.1.0" in requirements
@@ -63,13 +66,6 @@ def test_the_plan_names_what_is_missing_and_an_installation_that_left_something_
         check_installed(requirements)
 
 
-def test_pytorch_is_installed_only_through_the_pytorch_extension():
-    DependencyPlan(packages=("sam2==1.1.0",)).check_installable(pytorch_extension_installed=False)
-    DependencyPlan(torch=("torch>=2.5.1",)).check_installable(pytorch_extension_installed=True)
-    with pytest.raises(FateSAMError, match="Install the 'PyTorch' extension"):
-        DependencyPlan(torch=("torch>=2.5.1",)).check_installable(pytorch_extension_installed=False)
-
-
 def test_read_requirements_skips_comments_and_blank_lines(tmp_path):
     path = tmp_path / "requirements.txt"
     path.write_text("# comment\n\nsam2==1.1.0  # pinned\n  slicerio>=1\n")
@@ -79,19 +75,51 @@ def test_read_requirements_skips_comments_and_blank_lines(tmp_path):
         read_requirements(tmp_path / "missing.txt")
 
 
-def test_pip_runs_as_slicers_python_with_the_build_settings():
-    assert pip_install_command(REQUIREMENTS_FILE, python="/opt/Slicer/bin/PythonSlicer") == [
-        "/opt/Slicer/bin/PythonSlicer",
-        "-m",
-        "pip",
-        "install",
-        "-r",
-        str(REQUIREMENTS_FILE),
-        "--no-build-isolation",
+def test_pytorch_comes_first_from_light_the_torch_then_pip_installs_the_requirements():
+    python = "/opt/Slicer/bin/PythonSlicer"
+    plan = DependencyPlan(torch=TORCH_REQUIREMENTS, packages=("sam2==1.1.0",))
+    steps = install_steps(plan, REQUIREMENTS_FILE, python)
+    ltt_installed = not unmet_requirements([LIGHT_THE_TORCH])  # installed here by the test extra
+    assert [step.command for step in steps] == [
+        *([] if ltt_installed else [(python, "-m", "pip", "install", LIGHT_THE_TORCH)]),
+        (python, "-m", "light_the_torch", "install", "torch>=2.5.1", "torchvision>=0.20.1"),
+        (python, "-m", "pip", "install", "-r", str(REQUIREMENTS_FILE), "--no-build-isolation"),
     ]
-    assert pip_install_command()[1:4] == ["-m", "pip", "install"]
+    assert [step.command[2] for step in install_steps(DependencyPlan(packages=("sam2==1.1.0",)), python=python)] == [
+        "pip"
+    ]
+    assert install_steps(DependencyPlan(torch=TORCH_REQUIREMENTS), python=python)[-1].command[2] == "light_the_torch"
+    assert install_steps(DependencyPlan()) == [] and start_install(DependencyPlan()) is None
     environment = pip_environment({"HOME": "/h", "SAM2_BUILD_CUDA": "1"})
     assert environment == {"HOME": "/h", "SAM2_BUILD_CUDA": "0", "PYTHONUNBUFFERED": "1"}
+
+
+def test_light_the_torch_accepts_the_command_and_picks_a_build_for_this_machine():
+    """The installed light-the-torch parses the PyTorch step's arguments as PyTorchUtils' do, and picks the CPU
+    build on this machine without a GPU driver; LTT_PYTORCH_COMPUTATION_BACKEND overrides its choice. Nothing is
+    downloaded: the actual installation needs download.pytorch.org."""
+    from light_the_torch._patch import LttOptions
+
+    step = install_steps(DependencyPlan(torch=TORCH_REQUIREMENTS), python=sys.executable)[-1]
+    arguments = list(step.command[3:])
+    assert arguments[0] == "install"
+    assert {str(backend) for backend in LttOptions.from_pip_argv(arguments).computation_backends} == {"cpu"}
+    help_text = subprocess.run([*step.command[:4], "--help"], capture_output=True, text=True, timeout=60)
+    assert help_text.returncode == 0 and "--pytorch-computation-backend" in help_text.stdout
+    forced = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from light_the_torch._patch import LttOptions; "
+            "print(sorted(map(str, LttOptions.from_pip_argv(sys.argv[1:]).computation_backends)))",
+            *arguments,
+        ],
+        env={**os.environ, "LTT_PYTORCH_COMPUTATION_BACKEND": "cu121"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert forced.returncode == 0 and forced.stdout.strip() == "['cu121']", forced.stderr
 
 
 def test_pip_installs_in_a_background_process_and_reports_its_failure(tmp_path):
@@ -99,13 +127,15 @@ def test_pip_installs_in_a_background_process_and_reports_its_failure(tmp_path):
     offline = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     satisfied = tmp_path / "satisfied.txt"
     satisfied.write_text("numpy>=1.0\n")
-    job = start_pip_install(satisfied, python=sys.executable, environment=offline)
+    job = start_install(DependencyPlan(packages=("numpy>=1.0",)), satisfied, sys.executable, offline)
     job.wait(interval_s=0.05)
     assert job.state == "succeeded", job.error
     assert any("already satisfied" in line for line in job.log_tail)
     unknown = tmp_path / "unknown.txt"
     unknown.write_text("no-such-package-fatesam-test==1.0\n")
-    job = start_pip_install(unknown, python=sys.executable, environment=offline)
+    job = start_install(
+        DependencyPlan(packages=("no-such-package-fatesam-test==1.0",)), unknown, sys.executable, offline
+    )
     job.wait(interval_s=0.05)
     assert job.state == "failed" and "The installation (pip) stopped with exit code" in str(job.error)
     assert "no-such-package-fatesam-test" in str(job.error)

@@ -18,6 +18,8 @@ from FateSAMLib.slicer.process import (
     BackgroundJob,
     EngineEvent,
     EngineProcess,
+    JobSequence,
+    JobStep,
     download_arguments,
     engine_command,
     engine_environment,
@@ -338,6 +340,73 @@ def test_stop_kills_a_command_that_ignores_the_cancel():
     started = time.monotonic()
     job.stop(timeout_s=10)
     assert job.state == "cancelled" and time.monotonic() - started < 5 and not running(job.process.pid)
+
+
+def step(description: str, code: str) -> JobStep:
+    return JobStep(description, tuple(python_script(code)))
+
+
+def append_line(path: Path, text: str) -> str:
+    return f"open({str(path)!r}, 'a').write({text!r} + '\\n')"
+
+
+def test_a_job_sequence_runs_its_steps_in_order_and_stops_at_the_first_failure(tmp_path):
+    record = tmp_path / "steps.txt"
+    sequence = JobSequence(
+        [
+            step("The first step", append_line(record, "first")),
+            step("The second step", append_line(record, "second") + "; print('half way', flush=True)"),
+            step("The third step", append_line(record, "third")),
+        ]
+    )
+    messages = []
+    sequence.wait(on_poll=lambda job: messages.append((job.message, job.fraction)), interval_s=0.02)
+    assert sequence.state == "succeeded" and sequence.error is None and sequence.fraction == 1.0
+    assert record.read_text().split() == ["first", "second", "third"]
+    assert any(message.startswith("Step 2/3: ") for message, _ in messages)
+    fractions = [fraction for _, fraction in messages]
+    assert fractions == sorted(fractions) and {round(value, 3) for value in fractions} >= {0.333, 0.667, 1.0}
+
+    record.unlink()
+    failing = JobSequence(
+        [
+            step("The first step", append_line(record, "first")),
+            step("The broken step", "print('no luck'); raise SystemExit(4)"),
+            step("The third step", append_line(record, "third")),
+        ]
+    )
+    failing.wait(interval_s=0.02)
+    assert failing.state == "failed" and failing.step_index == 1
+    assert "The broken step stopped with exit code 4" in str(failing.error) and "no luck" in str(failing.error)
+    assert record.read_text().split() == ["first"]
+
+
+def test_a_cancelled_job_sequence_starts_no_later_step(tmp_path):
+    record = tmp_path / "steps.txt"
+    steps = [
+        step("The slow step", "print('started', flush=True); import time; time.sleep(30)"),
+        step("The next step", append_line(record, "next")),
+    ]
+    sequence = JobSequence(steps)
+    while not sequence.log_tail:
+        sequence.poll()
+        time.sleep(0.02)
+    sequence.cancel()
+    deadline = time.monotonic() + 10
+    while not sequence.finished:
+        assert time.monotonic() < deadline, "the cancelled sequence did not end"
+        sequence.poll()
+        time.sleep(0.02)
+    assert sequence.state == "cancelled" and isinstance(sequence.error, Cancelled) and sequence.step_index == 0
+    assert not running(sequence.job.process.pid) and not record.exists()
+
+    stopped = JobSequence([step("The quick step", "pass"), *steps[1:]])
+    while stopped.job.process.returncode is None:  # the first step has ended; no poll has seen it yet
+        time.sleep(0.02)
+    stopped.stop(timeout_s=5)
+    assert stopped.finished and stopped.state == "cancelled" and "The next step was cancelled" in str(stopped.error)
+    stopped.poll()
+    assert stopped.step_index == 0 and not record.exists()
 
 
 def test_a_download_of_an_unknown_model_fails_with_the_engines_error():
