@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -36,6 +38,7 @@ JOB_SETTINGS = ("model", "image_size", "top_k", "slice_axis", "normalization", "
 """The run settings a job may choose; the others (weights, device, threads, caches) are the server's own."""
 FINISHED_STATES = ("succeeded", "failed", "cancelled")
 CHUNK = 1024 * 1024
+_NUMBER = re.compile(r"-\d+|-\d*\.\d+")  # what argparse reads as a negative number, not as an option
 
 _ERROR_CLASSES = {cls.__name__: cls for cls in vars(errors).values() if isinstance(cls, type)}
 
@@ -76,6 +79,17 @@ def job_settings(settings: RunSettings) -> dict[str, Any]:
     return chosen
 
 
+def option_values(values: Iterable[Any], what: str) -> list[str]:
+    """Values sent in JSON as ``fatesam segment`` option values; InputError for one that the command line would
+    read as an option (it starts with '-' and is no negative number), so that a job never sets the server's own
+    options (its output, query or caches)."""
+    texts = [str(value) for value in values]
+    for text in texts:
+        if text.startswith("-") and not _NUMBER.fullmatch(text):
+            raise InputError(f"{what} cannot take '{text}': a value starting with '-' would be read as an option.")
+    return texts
+
+
 def settings_arguments(values: Mapping[str, Any], allowed: Sequence[str] = JOB_SETTINGS) -> list[str]:
     """Settings (as sent in JSON) as ``fatesam segment`` options, which the command line's parser then checks.
 
@@ -84,7 +98,29 @@ def settings_arguments(values: Mapping[str, Any], allowed: Sequence[str] = JOB_S
     refused = [name for name in values if name not in allowed]
     if refused:
         raise InputError(f"A job cannot set '{refused[0]}'; it may set: {', '.join(allowed)}.")
+    for name, value in values.items():
+        option_values(value if isinstance(value, list | tuple) else [value], f"The setting '{name}'")
     return [argument for name, value in values.items() for argument in option_arguments(name, value)]
+
+
+@dataclass(frozen=True)
+class CorrectionFiles:
+    """A refine's corrections for a job, as ``fatesam segment`` takes them: ``labels`` (``--corrections``, the
+    query's labels with corrected slices), ``slices`` (``--corrected-slices``: slice numbers, or ``["auto"]``: where
+    ``labels`` differs from ``previous``) and ``previous`` (``--previous``, the result they were edited from). The
+    server checks them as the command line does, with its messages."""
+
+    labels: Path | None = None
+    slices: Sequence[int | str] | None = None
+    previous: Path | None = None
+
+    def form(self) -> tuple[dict[str, str], list[tuple[str, Path]]]:
+        """The job's form fields and files for these corrections."""
+        fields = {"corrected_slices": json.dumps(list(self.slices))} if self.slices else {}
+        files = [
+            (name, Path(path)) for name, path in (("corrections", self.labels), ("previous", self.previous)) if path
+        ]
+        return fields, files
 
 
 class ServerError(FateSAMError):
@@ -112,6 +148,16 @@ def read_token(token_file: str | Path | None = None) -> str | None:
     return os.environ.get(TOKEN_ENVIRONMENT) or None
 
 
+def _size(path: Path) -> int:
+    """The size of a file to upload; InputError naming it when it cannot be read."""
+    try:
+        if not path.is_file():
+            raise InputError(f"{path} is not a file; give the path of the file to upload.")
+        return path.stat().st_size
+    except OSError as error:
+        raise InputError(f"Cannot read {path}: {error.strerror or error}.") from None
+
+
 def _multipart(fields: Mapping[str, str], files: Sequence[tuple[str, Path]]) -> tuple[str, int, Iterator[bytes]]:
     """A multipart/form-data body streamed from disk: (content type, length, chunks)."""
     boundary = uuid.uuid4().hex
@@ -127,7 +173,7 @@ def _multipart(fields: Mapping[str, str], files: Sequence[tuple[str, Path]]) -> 
         for name, path in files
     ]
     tail = f"--{boundary}--\r\n".encode()
-    sizes = [len(head) + path.stat().st_size + 2 for head, (_, path) in zip(file_heads, files, strict=True)]
+    sizes = [len(head) + _size(path) + 2 for head, (_, path) in zip(file_heads, files, strict=True)]
     length = sum(map(len, heads)) + sum(sizes)
 
     def chunks() -> Iterator[bytes]:
@@ -239,13 +285,16 @@ class ServerClient:
         settings: Mapping[str, Any] | None = None,
         segments: Sequence[str] | None = None,
         output_format: str = SEGMENTATION_SUFFIX,
+        corrections: CorrectionFiles | None = None,
     ) -> str:
-        """Submit a job (the query volume, a support set's id, job settings); returns the job id."""
+        """Submit a job (the query volume, a support set's id, job settings; a refine's ``corrections``); returns
+        the job id."""
         fields = {"support_set": support_set, "settings": json.dumps(dict(settings or {}))}
         fields["output_format"] = output_format
         if segments:
             fields["segments"] = json.dumps(list(segments))
-        content_type, length, body = _multipart(fields, [("query", Path(query))])
+        refine_fields, refine_files = corrections.form() if corrections is not None else ({}, [])
+        content_type, length, body = _multipart({**fields, **refine_fields}, [("query", Path(query)), *refine_files])
         headers = {"Content-Type": content_type, "Content-Length": str(length)}
         return self._json("POST", "/jobs", body=body, headers=headers)["id"]
 
@@ -268,6 +317,7 @@ class RemoteJob:
     """A whole remote run followed without blocking, like the engine process's ``BackgroundJob``: a thread uploads
     the support set (unless the server has it), submits the job, follows it and downloads the result to ``output``
     (and ``stats``); :meth:`poll` (e.g. from a timer) copies what it reached, :meth:`cancel` cancels the job.
+    With ``corrections`` the job is a refine (see :class:`CorrectionFiles`).
 
     States: "running", "succeeded", "failed", "cancelled". A busy server (HTTP 503) is asked again after its
     Retry-After, for at most ``busy_wait_s`` seconds.
@@ -284,8 +334,10 @@ class RemoteJob:
         segments: Sequence[str] | None = None,
         interval_s: float = 0.5,
         busy_wait_s: float = 600.0,
+        corrections: CorrectionFiles | None = None,
     ) -> None:
         self.client = client
+        self.corrections = corrections
         self.output, self.stats = Path(output), stats
         self.state, self.fraction, self.message = "running", 0.0, "Connecting to the server"
         self.warnings: list[str] = []
@@ -315,7 +367,7 @@ class RemoteJob:
         suffix = upload_suffix(self.output.name, (SEGMENTATION_SUFFIX, *UPLOAD_IMAGE_SUFFIXES))
         while True:
             try:
-                return self.client.submit(query, set_id, settings, segments, suffix)
+                return self.client.submit(query, set_id, settings, segments, suffix, self.corrections)
             except ServerBusy as busy:
                 if time.monotonic() + busy.retry_after_s > deadline:
                     raise

@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..formats import OUTPUT_SUFFIXES, output_suffix
 from ..options import SETTINGS
 from ..progress import CancelToken
-from ..remote import TOKEN_ENVIRONMENT, RemoteJob, ServerClient, job_settings, read_token
+from ..remote import TOKEN_ENVIRONMENT, CorrectionFiles, RemoteJob, ServerClient, job_settings, read_token
 from .arguments import settings_from_args
 from .reporting import Reporter
 
@@ -30,8 +30,18 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def correction_files(args: argparse.Namespace) -> CorrectionFiles | None:
+    """A refine's options (``--corrections``, ``--corrected-slices``, ``--previous``) as sent to the server, which
+    checks them as a local run does (against its slice axis), with the same messages; None for a plain run."""
+    if not (args.corrections or args.corrected_slices or args.previous):
+        return None
+    labels, previous = (Path(path) if path else None for path in (args.corrections, args.previous))
+    return CorrectionFiles(labels, args.corrected_slices, previous)
+
+
 def run_remote_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> int:
-    """Upload the supports (once per support set), run the job on the server, and write what it returns atomically."""
+    """Upload the supports (once per support set), run the job (a refine with corrections) on the server, and write
+    what it returns atomically."""
     output = Path(args.output)
     suffix = output_suffix(output)
     if not suffix:
@@ -47,7 +57,16 @@ def run_remote_segment(args: argparse.Namespace, reporter: Reporter, cancel: Can
     with tempfile.TemporaryDirectory(prefix="fatesam-remote-") as folder:
         result = Path(folder) / f"result{suffix}"
         stats = Path(folder) / "stats.json" if args.stats_json else None
-        job = RemoteJob(client, args.support, Path(args.query), result, stats, settings, args.segments)
+        job = RemoteJob(
+            client,
+            args.support,
+            Path(args.query),
+            result,
+            stats,
+            settings,
+            args.segments,
+            corrections=correction_files(args),
+        )
         shown = 0
         while True:
             if cancel.cancelled:

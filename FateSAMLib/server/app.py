@@ -3,12 +3,21 @@
 Every route but ``/v1/health`` (and the OpenAPI docs) needs ``Authorization: Bearer TOKEN``, checked before any
 byte of the body is read. Uploads get server-chosen names in a private folder (0700) and count against
 ``max_upload_bytes`` while they stream (HTTP 413, nothing kept). A job's inputs are read by the same readers as
-``fatesam segment`` and refused with its messages (HTTP 422); a full queue answers 503 with Retry-After. Shutting
+``fatesam segment`` and refused with its messages (HTTP 422); a full queue answers 503 with Retry-After. A job may
+be a refine: the query's labels with corrected slices (``corrections``), which slices (``corrected_slices``) and,
+for ``["auto"]``, the result they were edited from (``previous``), checked as the command line checks them.
+
+The jobs share one feature cache, keyed by content: it keeps the support sets' features and also those of every
+query slice, so that a refine of a query the server has seen encodes nothing. It holds features derived from
+patient images, so, like every file the server writes while it runs, its files are the server user's only (mode
+0600, folders 0700, in the private folder), and each is removed ``keep_results_s`` after it was written (as a
+finished job's files are after it ended; a support set's features are then encoded again when next used). Shutting
 down cancels every job and deletes the folder: nothing the clients sent stays on the server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -16,6 +25,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,18 +38,29 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..cli.arguments import settings_from_args
+from ..cli.corrections import corrections_from_args
 from ..cli.main import build_parser
 from ..errors import FateSAMError, InputError, ResourceError
 from ..formats import OUTPUT_SUFFIXES, SEGMENTATION_SUFFIX
 from ..io.images import read_image
 from ..models.registry import model_names
-from ..remote import API, CHUNK, JOB_SETTINGS, UPLOAD_IMAGE_SUFFIXES, UPLOAD_LABEL_SUFFIXES, settings_arguments
+from ..remote import (
+    API,
+    CHUNK,
+    JOB_SETTINGS,
+    UPLOAD_IMAGE_SUFFIXES,
+    UPLOAD_LABEL_SUFFIXES,
+    option_values,
+    settings_arguments,
+)
 from ..remote import upload_suffix as _upload_suffix
 from .jobs import Job, JobQueue, QueueFull, new_job_id
 from .store import SupportSetStore, Upload, client_message
 from .tokens import tokens_match
 
 ERROR_STATUS = {InputError: 422, ResourceError: 507}
+PRIVATE_UMASK = 0o077
+"""While a server runs, what it writes (results, statistics, cached features) is readable by its user only."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +96,7 @@ class Service:
         self.jobs_folder = _private_folder(self.folder / "jobs")
         self.features = _private_folder(self.folder / "features")
         self.store = SupportSetStore(_private_folder(self.folder / "support-sets"))
+        self._umask = os.umask(PRIVATE_UMASK)  # restored by close()
         self.queue = JobQueue(self.store, config.workers, config.queue_size)
         self._stop = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep, name="fatesam-expiry", daemon=True)
@@ -84,12 +106,22 @@ class Service:
         while not self._stop.wait(self.config.sweep_interval_s):
             self.queue.expire(self.config.keep_results_s, self.config.abandon_after_s)
             self.store.expire(self.config.keep_support_sets_s)
+            self.expire_features(self.config.keep_results_s)
+
+    def expire_features(self, keep_s: float) -> None:
+        """Remove the cached features written more than ``keep_s`` seconds ago (those of queries among them)."""
+        oldest = time.time() - keep_s
+        for path in self.features.iterdir():
+            with contextlib.suppress(OSError):  # a file being written or removed meanwhile: the next sweep sees it
+                if path.stat().st_mtime < oldest:
+                    path.unlink()
 
     def close(self) -> None:
         """Cancel every job, stop the workers and delete everything the clients sent."""
         self._stop.set()
         self.queue.close()
         shutil.rmtree(self.folder, ignore_errors=True)
+        os.umask(self._umask)
 
     def receive(self, upload: UploadFile, suffixes: tuple[str, ...], folder: Path | None = None) -> Upload:
         """Copy an upload to a server-chosen name (only its format suffix comes from the client), hashing it."""
@@ -212,9 +244,16 @@ def _json_form(text: str | None, kind: type, what: str) -> Any:
 
 
 def job_arguments(
-    service: Service, folder: Path, query: Path, pairs: list[tuple[Path, Path]], output_format: str, fields: dict
+    service: Service,
+    folder: Path,
+    query: Path,
+    pairs: list[tuple[Path, Path]],
+    output_format: str,
+    fields: dict,
+    refine: dict[str, Upload],
 ) -> list[str]:
-    """The ``fatesam segment`` command line of a job: the server's options, then the job's settings."""
+    """The ``fatesam segment`` command line of a job: the server's options, then the job's settings and a refine's
+    corrections (``refine``: the uploaded ``corrections`` and ``previous``, by form field)."""
     arguments = ["segment"]
     for image, labels in pairs:
         arguments += ["--support", str(image), str(labels)]
@@ -222,7 +261,11 @@ def job_arguments(
     arguments += ["--stats-json", str(folder / "stats.json"), "--feature-cache", str(service.features)]
     arguments += [*service.config.engine_arguments, *settings_arguments(fields["settings"])]
     if fields["segments"]:
-        arguments += ["--segments", *(str(name) for name in fields["segments"])]
+        arguments += ["--segments", *option_values(fields["segments"], "segments")]
+    for name, upload in refine.items():
+        arguments += [f"--{name}", str(upload.path)]
+    if fields["corrected_slices"]:
+        arguments += ["--corrected-slices", *option_values(fields["corrected_slices"], "corrected_slices")]
     return arguments
 
 
@@ -297,10 +340,22 @@ def create_app(config: ServerConfig) -> FastAPI:
         output_format: Annotated[str, Form(description=f"one of {', '.join(OUTPUT_SUFFIXES)}")] = SEGMENTATION_SUFFIX,
         images: Annotated[list[UploadFile] | None, File(description="inline supports instead of an id")] = None,
         labels: Annotated[list[UploadFile] | None, File(description="the inline supports' labels")] = None,
+        corrections: Annotated[
+            UploadFile | None, File(description="a refine: the query's labels with corrected slices")
+        ] = None,
+        corrected_slices: Annotated[
+            str | None, Form(description='JSON list of the corrected slices (along the slice axis), or ["auto"]')
+        ] = None,
+        previous: Annotated[
+            UploadFile | None, File(description='for ["auto"]: the result the corrections were made on')
+        ] = None,
     ) -> JSONResponse:
-        """Queue a job: ``fatesam segment`` on the query with a support set; 503 with Retry-After when full."""
+        """Queue a job: ``fatesam segment`` on the query with a support set (a refine with ``corrections``,
+        ``corrected_slices`` and ``previous``, as ``--corrections``, ``--corrected-slices`` and ``--previous``);
+        503 with Retry-After when full."""
         fields = {"settings": _json_form(settings, dict, "settings")}
         fields["segments"] = _json_form(segments, list, "segments")
+        fields["corrected_slices"] = _json_form(corrected_slices, list, "corrected_slices")
         if output_format not in OUTPUT_SUFFIXES:
             raise InputError(f"Unsupported output_format '{output_format}'. Use one of: {', '.join(OUTPUT_SUFFIXES)}.")
         if images:
@@ -315,14 +370,19 @@ def create_app(config: ServerConfig) -> FastAPI:
         folder = _private_folder(service.jobs_folder / job_id)
         try:
             received = service.receive(query, UPLOAD_IMAGE_SUFFIXES, folder)
+            refine = {
+                name: service.receive(upload, UPLOAD_LABEL_SUFFIXES, folder)
+                for name, upload in (("corrections", corrections), ("previous", previous))
+                if upload is not None
+            }
             try:
-                read_image(received.path)
+                image = read_image(received.path)
+                args = build_parser().parse_args(
+                    job_arguments(service, folder, received.path, stored.pairs, output_format, fields, refine)
+                )
+                corrections_from_args(args, image, settings_from_args(args).slice_axis)
             except FateSAMError as error:
-                raise client_message(error, [received]) from None
-            args = build_parser().parse_args(
-                job_arguments(service, folder, received.path, stored.pairs, output_format, fields)
-            )
-            settings_from_args(args)
+                raise client_message(error, [received, *refine.values()]) from None
             job = Job(job_id, folder, args, stored)
             service.queue.submit(job)
         except QueueFull as full:

@@ -213,20 +213,24 @@ class RefineRun(SegmentationRun):
                 f"'{node_label(edited)}' has no edited slice: correct some slices in Segment Editor first."
             )
 
-    def _start_job(self, inputs: RunInputs) -> BackgroundJob:
+    def export_corrections(self) -> Path:
+        """Write the edited result into the run's folder as the corrections (a ``.seg.nrrd`` valued as the kept
+        output, so that ``--corrected-slices auto --previous KEPT`` finds the edited slices); returns its path."""
         labels = _label_array(self.edited, self.target, self.kept_result.segments)
         present = [segment for segment in self.kept_result.segments if (labels == segment.value).any()]
-        corrections = save_segmentation(
+        return save_segmentation(
             label_array_to_segmentation(labels, ijk_to_ras(self.target), present, "corrections"),
             self.folder / f"corrections{SEGMENTATION_SUFFIX}",
         )
+
+    def _start_job(self, inputs: RunInputs) -> BackgroundJob:
         arguments = segment_arguments(
             inputs.supports,
             inputs.query,
             inputs.output,
             self.options,
             inputs.stats,
-            corrections=(corrections, self.kept_result.path),
+            corrections=(self.export_corrections(), self.kept_result.path),
         )
         return BackgroundJob(engine_command(arguments, self.python), self.environment)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -88,6 +89,11 @@ class Inputs:
     def supports(self) -> list[tuple[Path, Path]]:
         return [(self.image, self.labels)]
 
+    def segment_args(self, output: Path) -> list[str]:
+        """``fatesam segment`` of the query with the support, into ``output``."""
+        return ["segment", "--support", str(self.image), str(self.labels), "--query", str(self.query), "--output",
+                str(output)]  # fmt: skip
+
 
 def small_inputs(folder: Path) -> Inputs:
     """Write the test inputs into ``folder``."""
@@ -99,6 +105,11 @@ def small_inputs(folder: Path) -> Inputs:
     sitk.WriteImage(query[:, :, 15:18], str(paths.query))
     sitk.WriteImage(query, str(paths.long_query))
     return paths
+
+
+def written(path: Path) -> bytes:
+    """A file's bytes but the writer's timestamp comment ("# on 2026-01-01 10:00:00(GMT).")."""
+    return re.sub(rb"\n# on [^\n]*\n", b"\n", path.read_bytes(), count=1)
 
 
 def files_under(folder: Path) -> list[Path]:

@@ -1,4 +1,5 @@
-"""The Slicer module's remote run (Qt-free logic, real MRML scene) against a real server: result and cancel."""
+"""The Slicer module's remote run (Qt-free logic, real MRML scene) against a real server: result, cancel and a
+refine of an edited result."""
 
 from __future__ import annotations
 
@@ -13,14 +14,18 @@ slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is needed f
 from FateSAMLib.errors import InputError  # noqa: E402
 from FateSAMLib.options import RunSettings  # noqa: E402
 from FateSAMLib.segments import Segment  # noqa: E402
-from FateSAMLib.slicer.remote_run import RemoteSegmentationRun  # noqa: E402
+from FateSAMLib.slicer.remote_run import RemoteRefineRun, RemoteSegmentationRun  # noqa: E402
+from FateSAMLib.slicer.review import ReviewSession, slice_array_axis  # noqa: E402
 from FateSAMLib.slicer.run import SupportPair  # noqa: E402
 from FateSAMLib.slicer.scene import (  # noqa: E402
     add_to_scene,
     array_to_volume,
+    ijk_to_ras,
     label_array_to_segmentation,
     register_segmentation_converters,
+    replace_segments,
     segment_infos,
+    segmentation_to_label_array,
 )
 
 SEGMENTS = (Segment(1, "Ball", (0.9, 0.2, 0.2)), Segment(2, "Box", (0.2, 0.5, 0.9)))
@@ -86,3 +91,41 @@ def test_a_bad_server_address_or_token_fails_cleanly(served):
     run.start()
     wait_for(lambda: run.poll() is not None and run.finished, 30, "the refusal")
     assert run.state == "failed" and "Check the token" in str(run.error) and run.folder is None
+
+
+def labels_of(result, target) -> np.ndarray:
+    """The result as a label array on the target's grid, valued as SEGMENTS by name."""
+    values = {segment.name: segment.value for segment in SEGMENTS}
+    return segmentation_to_label_array(result, target, {i.segment_id: values[i.name] for i in segment_infos(result)})
+
+
+def test_a_remote_refine_keeps_the_edited_slice_and_encodes_nothing_on_the_server(served):
+    scene, target, supports = scene_with_supports()
+    session = ReviewSession()
+    try:
+        first = RemoteSegmentationRun(scene, target, supports, served.url, TOKEN, session=session, interval_s=0.05)
+        first.start()
+        wait_for(lambda: first.poll() is not None and first.finished, 240, "the remote run", interval_s=0.05)
+        assert first.state == "succeeded", first.error
+        result = first.result
+        axis = slice_array_axis(ijk_to_ras(target), first.stats["slice_axis"])
+        edited = np.moveaxis(labels_of(result, target), axis, 0)  # a view: edits go into the array
+        edited[1] = 0
+        edited[1, 4:12, 6:14] = 1
+        edited = np.moveaxis(edited, 0, axis)
+        replace_segments(result, label_array_to_segmentation(edited, ijk_to_ras(target), list(SEGMENTS), "edits"))
+
+        refine = RemoteRefineRun(scene, result, session, served.url, TOKEN, interval_s=0.05)
+        assert refine.changes.slices == [1]
+        refine.start()
+        wait_for(lambda: refine.poll() is not None and refine.finished, 240, "the remote refine", interval_s=0.05)
+        assert refine.state == "succeeded", refine.error
+        refined = np.moveaxis(labels_of(refine.result, target), axis, 0)
+        np.testing.assert_array_equal(refined[1], np.moveaxis(edited, axis, 0)[1])  # kept exactly
+        assert refine.stats["corrected_slices"] == [1] and refine.stats["encoder_passes"] == 0
+        assert not result.GetDisplayNode().GetVisibility() and refine.folder is None
+        assert session.changes(refine.result).slices == []  # kept in the session: refine it again
+        folder = session.folder
+    finally:
+        session.close()
+    assert not folder.exists()

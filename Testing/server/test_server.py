@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import signal
 import stat
 import subprocess
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import cut_short
-from server_helpers import ENGINE, TOKEN, files_under, running_server, small_inputs, wait_for
+from server_helpers import ENGINE, TOKEN, files_under, running_server, small_inputs, wait_for, written
 
 from FateSAMLib.cli.main import main
 from FateSAMLib.errors import InputError
@@ -48,11 +47,6 @@ def token_file(tmp_path):
     return path
 
 
-def segment(inputs, output: Path, *extra: str) -> list[str]:
-    image, labels = inputs.supports[0]
-    return ["segment", "--support", str(image), str(labels), "--query", str(inputs.query), "--output", str(output)]
-
-
 def request(served, method: str, path: str, body=None, headers=None) -> tuple[int, dict, dict]:
     """One raw HTTP request: (status, JSON body, headers)."""
     address = urllib.parse.urlsplit(served.url)
@@ -64,11 +58,6 @@ def request(served, method: str, path: str, body=None, headers=None) -> tuple[in
         return response.status, json.loads(data) if data else {}, dict(response.getheaders())
     finally:
         connection.close()
-
-
-def written(path: Path) -> bytes:
-    """A file's bytes but the writer's timestamp comment ("# on 2026-01-01 10:00:00(GMT).")."""
-    return re.sub(rb"\n# on [^\n]*\n", b"\n", path.read_bytes(), count=1)
 
 
 def multipart(files: list[tuple[str, str, bytes]], fields: dict | None = None) -> tuple[bytes, dict]:
@@ -89,11 +78,11 @@ def test_a_remote_job_writes_what_a_local_run_writes_and_a_support_set_is_stored
 ):
     local, remote, again = tmp_path / "local.seg.nrrd", tmp_path / "remote.seg.nrrd", tmp_path / "again.seg.nrrd"
     started = time.perf_counter()
-    assert main([*segment(inputs, local), *ENGINE, "--stats-json", str(tmp_path / "local.json")]) == 0
+    assert main([*inputs.segment_args(local), *ENGINE, "--stats-json", str(tmp_path / "local.json")]) == 0
     local_seconds = time.perf_counter() - started
     started = time.perf_counter()
     remote_args = ["--server", served.url, "--token-file", str(token_file), "--stats-json", str(tmp_path / "r.json")]
-    assert main([*segment(inputs, remote), *remote_args]) == 0
+    assert main([*inputs.segment_args(remote), *remote_args]) == 0
     remote_seconds = time.perf_counter() - started
     assert "RANDOM WEIGHTS" in capsys.readouterr().err  # the server's warnings reach the client
     local_image, remote_image = sitk.ReadImage(str(local)), sitk.ReadImage(str(remote))
@@ -104,7 +93,7 @@ def test_a_remote_job_writes_what_a_local_run_writes_and_a_support_set_is_stored
     assert first["support_slices_encoded"] > 0
 
     os.environ.pop("FATESAM_TOKEN", None)
-    assert main([*segment(inputs, again), "--server", served.url, "--token-file", str(token_file), "--stats-json",
+    assert main([*inputs.segment_args(again), "--server", served.url, "--token-file", str(token_file), "--stats-json",
                  str(tmp_path / "again.json")]) == 0  # fmt: skip
     second = json.loads((tmp_path / "again.json").read_text())
     assert second["support_slices_encoded"] == 0 and second["encoder_passes"] == 0  # the same query: all cached
@@ -209,6 +198,16 @@ def test_damaged_and_mismatched_inputs_are_refused_with_the_command_lines_messag
     with pytest.raises(InputError, match="A job cannot set 'checkpoint'"):
         client.submit(inputs.query, set_id, {"checkpoint": "/etc/passwd"})
     assert not any(path.name.startswith("result") for path in files_under(served.service.jobs_folder))
+
+
+def test_a_jobs_values_never_become_options_of_the_servers_command_line(served, inputs):
+    client = served.client()
+    set_id = client.upload_support_set(inputs.supports)
+    for settings, segments in (({}, ["1", "--query", "/etc/hostname"]), ({"window": [0, 1, "--overwrite"]}, None)):
+        with pytest.raises(InputError, match="would be read as an option") as refused:
+            client.submit(inputs.query, set_id, settings, segments)
+        assert refused.value.status == 422
+    assert list(served.service.jobs_folder.iterdir()) == []
 
 
 def test_unknown_jobs_are_404_with_a_message(served):
