@@ -3,7 +3,7 @@
 Subpackages by dependency tier (each may import the tiers above it, never those below):
 
 - this top level (``errors``, ``progress``, ``segments``, ``options``, ``formats``, ``atomic``: the one atomic write
-  of every output file and folder): the standard library only;
+  of every output file and folder, ``support_sets``: a saved support set's manifest): the standard library only;
 - ``slicer``: the 3D Slicer scene adapter and the engine process it starts; MRML and numpy, never torch, sam2,
   SimpleITK or slicerio (the module loads it before those may be installed);
 - ``models.registry``: the model names and checkpoint locations, standard library only;

@@ -3,6 +3,7 @@ and small files (label maps, segmentations, damaged copies) that tests in severa
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import slicerio
 
 from FateSAMLib.io.geometry import ijk_to_lps
 from FateSAMLib.segments import Segment
+from FateSAMLib.support_sets import SupportCase, write_manifest
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HIPPOCAMPUS = DATA / "msd_task04_hippocampus"
@@ -48,6 +50,21 @@ def cut_short(path: Path, missing: int | float) -> None:
     """Drop the last ``missing`` bytes of a file (or that fraction of it), as an interrupted copy does."""
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - (missing if isinstance(missing, int) else int(len(data) * missing))])
+
+
+def write_support_set(folder: Path, pairs: list[tuple[Path, Path]], model_hints: dict | None = None) -> Path:
+    """A support set made by hand in the new ``folder``: a copy of each (image, labels) pair (``caseNN`` with their
+    own suffixes) and its manifest, written by FateSAMLib.support_sets as the Slicer module writes it."""
+    folder.mkdir(parents=True)
+    cases = []
+    for index, (image, labels) in enumerate(pairs, start=1):
+        volume = folder / f"case{index:02d}{''.join(image.suffixes)}"
+        segmentation = folder / f"case{index:02d}_labels{''.join(labels.suffixes)}"
+        shutil.copyfile(image, volume)
+        shutil.copyfile(labels, segmentation)
+        cases.append(SupportCase(image.name, volume, segmentation, ("Label 1", "Label 2")))
+    write_manifest(folder, "Hippocampus", "2026-01-01T00:00:00+00:00", cases, model_hints or {})
+    return folder
 
 
 def write_seg_nrrd(path: Path, image: sitk.Image, layers: np.ndarray, segments: list[dict]) -> None:

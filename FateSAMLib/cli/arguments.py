@@ -1,8 +1,10 @@
-"""Command-line options that choose the model, the method settings and the intensity rule."""
+"""Command-line options shared by the commands: the supports, and those that choose the model, the method settings
+and the intensity rule."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -11,8 +13,9 @@ from ..method.encoder import FeatureCache, encoder_batch_size
 from ..method.engine import EngineOptions, FateSamEngine
 from ..models.devices import available_memory_bytes
 from ..models.loading import LoadedModel, load_model
-from ..options import PRESETS, SETTINGS, RunSettings
+from ..options import PRESETS, SETTINGS, RunSettings, option_arguments
 from ..progress import CancelToken, ProgressCallback
+from ..support_sets import MANIFEST_NAME, read_support_set
 from .reporting import Reporter
 
 PRESET_SETTINGS = frozenset(name for values in PRESETS.values() for name in values)
@@ -20,15 +23,54 @@ PRESET_SETTINGS = frozenset(name for values in PRESETS.values() for name in valu
 
 
 def add_support_argument(parser: argparse.ArgumentParser) -> None:
-    """``--support IMAGE LABELS``, repeated once per support: every command that takes supports."""
-    parser.add_argument(
+    """``--support IMAGE LABELS`` (repeated once per support) or ``--support-set DIR``, one of the two: every command
+    that takes supports; :func:`support_pairs` reads them."""
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument(
         "--support",
         nargs=2,
         action="append",
-        required=True,
         metavar=("IMAGE", "LABELS"),
         help="a support image and its label map or .seg.nrrd (repeat for more supports)",
     )
+    group.add_argument(
+        "--support-set",
+        type=Path,
+        metavar="DIR",
+        help=f"a support set folder saved by the Slicer module ({MANIFEST_NAME} and its cases), instead of --support",
+    )
+
+
+def support_pairs(args: argparse.Namespace, settings: RunSettings, reporter: Reporter) -> list[tuple[Path, Path]]:
+    """The supports' (image, labels) files: each ``--support`` pair, or the cases of the ``--support-set`` folder.
+
+    A support set's manifest and files are checked here, before any model work (InputError). Its model hints are
+    not applied: the run's options (or their defaults) win, and a warning names those that differ from the hints.
+    """
+    if args.support_set is None:
+        return [(Path(image), Path(labels)) for image, labels in args.support]
+    support_set = read_support_set(args.support_set)
+    differences = hint_differences(support_set.model_hints, settings)
+    if differences:
+        hinted, used = (" ".join(options) for options in zip(*differences, strict=True))
+        reporter.warning(
+            f"The support set '{support_set.name}' was saved with {hinted}; this run uses {used}. A set's settings "
+            "are hints, not applied: give those options to use them."
+        )
+    return support_set.pairs()
+
+
+def hint_differences(hints: Mapping[str, object], settings: RunSettings) -> list[tuple[str, str]]:
+    """(hinted, used) options of each run setting whose value differs from a support set's hint for it."""
+    differences = []
+    for name, hint in hints.items():
+        if name not in SETTINGS:
+            continue  # a hint this FateSAM has no setting for
+        hinted, used = (option_arguments(name, value) for value in (hint, getattr(settings, name)))
+        if hinted != used:
+            flag = SETTINGS[name].metadata["flag"]
+            differences.append((" ".join(hinted) or f"no {flag}", " ".join(used) or f"no {flag}"))
+    return differences
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

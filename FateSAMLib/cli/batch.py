@@ -17,7 +17,13 @@ from ..method.engine import FateSamEngine
 from ..method.pipeline import Normalization
 from ..options import RunSettings, finite_float_type, whole_number_type
 from ..progress import CancelToken, ignore_progress
-from .arguments import add_model_arguments, add_support_argument, engine_from_settings, settings_from_args
+from .arguments import (
+    add_model_arguments,
+    add_support_argument,
+    engine_from_settings,
+    settings_from_args,
+    support_pairs,
+)
 from .reporting import Reporter
 
 
@@ -65,7 +71,7 @@ def run_batch(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken)
         raise InputError(f"--output-dir {output_dir} is a file; give a folder (it is created if missing).")
     check_outputs([output_dir / SUMMARY_JSON, output_dir / SUMMARY_CSV], overwrite=True)
     cohort = CohortSettings(
-        supports=tuple((Path(image), Path(labels)) for image, labels in args.support),
+        supports=tuple(support_pairs(args, run, reporter)),
         output_dir=output_dir,
         output_format=args.format,
         segments=tuple(args.segments) if args.segments else None,

@@ -29,6 +29,7 @@ try:  # torch loads here, for seconds: Ctrl+C meanwhile ends the program quietly
         add_support_argument,
         engine_from_settings,
         settings_from_args,
+        support_pairs,
         warn_if_top_k_exceeds_candidates,
     )
     from .batch import add_batch_parser
@@ -53,9 +54,10 @@ def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToke
         raise InputError(f"Unsupported output '{output}'. Use one of: {', '.join(OUTPUT_SUFFIXES)}.")
     check_outputs([output, args.stats_json], args.overwrite)
     settings = settings_from_args(args)
+    pairs = support_pairs(args, settings, reporter)
 
     reporter.progress(0.0, "Reading volumes")
-    supports = [load_support(image, labels) for image, labels in args.support]
+    supports = [load_support(image, labels) for image, labels in pairs]
     query = read_image(args.query)
     corrections = corrections_from_args(args, query, settings.slice_axis)
     read_seconds = time.perf_counter() - started

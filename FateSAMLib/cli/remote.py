@@ -14,7 +14,7 @@ from ..formats import OUTPUT_SUFFIXES, output_suffix
 from ..options import SETTINGS
 from ..progress import CancelToken
 from ..remote import TOKEN_ENVIRONMENT, CorrectionFiles, RemoteJob, ServerClient, job_settings, read_token
-from .arguments import settings_from_args
+from .arguments import settings_from_args, support_pairs
 from .reporting import Reporter
 
 SERVER_SIDE = ("checkpoint", "random_weights", "device", "reuse_features", "encoder_batch_size", "threads")
@@ -52,14 +52,16 @@ def run_remote_segment(args: argparse.Namespace, reporter: Reporter, cancel: Can
     if given:
         flags = ", ".join(SETTINGS[name].metadata["flag"] for name in given)
         raise InputError(f"{flags}: with --server the server chooses these (options of 'fatesam serve'); leave out.")
-    settings = job_settings(settings_from_args(args))
+    run = settings_from_args(args)
+    supports = support_pairs(args, run, reporter)
+    settings = job_settings(run)
     client = ServerClient(args.server, read_token(args.token_file))
     with tempfile.TemporaryDirectory(prefix="fatesam-remote-") as folder:
         result = Path(folder) / f"result{suffix}"
         stats = Path(folder) / "stats.json" if args.stats_json else None
         job = RemoteJob(
             client,
-            args.support,
+            supports,
             Path(args.query),
             result,
             stats,
