@@ -8,8 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 
 from ..atomic import OutputFiles
 from ..errors import Cancelled, FateSAMError, InputError
@@ -17,7 +15,7 @@ from ..formats import OUTPUT_SUFFIXES
 from ..io.dicom_seg import DICOM_SEG_SUFFIX, dicom_seg_writer
 from ..io.images import read_image
 from ..io.labels import label_map_writer, read_labels_on_grid
-from ..method.encoder import FeatureCache, StackFeatures
+from ..method.encoder import MemoryFeatureCache
 from ..method.engine import FateSamEngine
 from ..method.pipeline import Normalization, SupportCase, load_support, segment_volume
 from ..metrics import evaluate_labels
@@ -46,20 +44,6 @@ class CohortSettings:
     def output_path(self, case: Case) -> Path:
         """Where ``case``'s segmentation is written: ``<output-dir>/<id><format>``."""
         return self.output_dir / f"{case.id}{self.output_format}"
-
-
-class MemoryFeatureCache(FeatureCache):
-    """The feature cache kept in memory: a worker encodes its supports for the first case only."""
-
-    def __init__(self) -> None:
-        super().__init__(Path(), model_key="this worker's model")
-        self._features: dict[str, StackFeatures] = {}
-
-    def load(self, slices01: np.ndarray, device: torch.device) -> StackFeatures | None:
-        return self._features.get(self._path(slices01).name)
-
-    def save(self, slices01: np.ndarray, features: StackFeatures) -> None:
-        self._features[self._path(slices01).name] = features
 
 
 def failed_record(case: Case, message: str, seconds: float = 0.0) -> dict:

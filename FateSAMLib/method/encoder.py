@@ -143,11 +143,12 @@ class SliceEncoder:
 
 
 class FeatureCache:
-    """Support-slice features saved on disk, keyed by the model and the exact model input (so by file content).
+    """Encoder features and support memories saved on disk, keyed by the model and the exact model input.
 
-    The key is the model's identity (name, input size, weights) and the normalised slices, so it follows the files'
-    content, not their names. A second run with the same supports (a saved support set) loads their features
-    instead of encoding them. The cache is an optimisation: a folder that cannot be written is warned about once
+    The key is the model's identity (name, input size, weights) and the normalised slices (for a support memory, also
+    its masks and how memories are stored), so it follows the files' content, not their names. A second run with the
+    same supports (a saved support set) loads their features and memories instead of encoding them; a refine run
+    loads the query's features too. The cache is an optimisation: a folder that cannot be written is warned about once
     (the ``FateSAMLib`` logger) and the run goes on without saving.
     """
 
@@ -156,36 +157,87 @@ class FeatureCache:
         self.model_key = model_key
         self.writable = True
 
-    def _path(self, slices01: np.ndarray) -> Path:
+    def _key(self, kind: str, *arrays: np.ndarray) -> str:
         digest = hashlib.sha256(self.model_key.encode())
-        digest.update(str((slices01.shape, slices01.dtype.str)).encode())
-        digest.update(np.ascontiguousarray(slices01).tobytes())
-        return self.folder / f"{digest.hexdigest()[:32]}.pt"
+        digest.update(kind.encode())
+        for array in arrays:
+            digest.update(str((array.shape, array.dtype.str)).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()[:32]
 
-    def load(self, slices01: np.ndarray, device: torch.device) -> StackFeatures | None:
-        """The cached features of these normalised slices, or None (also when the cache file is unreadable)."""
-        path = self._path(slices01)
+    def _read(self, key: str, device: torch.device) -> object | None:
+        """The entry stored under ``key``, or None (also when its file is unreadable)."""
+        path = self.folder / f"{key}.pt"
         if not path.is_file():
             return None
         try:
-            levels = torch.load(path, map_location=device, weights_only=True)
+            return torch.load(path, map_location=device, weights_only=True)
         except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
             return None
-        return StackFeatures(levels=levels)
 
-    def save(self, slices01: np.ndarray, features: StackFeatures) -> None:
-        """Store the features of these normalised slices atomically (:func:`write_file_atomically`).
+    def _write(self, key: str, value: object) -> None:
+        """Store ``value`` (tensors, in lists and dicts) under ``key`` atomically (:func:`write_file_atomically`).
 
         A failure (folder not writable, disk full) is warned about once; later saves of this run are skipped.
         """
         if not self.writable:
             return
-        levels = [level.cpu() for level in features.levels]
+        on_cpu = _tensors_to_cpu(value)
         try:
-            write_file_atomically(self._path(slices01), lambda temporary: torch.save(levels, temporary), overwrite=True)
+            write_file_atomically(
+                self.folder / f"{key}.pt", lambda temporary: torch.save(on_cpu, temporary), overwrite=True
+            )
         except (InputError, ResourceError, OSError) as error:  # the folder cannot be made, written or renamed into
             self.writable = False
             logger.warning(
                 f"The feature cache {self.folder} cannot be written ({str(error).strip() or type(error).__name__}); "
                 "the run goes on without it. Free disk space or choose another --feature-cache folder."
             )
+
+    def load(self, slices01: np.ndarray, device: torch.device) -> StackFeatures | None:
+        """The cached features of these normalised slices, or None."""
+        levels = self._read(self._key("features", slices01), device)
+        return None if levels is None else StackFeatures(levels=levels)
+
+    def save(self, slices01: np.ndarray, features: StackFeatures) -> None:
+        """Store the features of these normalised slices."""
+        self._write(self._key("features", slices01), list(features.levels))
+
+    def _memory_key(self, slice01: np.ndarray, masks: torch.Tensor, memory_dtype: torch.dtype) -> str:
+        return self._key(f"support memory {memory_dtype}", slice01, masks.to(torch.uint8).cpu().numpy())
+
+    def load_memory(
+        self, slice01: np.ndarray, masks: torch.Tensor, memory_dtype: torch.dtype, device: torch.device
+    ) -> dict | None:
+        """The cached conditioning memory of a support slice with these (L, 1, size, size) masks, or None."""
+        return self._read(self._memory_key(slice01, masks, memory_dtype), device)
+
+    def save_memory(self, slice01: np.ndarray, masks: torch.Tensor, memory_dtype: torch.dtype, memory: dict) -> None:
+        """Store the conditioning memory of a support slice with these masks."""
+        self._write(self._memory_key(slice01, masks, memory_dtype), memory)
+
+
+class MemoryFeatureCache(FeatureCache):
+    """The feature cache kept in this process's memory (on the model's device): a cohort worker encodes its supports
+    and their memories for the first case only."""
+
+    def __init__(self) -> None:
+        super().__init__(Path(), model_key="this process's model")
+        self._entries: dict[str, object] = {}
+
+    def _read(self, key: str, device: torch.device) -> object | None:
+        return self._entries.get(key)
+
+    def _write(self, key: str, value: object) -> None:
+        self._entries[key] = value
+
+
+def _tensors_to_cpu(value: object) -> object:
+    """``value`` with every tensor (in lists, tuples and dicts) moved to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, list | tuple):
+        return type(value)(_tensors_to_cpu(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _tensors_to_cpu(item) for key, item in value.items()}
+    return value

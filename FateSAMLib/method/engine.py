@@ -78,6 +78,7 @@ class RunStats:
     labels: list[int]
     seconds: dict[str, float]
     corrected_slices: list[int] = field(default_factory=list)  # copied from the corrections, not predicted
+    support_memories_encoded: int = 0  # support slices' conditioning memories encoded (not loaded from the cache)
 
 
 @dataclass
@@ -151,10 +152,13 @@ class EncodingPolicy(Protocol):
     def support_levels(self, run: EngineRun, row: int) -> list[torch.Tensor]:
         """Features the memory of candidate ``row`` (an entry of ``run.refs``) is encoded from."""
 
+    def support_memory(self, run: EngineRun, row: int, masks: torch.Tensor) -> Memory:
+        """The conditioning memory of candidate ``row`` with its ``masks`` (L, 1, size, size)."""
+
 
 class ReuseFeatures:
     """Every slice through the image encoder once: support features kept (or loaded from a disk cache), support
-    memories encoded once and kept for the run."""
+    memories encoded once and kept for the run (and in the cache, for later runs with the same supports)."""
 
     keeps_support_memories = True
 
@@ -192,6 +196,19 @@ class ReuseFeatures:
     def support_levels(self, run: EngineRun, row: int) -> list[torch.Tensor]:
         return run.support_features.slice_levels(row)
 
+    def support_memory(self, run: EngineRun, row: int, masks: torch.Tensor) -> Memory:
+        """From the cache when this slice and masks were encoded before with this model, else encoded (and cached)."""
+        if self.feature_cache is None:
+            return run.encode_support_memory(row, masks)
+        owner, index = run.refs[row]
+        slice01 = run.supports[owner].image[index : index + 1]
+        dtype = run.ensure_tracker().memory_dtype
+        memory = self.feature_cache.load_memory(slice01, masks, dtype, run.device)
+        if memory is None:
+            memory = run.encode_support_memory(row, masks)
+            self.feature_cache.save_memory(slice01, masks, dtype, memory)
+        return memory
+
 
 class ReferenceEncoding:
     """The reference code's encoder passes, kept for comparison (same masks, slower).
@@ -220,6 +237,9 @@ class ReferenceEncoding:
             for _ in range(REFERENCE_ENCODINGS_PER_SUPPORT):
                 levels = run.encode(run.supports[owner].image[index : index + 1]).slice_levels(0)
         return levels
+
+    def support_memory(self, run: EngineRun, row: int, masks: torch.Tensor) -> Memory:
+        return run.encode_support_memory(row, masks)
 
 
 class EngineRun:
@@ -256,6 +276,7 @@ class EngineRun:
         self.refs = support_candidates(supports, self.label_values)
         self.support_features = StackFeatures(levels=[])
         self.memories: dict[int, Memory] = {}
+        self.support_memories_encoded = 0
         self.corrections = corrections
         self.corrected_memories: dict[int, Memory] = {}
         self.tracker: SliceTracker | None = None
@@ -302,10 +323,12 @@ class EngineRun:
             labels=list(self.label_values),
             seconds=dict(self.clock.seconds),
             corrected_slices=list(corrected),
+            support_memories_encoded=self.support_memories_encoded,
         )
         return StackSegmentation(self.labels, self.object_scores, self.ious, list(self.label_values), stats)
 
-    def _ensure_tracker(self) -> SliceTracker:
+    def ensure_tracker(self) -> SliceTracker:
+        """The run's tracker (it encodes memories and predicts slices), made on first use."""
         if self.tracker is None:
             num_slices = self.query.shape[0]
             self.tracker = SliceTracker(
@@ -317,7 +340,7 @@ class EngineRun:
         """Corrected slices: their masks copied to the output and encoded as conditioning memories, as supports are."""
         with self.clock.stage("encode"):
             features = self.policy.query_features(self, indices)
-        tracker = self._ensure_tracker()
+        tracker = self.ensure_tracker()
         for row, index in enumerate(indices):
             labels = self.corrections.labels[index]
             masks = masks_to_model_input(np.stack([labels == v for v in self.label_values]), self.image_size)
@@ -341,7 +364,7 @@ class EngineRun:
     def _predict(self, index: int, reverse: bool, encoded: list[torch.Tensor], pending: set[int]) -> None:
         """Retrieve, attend and decode query slice ``index``, keep its outputs and remember its masks."""
         self.cancel.raise_if_cancelled()
-        tracker = self._ensure_tracker()
+        tracker = self.ensure_tracker()
         with self.clock.stage("retrieval"):
             retrieved = top_k_slices(encoded, self.support_features, self.options.top_k)
         support_memories = [self._support_memory(row) for row in retrieved]
@@ -367,12 +390,18 @@ class EngineRun:
             return self.memories[row]
         owner, index = self.refs[row]
         support = self.supports[owner]
-        levels = self.policy.support_levels(self, row)
         masks = masks_to_model_input(np.stack([support.labels[index] == v for v in self.label_values]), self.image_size)
-        with self.clock.stage("memory_encoding"):
-            memory = self._ensure_tracker().encode_support(levels, masks)
+        memory = self.policy.support_memory(self, row, masks)
         if self.policy.keeps_support_memories:
             self.memories[row] = memory
+        return memory
+
+    def encode_support_memory(self, row: int, masks: torch.Tensor) -> Memory:
+        """Encode the conditioning memory of candidate ``row`` with its ``masks`` (counted in the run's stats)."""
+        levels = self.policy.support_levels(self, row)
+        with self.clock.stage("memory_encoding"):
+            memory = self.ensure_tracker().encode_support(levels, masks)
+        self.support_memories_encoded += 1
         return memory
 
 

@@ -92,8 +92,11 @@ def test_feature_cache_makes_a_second_run_encode_nothing(tiny_model, hippocampus
     second = segment_volume(engine, supports, query.image)
     assert first.stats.encoder_passes == first.stats.query_slices + first.stats.support_slices_encoded
     assert second.stats.encoder_passes == 0  # support and query slices both cached by content
-    # One file per support (its candidate slices) and one per query slice.
-    assert len(list((tmp_path / "features").glob("*.pt"))) == len(supports) + first.stats.query_slices
+    assert second.stats.support_memories_encoded == 0  # and the support slices' memories
+    assert 0 < first.stats.support_memories_encoded <= first.stats.support_slices_retrievable
+    # One file per support (its candidate slices), per query slice and per support memory.
+    files = len(list((tmp_path / "features").glob("*.pt")))
+    assert files == len(supports) + first.stats.query_slices + first.stats.support_memories_encoded
     assert np.array_equal(sitk.GetArrayFromImage(first.labels), sitk.GetArrayFromImage(second.labels))
 
 
