@@ -66,7 +66,7 @@ from FateSAMLib.slicer.parameters import (  # noqa: E402
     with_scene_supports,
 )
 from FateSAMLib.slicer.process import BackgroundJob, JobSequence, start_download  # noqa: E402
-from FateSAMLib.slicer.remote_run import RemoteSegmentationRun  # noqa: E402
+from FateSAMLib.slicer.remote_run import RemoteRefineRun, RemoteSegmentationRun  # noqa: E402
 from FateSAMLib.slicer.review import RefineRun, ReviewSession, reviewed_support  # noqa: E402
 from FateSAMLib.slicer.run import SegmentationRun, SupportPair, display_result, jump_to, segment_names  # noqa: E402
 from FateSAMLib.slicer.scene import (  # noqa: E402
@@ -80,7 +80,7 @@ from FateSAMLib.slicer.scene import (  # noqa: E402
 from FateSAMLib.slicer.support_set import load_support_set, save_support_set  # noqa: E402
 
 POLL_INTERVAL_MS = 200
-REVIEW_SESSION = ReviewSession()  # the feature cache and kept engine outputs of this Slicer session's local runs
+REVIEW_SESSION = ReviewSession()  # the feature cache and kept engine outputs of this Slicer session's runs
 CONNECTION_TIMEOUT_S = 10.0  # "Test connection" waits this long at most (Slicer is busy meanwhile)
 
 
@@ -624,12 +624,17 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(str(run.error), windowTitle=_("FateSAM failed"))
 
     def onRefine(self) -> None:
-        """Refine the last result from the slices edited in Segment Editor, in the background like Apply."""
-        self._withDependencies(self._startRefine)
+        """Refine the last result from the slices edited in Segment Editor, in the background like Apply, on this
+        computer or on the server (Run on)."""
+        server = None
+        with slicer.util.tryWithErrorDisplay(_("FateSAM could not refine."), waitCursor=False):
+            server = self._serverChoice().run_keywords()
+        if server is not None:
+            self._withDependencies(lambda: self._startRefine(server), server.get("server"))
 
-    def _startRefine(self) -> None:
+    def _startRefine(self, server: dict) -> None:
         with slicer.util.tryWithErrorDisplay(_("FateSAM could not refine."), waitCursor=True):
-            run = self.logic.createRefineRun(self._lastResult)
+            run = self.logic.createRefineRun(self._lastResult, **server)
             self.ui.logTextEdit.clear()
             self.ui.doubtfulSlicesList.clear()
             self._log(_("Refining from {changes}").format(changes=run.changes.summary()))
@@ -806,6 +811,7 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
                 segment_names=segmentNames,
                 options=RunSettings(**options),
                 output_node=outputSegmentation,
+                session=REVIEW_SESSION,
             )
         return SegmentationRun(
             slicer.mrmlScene,
@@ -818,12 +824,15 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
         )
 
     @staticmethod
-    def createRefineRun(editedSegmentation) -> RefineRun:
-        """A background refine of a result of this session's local runs, edited in Segment Editor: the slices that
-        differ from the engine's output are kept exactly, the others segmented again from them, with no slice
-        encoded (the session's feature cache); ``run.changes`` says which slices, per segment. The refined result is
-        a new segmentation node (the edited one is hidden: deleting the new node undoes the refine). Start and poll
-        it as a run; raises InputError when nothing was edited or the result is not this session's."""
+    def createRefineRun(editedSegmentation, *, server=None, token=None) -> RefineRun:
+        """A background refine of a result of this session's runs, edited in Segment Editor: the slices that differ
+        from the engine's output are kept exactly, the others segmented again from them, with no slice encoded (the
+        session's feature cache, or the server's); ``run.changes`` says which slices, per segment. With ``server``
+        and its ``token`` the refine runs on that server (FateSAMLib.slicer.remote_run). The refined result is a new
+        segmentation node (the edited one is hidden: deleting the new node undoes the refine). Start and poll it as a
+        run; raises InputError when nothing was edited or the result is not this session's."""
+        if server:
+            return RemoteRefineRun(slicer.mrmlScene, editedSegmentation, REVIEW_SESSION, server, token)
         return RefineRun(slicer.mrmlScene, editedSegmentation, REVIEW_SESSION)
 
     @staticmethod

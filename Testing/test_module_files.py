@@ -301,15 +301,17 @@ def test_the_server_and_token_never_reach_the_parameter_node(script):
 
 
 def test_the_logic_sends_runs_to_a_server_that_needs_no_local_dependencies(script):
-    """createRun/process/createRunFromParameterNode take server and token keywords (a RemoteSegmentationRun), and the
-    dependency plan of a server run is empty: no torch, no sam2 asked for."""
+    """createRun/process/createRunFromParameterNode/createRefineRun take server and token keywords (a
+    RemoteSegmentationRun, a RemoteRefineRun), and the dependency plan of a server run is empty: no torch, no sam2
+    asked for."""
     logic = {n.name: n for n in classes(script)["FateSAMLogic"].body if isinstance(n, ast.FunctionDef)}
-    for name in ("createRun", "createRunFromParameterNode", "process"):
+    for name in ("createRun", "createRunFromParameterNode", "process", "createRefineRun"):
         arguments = logic[name].args
         defaults = [ast.unparse(default) for default in arguments.kw_defaults]
         keywords = dict(zip([a.arg for a in arguments.kwonlyargs], defaults, strict=True))
         assert keywords == {"server": "None", "token": "None"}, name
     assert "RemoteSegmentationRun(" in ast.unparse(logic["createRun"])
+    assert "RemoteRefineRun(" in ast.unparse(logic["createRefineRun"])
     for name in ("startDependencyInstall", "ensureDependencies"):
         assert [a.arg for a in logic[name].args.kwonlyargs] == ["server"], name
     first = logic["dependencyPlan"].body[1]  # after the docstring

@@ -150,8 +150,8 @@ class ReviewSession:
         kept = self._kept.get(result.GetID()) if result is not None else None
         if kept is None or not kept.path.is_file():
             raise InputError(
-                f"'{node_label(result) if result is not None else 'No result'}' was not made by a FateSAM run on this "
-                "computer in this session; run Apply (Run on: this computer), edit the result, then refine it."
+                f"'{node_label(result) if result is not None else 'No result'}' was not made by a FateSAM run in this "
+                "session; run Apply, edit the result, then refine it."
             )
         scene = result.GetScene()
         nodes = [kept.target, *(node for pair in kept.supports for node in (pair.volume, pair.segmentation))]

@@ -142,7 +142,7 @@ def test_refine_keeps_the_edited_slice_and_encodes_nothing(scene, tmp_path):
 def test_only_results_of_the_session_can_be_refined(scene):
     target, pairs, _ = small_supports(scene)
     session = ReviewSession()
-    with pytest.raises(InputError, match="was not made by a FateSAM run on this computer"):
+    with pytest.raises(InputError, match="was not made by a FateSAM run in this session"):
         RefineRun(scene, pairs[0].segmentation, session)
     with pytest.raises(InputError, match="no reference volume"):
         reviewed_support(slicer.vtkMRMLSegmentationNode())
