@@ -15,8 +15,10 @@ Configurations, each run in its own child process so that peak memories are not 
   reference adds its mask as a prompt, then encodes its memory, and SAM2's video predictor keeps one frame's
   features), with the support memories encoded again for every query slice;
 - ``refine``: a refine run after a review: the whole query was segmented once (filling the feature cache with every
-  query and support slice, outside the timings), then its middle slice is taken as corrected and the rest predicted
-  again from it: nothing is encoded, only memory encoding, attention and decoding run again;
+  query and support slice and the support memories, outside the timings), then its middle slice (or
+  ``--corrected-slices N`` evenly spaced slices) is taken as corrected and the rest predicted again from it: nothing
+  is encoded, only the query's memory encoding, attention and decoding run again. ``--corrected-per-side`` sets how
+  many corrected slices on each side a slice attends to (``all``: every one; default the engine's);
 - ``encoder``: the lower bound, SAM2's image encoder alone over the slices the engine encodes (every query slice and
   every support slice that shows a label), in the engine's batches, and nothing else (no retrieval, memory or
   decoding).
@@ -69,7 +71,7 @@ import torch
 
 from FateSAMLib.io.images import read_image
 from FateSAMLib.io.labels import write_label_map
-from FateSAMLib.method.corrections import Corrections
+from FateSAMLib.method.corrections import CORRECTED_PER_SIDE, Corrections
 from FateSAMLib.method.encoder import FeatureCache, SliceEncoder, encoder_batch_size
 from FateSAMLib.method.engine import (
     EngineOptions,
@@ -178,11 +180,13 @@ def warm_feature_cache(engine: FateSamEngine, prepared: PreparedInputs) -> None:
     engine.segment(np.zeros_like(prepared.query[:1]), prepared.supports, prepared.label_values)
 
 
-def corrections_after_a_full_run(engine: FateSamEngine, prepared: PreparedInputs) -> Corrections:
+def corrections_after_a_full_run(engine: FateSamEngine, prepared: PreparedInputs, count: int) -> Corrections:
     """Run the whole query once (filling the cache with every slice's features, as a first run does), then take
-    its middle slice as a reviewer's correction: a refine run from it encodes nothing."""
+    ``count`` evenly spaced slices (1: the middle one) as a reviewer's corrections: a refine run encodes nothing."""
     first = engine.segment(prepared.query, prepared.supports, prepared.label_values)
-    return Corrections(first.labels, [prepared.query.shape[0] // 2])
+    num_slices = prepared.query.shape[0]
+    slices = sorted({int(i) for i in np.round(np.linspace(0, num_slices - 1, count + 2)[1:-1])})
+    return Corrections(first.labels, slices)
 
 
 def measure(spec: dict) -> dict:
@@ -204,7 +208,12 @@ def measure(spec: dict) -> dict:
     batch = spec["encoder_batch_size"] or encoder_batch_size(
         loaded.device, loaded.image_size, available_memory_bytes(loaded.device)
     )
-    options = EngineOptions(top_k=3, reuse_features=config != "naive", encoder_batch_size=batch)
+    options = EngineOptions(
+        top_k=3,
+        reuse_features=config != "naive",
+        encoder_batch_size=batch,
+        corrected_per_side=spec["corrected_per_side"],
+    )
     clock = StageClock(loaded.device, stages=("cache_warm_up",))
     cpu_started = _cpu_seconds()
     with tempfile.TemporaryDirectory() as folder:
@@ -221,7 +230,7 @@ def measure(spec: dict) -> dict:
             warm_cpu_started = _cpu_seconds()
             with clock.stage("cache_warm_up"):
                 if config == "refine":
-                    corrections = corrections_after_a_full_run(engine, prepared)
+                    corrections = corrections_after_a_full_run(engine, prepared, spec["corrected_slices"])
                 else:
                     warm_feature_cache(engine, prepared)
             cpu_started += _cpu_seconds() - warm_cpu_started
@@ -400,6 +409,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--encoder-batch-size", type=int, help="slices per encoder batch in every configuration (default: the engine's)"
     )
+    parser.add_argument(
+        "--corrected-slices", type=int, default=1, help="slices the refine run takes as corrected (default 1)"
+    )
+    parser.add_argument(
+        "--corrected-per-side",
+        type=lambda text: None if text == "all" else int(text),
+        default=CORRECTED_PER_SIDE,
+        help=f"corrected slices on each side a refine run attends to, or all (default {CORRECTED_PER_SIDE})",
+    )
     parser.add_argument("--json", type=Path, default=Path("benchmark.json"), help="write all results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser
@@ -415,6 +433,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
         "random_weights": args.random_weights and args.checkpoint is None,
         "threads": args.threads,
         "encoder_batch_size": args.encoder_batch_size,
+        "corrected_slices": args.corrected_slices,
+        "corrected_per_side": args.corrected_per_side,
     }
     results = {case: {config: {"status": "not run"} for config in CONFIGS} for case in args.cases}
     machine = machine_description()

@@ -66,8 +66,8 @@ def propagation_order(num_slices: int, corrected: list[int] | None = None) -> li
     return [(i, i < nearest[i]) for i in ordered]
 
 
-def nearest_corrected(index: int, corrected: list[int], per_side: int = CORRECTED_PER_SIDE) -> list[int]:
-    """The corrected slices slice ``index`` attends to: the ``per_side`` nearest below it and above it."""
+def nearest_corrected(index: int, corrected: list[int], per_side: int | None = CORRECTED_PER_SIDE) -> list[int]:
+    """The corrected slices slice ``index`` attends to: the ``per_side`` nearest below it and above it (None: all)."""
     below = sorted((c for c in corrected if c < index), reverse=True)[:per_side]
     above = sorted(c for c in corrected if c > index)[:per_side]
     return below + above

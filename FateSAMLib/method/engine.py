@@ -15,7 +15,7 @@ from ..errors import InputError
 from ..models.loading import LoadedModel
 from ..options import RunSettings
 from ..progress import CancelToken, ProgressCallback, StageProgress, ignore_progress
-from .corrections import Corrections, nearest_corrected, propagation_order
+from .corrections import CORRECTED_PER_SIDE, Corrections, nearest_corrected, propagation_order
 from .encoder import FeatureCache, SliceEncoder, StackFeatures
 from .normalization import logits_to_slice, masks_to_model_input, to_model_input
 from .retrieval import top_k_slices
@@ -46,12 +46,15 @@ class EngineOptions:
     The reference encodes every query and support slice once for retrieval, then, for every query slice, the query
     slice again and each retrieved support slice ``REFERENCE_ENCODINGS_PER_SUPPORT`` times; the masks are the same.
     ``memory_dtype`` is how mask memories are kept (None: bf16 on CUDA as SAM2 keeps them, float32 elsewhere).
+    ``corrected_per_side``: how many corrected slices on each side a query slice attends to (None: all of them; the
+    benchmark compares the two).
     """
 
     top_k: int = RunSettings.top_k
     reuse_features: bool = RunSettings.reuse_features
     encoder_batch_size: int = 1
     memory_dtype: torch.dtype | None = None
+    corrected_per_side: int | None = CORRECTED_PER_SIDE
 
     @classmethod
     def from_settings(cls, settings: RunSettings, sized_batch: int) -> EngineOptions:
@@ -370,7 +373,8 @@ class EngineRun:
         support_memories = [self._support_memory(row) for row in retrieved]
         levels = self.policy.query_levels(self, index, encoded)
         _, height, width = self.query.shape
-        corrected = {c: self.corrected_memories[c] for c in nearest_corrected(index, list(self.corrected_memories))}
+        attended = nearest_corrected(index, list(self.corrected_memories), self.options.corrected_per_side)
+        corrected = {c: self.corrected_memories[c] for c in attended}
         with self.clock.stage("attention_decoding"):
             prediction, current_out, feats = tracker.attend_and_decode(
                 index, levels, support_memories, reverse, corrected

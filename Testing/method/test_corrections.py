@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from FateSAMLib.errors import InputError
-from FateSAMLib.method.corrections import changed_slices, check_slice_indices, propagation_order
+from FateSAMLib.method.corrections import changed_slices, check_slice_indices, nearest_corrected, propagation_order
 
 
 def test_without_corrections_the_order_goes_from_the_middle_down_then_up():
@@ -26,6 +26,14 @@ def test_with_corrections_every_other_slice_is_predicted_outwards_from_its_neare
     for i, reverse in order:
         toward = i + 1 if reverse else i - 1
         assert toward in (2, 7) or position[toward] < position[i]
+
+
+def test_a_slice_attends_to_the_nearest_corrected_slices_on_each_side_or_to_all():
+    corrected = [1, 4, 6, 9]
+    assert nearest_corrected(5, corrected) == [4, 6]
+    assert nearest_corrected(0, corrected) == [1]  # none below
+    assert nearest_corrected(5, corrected, per_side=2) == [4, 1, 6, 9]
+    assert sorted(nearest_corrected(5, corrected, per_side=None)) == corrected
 
 
 def test_changed_slices_are_those_with_any_different_voxel():

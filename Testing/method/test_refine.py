@@ -54,6 +54,18 @@ def test_corrected_slices_come_back_exactly_as_given(tiny_model, cases, turn):
     assert 5 not in [d.slice_index for d in refined.doubtful_slices]
 
 
+def test_attending_to_every_corrected_slice_keeps_them_exact_too(tiny_model, cases):
+    support, query = cases
+    engine = FateSamEngine(tiny_model, EngineOptions(encoder_batch_size=4, corrected_per_side=None))
+    first = segment_volume(engine, [support], query, slice_axis=AXIS)
+    once, drawn_once = redrawn(first.labels, 5)
+    twice, drawn_twice = redrawn(once, 20)
+    refined = segment_volume(engine, [support], query, slice_axis=AXIS, corrections=CorrectionInput(twice, [5, 20]))
+    np.testing.assert_array_equal(stack_of(refined.labels)[5], drawn_once)
+    np.testing.assert_array_equal(stack_of(refined.labels)[20], drawn_twice)
+    assert refined.stats.corrected_slices == [5, 20]
+
+
 def test_auto_finds_exactly_the_edited_slices(tiny_model, cases):
     support, query = cases
     engine = FateSamEngine(tiny_model, EngineOptions(encoder_batch_size=4))
@@ -87,6 +99,7 @@ def test_a_refine_run_encodes_no_slice_and_recomputes_the_corrected_slices_neigh
     corrections, drawn = redrawn(first.labels, 20)
     refined = run(refine_logits, CorrectionInput(corrections, [20]))
     assert refined.stats.encoder_passes == 0  # query and support features all from the cache
+    assert refined.stats.support_memories_encoded == 0  # and the support memories
     num_slices = first.stats.query_slices
     assert sorted(refine_logits) == [i for i in range(num_slices) if i != 20]  # every other slice predicted
     for neighbour in (19, 21):
