@@ -564,11 +564,16 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._task.cancel()
             self.ui.statusLabel.text = _("Cancelling...")
             return
+        self._startWhereChosen(self._startRun, _("FateSAM could not start."))
+
+    def _startWhereChosen(self, start: Callable[[dict], None], failure: str) -> None:
+        """Call ``start`` with the server keywords of *Run on* (none: this computer) once what a run there needs is
+        installed (nothing, for a server)."""
         server = None
-        with slicer.util.tryWithErrorDisplay(_("FateSAM could not start."), waitCursor=False):
+        with slicer.util.tryWithErrorDisplay(failure, waitCursor=False):
             server = self._serverChoice().run_keywords()
         if server is not None:
-            self._withDependencies(lambda: self._startRun(server), server.get("server"))
+            self._withDependencies(lambda: start(server), server.get("server"))
 
     def _startRun(self, server: dict) -> None:
         """Start a run with the module's settings, on this computer or (``server``'s keywords) on the server."""
@@ -626,11 +631,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onRefine(self) -> None:
         """Refine the last result from the slices edited in Segment Editor, in the background like Apply, on this
         computer or on the server (Run on)."""
-        server = None
-        with slicer.util.tryWithErrorDisplay(_("FateSAM could not refine."), waitCursor=False):
-            server = self._serverChoice().run_keywords()
-        if server is not None:
-            self._withDependencies(lambda: self._startRefine(server), server.get("server"))
+        self._startWhereChosen(self._startRefine, _("FateSAM could not refine."))
 
     def _startRefine(self, server: dict) -> None:
         with slicer.util.tryWithErrorDisplay(_("FateSAM could not refine."), waitCursor=True):
