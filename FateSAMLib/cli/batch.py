@@ -4,62 +4,18 @@ finished cases skipped, failures recorded, on this machine or on a Ray cluster (
 from __future__ import annotations
 
 import argparse
-import functools
-import json
 from pathlib import Path
 
 from ..atomic import check_outputs
 from ..cohort.cases import find_cases
-from ..cohort.runner import SUMMARY_CSV, SUMMARY_JSON, CasePool, LocalPool, run_cohort
+from ..cohort.runner import SUMMARY_CSV, SUMMARY_JSON, run_cohort
 from ..cohort.worker import OUTPUT_FORMATS, CohortSettings
 from ..errors import InputError
-from ..method.engine import FateSamEngine
 from ..method.pipeline import Normalization
-from ..options import RunSettings, finite_float_type, whole_number_type
-from ..progress import CancelToken, ignore_progress
-from .arguments import (
-    add_model_arguments,
-    add_support_argument,
-    engine_from_settings,
-    settings_from_args,
-    support_pairs,
-)
+from ..progress import CancelToken
+from .arguments import add_model_arguments, add_support_argument, settings_from_args, support_pairs
+from .pools import add_pool_arguments, case_event_writer, case_pool
 from .reporting import Reporter
-
-
-def ray_worker_engine(settings: RunSettings) -> FateSamEngine:
-    """The engine of one Ray worker (module level, so that Ray can pickle it); warnings go to the worker's log."""
-    return engine_from_settings(settings, Reporter(json_lines=False), CancelToken(), ignore_progress)
-
-
-def _pool(args: argparse.Namespace, cohort: CohortSettings, run: RunSettings, reporter: Reporter, cancel: CancelToken):  # noqa: ANN202
-    if args.ray is None:
-        return LocalPool(cohort, lambda: engine_from_settings(run, reporter, cancel, ignore_progress))
-    from ..cohort.ray_pool import RayPool  # Ray is imported only here
-
-    address = None if args.ray == "local" else args.ray
-    return RayPool(
-        cohort,
-        functools.partial(ray_worker_engine, run),
-        address,
-        args.workers,
-        args.gpus_per_worker,
-        args.cpus_per_worker,
-    )
-
-
-def case_event_writer(reporter: Reporter):  # noqa: ANN201
-    """With --json-progress, one ``{"event": "case", ...}`` line per finished case; otherwise a warning per failure."""
-
-    def write(record: dict) -> None:
-        if reporter.json_lines:
-            event = {"event": "case", **{k: record.get(k) for k in ("id", "status", "error", "seconds", "output")}}
-            reporter.stdout.write(json.dumps(event) + "\n")
-            reporter.stdout.flush()
-        elif record["status"] == "failed":
-            reporter.warning(f"{record['id']} failed: {record['error']}")
-
-    return write
 
 
 def run_batch(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> int:
@@ -79,7 +35,7 @@ def run_batch(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken)
         normalization=Normalization.from_settings(run),
         overwrite=args.overwrite,
     )
-    pool: CasePool = _pool(args, cohort, run, reporter, cancel)
+    pool = case_pool(args, cohort, run, reporter, cancel)
     try:
         summary = run_cohort(cases, cohort, pool, reporter.progress, cancel, case_event_writer(reporter))
     finally:
@@ -115,21 +71,6 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--segments", nargs="+", metavar="NAME_OR_VALUE", help="only these segments (default all)")
     parser.add_argument("--overwrite", action="store_true", help="segment every case again, replacing its output")
     parser.add_argument("--json-progress", action="store_true", help="one JSON object per line on stdout")
-    ray = parser.add_argument_group('Ray (pip install "fatesam[cluster]")')
-    ray.add_argument(
-        "--ray",
-        nargs="?",
-        const="local",
-        metavar="ADDRESS",
-        help="run on Ray actors: no address starts a local Ray; 'auto' or ray://host:port joins a cluster "
-        "(every path must be readable by every worker)",
-    )
-    ray.add_argument("--workers", type=whole_number_type("--workers"), help="Ray workers (default: as resources hold)")
-    ray.add_argument(
-        "--gpus-per-worker", type=finite_float_type("--gpus-per-worker"), default=0.0, help="GPUs per worker (0)"
-    )
-    ray.add_argument(
-        "--cpus-per-worker", type=finite_float_type("--cpus-per-worker"), default=1.0, help="CPUs per worker (1)"
-    )
+    add_pool_arguments(parser)
     add_model_arguments(parser)
     parser.set_defaults(func=run_batch, reporting=True)

@@ -1,22 +1,29 @@
-"""``fatesam crossval``: K labelled cases as supports, the others as queries, per-label Dice/HD95/ASSD tables."""
+"""``fatesam crossval``: K labelled cases as supports, the others as queries, per-label Dice/HD95/ASSD tables; the
+queries run as one cohort (``FateSAMLib.cohort``): the model loaded once per worker, here or on Ray actors."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from ..atomic import OutputFiles, check_outputs
+from ..cohort.cases import Case
+from ..cohort.runner import run_cohort
+from ..cohort.worker import CohortSettings
 from ..errors import InputError
 from ..formats import IMAGE_SUFFIXES, file_stem, suffix_of
-from ..io.labels import label_map_writer
-from ..method.pipeline import Normalization, SupportCase, load_support, segment_volume
-from ..metrics import evaluate_labels
+from ..method.pipeline import Normalization, load_support
 from ..options import whole_number_type
-from ..progress import CancelToken, StageProgress
-from .arguments import add_model_arguments, engine_from_settings, settings_from_args
+from ..progress import CancelToken
+from .arguments import add_model_arguments, settings_from_args
+from .pools import add_pool_arguments, case_event_writer, case_pool
 from .reporting import Reporter, json_writer
 
 PREDICTION_SUFFIX = ".nii.gz"
@@ -41,12 +48,14 @@ def find_cases(folder: Path) -> list[tuple[str, Path, Path]]:
 
 
 def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """Mean and standard deviation of each metric per label over the queries (infinite distances left out)."""
+    """Mean and standard deviation of each metric per label over the queries (infinite distances, which a cohort
+    record holds as None, left out)."""
     summary: dict[str, dict[str, float]] = {}
     for label in sorted({row["label"] for row in rows}):
         entry: dict[str, float] = {}
         for metric in ("dice", "hd95", "assd"):
-            values = [row[metric] for row in rows if row["label"] == label and math.isfinite(row[metric])]
+            cells = [row[metric] for row in rows if row["label"] == label]
+            values = [value for value in cells if value is not None and math.isfinite(value)]
             entry[f"{metric}_mean"] = float(np.mean(values)) if values else float("nan")
             entry[f"{metric}_std"] = float(np.std(values)) if values else float("nan")
         summary[str(label)] = entry
@@ -55,6 +64,8 @@ def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
 
 def format_table(summary: dict[str, dict[str, float]], names: dict[int, str]) -> str:
     """A plain-text table: one row per label, then the mean over labels."""
+    if not summary:
+        return "No query was scored."
     lines = [f"{'label':<24}{'Dice':>16}{'HD95 mm':>18}{'ASSD mm':>18}"]
     for label, entry in summary.items():
         cells = [f"{entry[m + '_mean']:.3f} ± {entry[m + '_std']:.3f}" for m in ("dice", "hd95", "assd")]
@@ -80,62 +91,101 @@ def split_cases(
     return cases[:shots], queries[:limit]
 
 
+def _summary_rows(records: list[dict]) -> list[dict]:
+    """One row per scored case and label: ``case``, ``label`` and the case's Dice/HD95/ASSD for it."""
+    return [
+        {"case": record["id"], "label": int(label), **scores}
+        for record in records
+        for label, scores in record.get("metrics", {}).items()
+    ]
+
+
+@contextmanager
+def _staging(folder_out: Path | None) -> Iterator[Path | None]:
+    """Where the workers write the predictions until they are published together: a new hidden folder in the
+    nearest existing folder of ``--output-dir`` (checked writable), removed at the end; None without ``--output-dir``
+    (nothing is written)."""
+    if folder_out is None:
+        yield None
+        return
+    parent = next(folder for folder in (folder_out, *folder_out.parents) if folder.is_dir())
+    with tempfile.TemporaryDirectory(prefix=".fatesam-crossval.", dir=parent) as staging:
+        yield Path(staging)
+
+
+def _moved_from(staged: Path) -> Callable[[Path], None]:
+    """The :class:`OutputFiles` writer of a file the workers wrote: it is moved to its temporary name."""
+
+    def move(target: Path) -> None:
+        shutil.move(staged, target)
+
+    return move
+
+
 def run_crossval(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> int:
-    """Segment each query case from the first ``--shots`` cases and evaluate against its labels.
+    """Segment each query case from the first ``--shots`` cases as a cohort (here or on Ray actors) and evaluate it
+    against its labels; exit 0 when every query was scored, 1 when any failed (its error is in the report).
 
     Every output path and every input is checked before the model is loaded; the predictions and the JSON report
-    are published together at the end (all or none: a failed or cancelled run writes nothing).
+    are published together at the end (all or none: a cancelled run, or one that stopped, writes nothing).
     """
     folder = Path(args.folder)
     support_cases, queries = split_cases(find_cases(folder), args.shots, args.cases, folder, reporter)
     folder_out = Path(args.output_dir) if args.output_dir else None
     predictions = {name: folder_out / f"{name}{PREDICTION_SUFFIX}" for name, _, _ in queries} if folder_out else {}
     check_outputs([*predictions.values(), args.json], args.overwrite)
-    settings = settings_from_args(args)
-    normalization = Normalization.from_settings(settings)
+    run = settings_from_args(args)
     reporter.progress(0.0, f"Reading {len(support_cases)} supports and checking {len(queries)} queries")
-    supports: list[SupportCase] = [load_support(image, labels) for _, image, labels in support_cases]
-    for _, image, labels in queries:  # a damaged query is refused now, not after hours of work
+    for _, image, labels in [*support_cases, *queries]:  # a damaged case is refused now, not after hours of work
         load_support(image, labels)
-    engine = engine_from_settings(settings, reporter, cancel, StageProgress(reporter.progress, 0.0, 0.05))
-    rows, names = [], {}
-    n = len(queries)
-    with OutputFiles(args.overwrite) as outputs:
-        for q, (name, image, labels) in enumerate(queries):
-            query = load_support(image, labels)
-            result = segment_volume(
-                engine,
-                supports,
-                query.image,
-                segments=args.segments,
-                slice_axis=settings.slice_axis,
-                normalization=normalization,
-                progress=StageProgress(reporter.progress, 0.05 + 0.95 * q / n, 0.05 + 0.95 * (q + 1) / n),
-                cancel=cancel,
-            )
-            if name in predictions:
-                path = predictions[name]
-                outputs.add(path, label_map_writer(result.labels, path, result.segments), PREDICTION_SUFFIX)
-            scores = evaluate_labels(result.labels, query.labels, [s.value for s in result.segments])
-            names.update({s.value: s.name for s in result.segments})
-            rows.extend({"case": name, "label": label, **metrics} for label, metrics in scores.items())
+    with _staging(folder_out) as staging:
+        cohort = CohortSettings(
+            supports=tuple((image, labels) for _, image, labels in support_cases),
+            output_dir=staging,
+            output_format=PREDICTION_SUFFIX,
+            segments=tuple(args.segments) if args.segments else None,
+            slice_axis=run.slice_axis,
+            normalization=Normalization.from_settings(run),
+        )
+        pool = case_pool(args, cohort, run, reporter, cancel)
+        try:
+            cases = [Case(name, image, labels) for name, image, labels in queries]
+            records = run_cohort(cases, cohort, pool, reporter.progress, cancel, case_event_writer(reporter))["cases"]
+        finally:
+            pool.close()
         cancel.raise_if_cancelled()
+        rows = _summary_rows(records)
         summary = summarize(rows)
-        if args.json:
-            report = {
-                "shots": args.shots,
-                "supports": [c for c, _, _ in support_cases],
-                "rows": rows,
-                "summary": summary,
-            }
-            outputs.add(args.json, json_writer(report))
+        failed = [{"case": r["id"], "error": r["error"]} for r in records if r["status"] == "failed"]
+        with OutputFiles(args.overwrite) as outputs:
+            for record in records:
+                if record["status"] == "done" and record["id"] in predictions:
+                    staged = Path(record["output"])
+                    outputs.add(predictions[record["id"]], _moved_from(staged), PREDICTION_SUFFIX)
+            if args.json:
+                report = {
+                    "shots": args.shots,
+                    "supports": [c for c, _, _ in support_cases],
+                    "rows": rows,
+                    "summary": summary,
+                    "failed": failed,
+                }
+                outputs.add(args.json, json_writer(report))
+    names = {int(value): name for r in records for value, name in r.get("segments", {}).items()}
     reporter.done(format_table(summary, names))
-    return 0
+    return 1 if failed else 0
 
 
 def add_crossval_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``fatesam crossval``."""
-    parser = subparsers.add_parser("crossval", help="few-shot evaluation over a folder of labelled cases")
+    parser = subparsers.add_parser(
+        "crossval",
+        help="few-shot evaluation over a folder of labelled cases (on Ray with --ray)",
+        description="The first K cases by name are the supports, the next N (default all) the queries, segmented "
+        "as one cohort: the model loaded once per worker, a query that fails recorded with its error and the others "
+        "scored. Prints per-label Dice/HD95/ASSD; exit code 0: every query was scored; 1: some failed; 130: "
+        "cancelled.",
+    )
     parser.add_argument("folder", help="a folder with images/ and labels/ holding same-named files")
     parser.add_argument(
         "--shots",
@@ -149,5 +199,6 @@ def add_crossval_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output-dir", type=Path, help="also write each prediction here, as <case>.nii.gz")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json and predictions")
     parser.add_argument("--json-progress", action="store_true", help="one JSON object per line on stdout")
+    add_pool_arguments(parser)
     add_model_arguments(parser)
     parser.set_defaults(func=run_crossval, reporting=True)

@@ -1,9 +1,13 @@
 """Cases on a pool of Ray actors, each holding one loaded model: a worker that dies mid-case is replaced and the case
-retried once. Imported only for a Ray run (Ray is the optional extra ``fatesam[cluster]``)."""
+retried once; the workers post their cases' stages to a board actor that the driver's progress line shows. Imported
+only for a Ray run (Ray is the optional extra ``fatesam[cluster]``)."""
 
 from __future__ import annotations
 
+import math
+import time
 from collections import deque
+from collections.abc import Callable, Iterable
 
 from ..errors import Cancelled, FateSAMError, InputError
 from ..progress import CancelToken, ProgressCallback
@@ -19,6 +23,57 @@ except ImportError:
 
 ATTEMPTS = 2  # a case whose worker died is retried once on a new worker
 ACTOR_PREFIX = "fatesam-worker-"
+STAGE_INTERVAL = 0.25  # seconds: at most four stages a second per case are posted, and the driver looks as often
+
+
+class StageBoard:
+    """The latest stage of each case (a Ray actor): workers post to it without waiting, the driver takes what was
+    posted since it last looked."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, tuple[float, str]] = {}
+
+    def post(self, case_id: str, fraction: float, message: str) -> None:
+        """``case_id`` is at ``fraction`` of its work, in the stage ``message``."""
+        self.stages[case_id] = (fraction, message)
+
+    def take(self) -> dict[str, tuple[float, str]]:
+        """The stages posted since the last call, by case id."""
+        stages, self.stages = self.stages, {}
+        return stages
+
+
+class PostedProgress:
+    """A case's progress callback on a Ray worker: its first stage, then at most one every :data:`STAGE_INTERVAL`
+    seconds, handed to ``post`` (the board's ``post.remote``, which does not wait)."""
+
+    def __init__(self, post: Callable[[str, float, str], object], case_id: str) -> None:
+        self.post = post
+        self.case_id = case_id
+        self.last = -math.inf
+
+    def __call__(self, fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if now - self.last >= STAGE_INTERVAL:
+            self.last = now
+            self.post(self.case_id, fraction, message)
+
+
+class RunningStages:
+    """The latest stage of each running case, reported as one progress line."""
+
+    def __init__(self, progress: ProgressCallback) -> None:
+        self.progress = progress
+        self.stages: dict[str, tuple[float, str]] = {}
+
+    def update(self, posted: dict[str, tuple[float, str]], running: Iterable[str]) -> None:
+        """Take the ``posted`` stages of the ``running`` cases (a late one of a finished case is dropped) and report
+        them with the others' latest if any came."""
+        running = set(running)
+        self.stages = {case_id: stage for case_id, stage in {**self.stages, **posted}.items() if case_id in running}
+        if posted.keys() & running:
+            fraction = sum(f for f, _ in self.stages.values())
+            self.progress(fraction, "; ".join(f"{case_id}: {message}" for case_id, (_, message) in self.stages.items()))
 
 
 class RayPool:
@@ -43,6 +98,7 @@ class RayPool:
         self.workers = workers or self._default_workers(gpus_per_worker, cpus_per_worker)
         self.actors: list = []
         self.spawned = 0
+        self.board = None  # the StageBoard actor of a run
 
     @staticmethod
     def _default_workers(gpus_per_worker: float, cpus_per_worker: float) -> int:
@@ -61,7 +117,10 @@ class RayPool:
     def run(
         self, cases: list[Case], on_record: RecordCallback, progress: ProgressCallback, cancel: CancelToken
     ) -> None:
-        """Hand the cases to the actors, one at a time each; records arrive in the order cases finish."""
+        """Hand the cases to the actors, one at a time each; records arrive in the order cases finish, and the running
+        cases' stages are reported as the workers post them."""
+        self.board = ray.remote(num_cpus=0)(StageBoard).remote()
+        stages = RunningStages(progress)
         self.actors = [self._new_actor() for _ in range(min(self.workers, len(cases)))]
         try:
             ray.get([actor.start.remote() for actor in self.actors])  # the model loads before any case is handed out
@@ -73,7 +132,8 @@ class RayPool:
             if queue:
                 case = queue.popleft()
                 attempts[case.id] += 1
-                pending[self.actors[index].run.remote(case)] = (index, case)
+                posted = PostedProgress(self.board.post.remote, case.id)
+                pending[self.actors[index].run.remote(case, posted)] = (index, case)
 
         for index in range(len(self.actors)):
             submit(index)
@@ -81,7 +141,9 @@ class RayPool:
         while pending:
             if cancel.cancelled:
                 raise Cancelled("The run was cancelled; the finished cases are kept, the others were not written.")
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=STAGE_INTERVAL)
+            running = (case.id for _, case in pending.values())
+            stages.update(ray.get(self.board.take.remote()), running)  # the finished cases' last stages, then records
             for ref in done:
                 index, case = pending.pop(ref)
                 try:
@@ -97,9 +159,12 @@ class RayPool:
                 on_record({**record, "attempts": attempts[case.id]})
 
     def close(self) -> None:
-        """Stop the actors, and Ray itself when this pool started it."""
+        """Stop the actors and the stage board, and Ray itself when this pool started it."""
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []
+        if self.board is not None:
+            ray.kill(self.board)
+            self.board = None
         if self.started_ray:
             ray.shutdown()

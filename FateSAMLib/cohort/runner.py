@@ -1,5 +1,6 @@
 """Running a cohort: finished cases skipped, the others handed to a pool of workers, every record kept, and the
-summary (``summary.csv`` and ``summary.json``) written atomically, also when the run fails or is cancelled."""
+summary (``summary.csv`` and ``summary.json``) written atomically, also when the run fails or is cancelled (not at
+all for a cohort that writes nothing)."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ class LocalPool:
 
 
 class CohortProgress:
-    """The cohort's progress line: cases done and failed, the estimated time left, and the current case's stage."""
+    """The cohort's progress line: cases done and failed, the estimated time left, and the running cases' stages."""
 
     def __init__(self, total: int, callback: ProgressCallback) -> None:
         self.total = max(total, 1)
@@ -71,9 +72,10 @@ class CohortProgress:
         return f"ETA {int(left // 60)}m{int(left % 60):02d}s"
 
     def stage(self, fraction: float, message: str) -> None:
-        """The running case's progress (fraction of that case) and stage."""
+        """The running cases' progress (``fraction``: how much of one case they have done together) and stages."""
         head = f"{self.finished}/{self.total} cases, {self.failed} failed, {self._eta()}"
-        self.callback((self.finished + min(max(fraction, 0.0), 1.0)) / self.total, f"{head} | {message}")
+        done = self.finished + min(max(fraction, 0.0), self.total - self.finished)
+        self.callback(done / self.total, f"{head} | {message}")
 
     def case_done(self, record: dict) -> None:
         """One more case finished (``record`` says whether it failed)."""
@@ -120,13 +122,17 @@ def _csv_text(records: list[dict], means: dict[str, dict]) -> str:
     return stream.getvalue()
 
 
-def write_summary(output_dir: Path, records: list[dict]) -> dict:
-    """Write ``summary.json`` (cases, counts, per-label means) and ``summary.csv`` atomically; returns the JSON data."""
+def cohort_summary(records: list[dict]) -> dict:
+    """The summary of a cohort's records: the counts of each status, the per-label means and the records."""
     counts = {status: sum(r["status"] == status for r in records) for status in ("done", "skipped", "failed")}
-    means = cohort_means(records)
-    data = {"counts": counts, "mean": means, "cases": records}
+    return {"counts": counts, "mean": cohort_means(records), "cases": records}
+
+
+def write_summary(output_dir: Path, records: list[dict]) -> dict:
+    """Write ``summary.json`` (:func:`cohort_summary`) and ``summary.csv`` atomically; returns the JSON data."""
+    data = cohort_summary(records)
     text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    for name, content in ((SUMMARY_JSON, text), (SUMMARY_CSV, _csv_text(records, means))):
+    for name, content in ((SUMMARY_JSON, text), (SUMMARY_CSV, _csv_text(records, data["mean"]))):
         write_file_atomically(output_dir / name, lambda target, content=content: target.write_text(content), True)
     return data
 
@@ -142,14 +148,15 @@ def run_cohort(
     """Run the cases whose output is missing (every case with ``settings.overwrite``) on ``pool``; returns the summary.
 
     A skipped case keeps the record of the run that wrote its output. The summary lists every case that is done,
-    skipped or failed; it is written at the end, also when the run is cancelled or fails, so it stays true.
+    skipped or failed; it is written at the end, also when the run is cancelled or fails, so it stays true. A cohort
+    without an output folder skips no case and writes no summary.
     """
-    earlier = previous_records(settings.output_dir)
+    earlier = {} if settings.output_dir is None else previous_records(settings.output_dir)
     records: dict[str, dict] = {}
     todo = []
     for case in cases:
         output = settings.output_path(case)
-        if output.exists() and not settings.overwrite:
+        if output is not None and output.exists() and not settings.overwrite:
             record = earlier.get(case.id, {})
             if Path(record.get("output", "")).name != output.name:  # not the earlier run's output: nothing known
                 record = {"id": case.id, "query": str(case.query), "error": ""}
@@ -168,5 +175,7 @@ def run_cohort(
         if todo:
             pool.run(todo, record_done, tracker.stage, cancel)
     finally:
-        summary = write_summary(settings.output_dir, [records[c.id] for c in cases if c.id in records])
+        finished = [records[c.id] for c in cases if c.id in records]
+        folder = settings.output_dir
+        summary = cohort_summary(finished) if folder is None else write_summary(folder, finished)
     return summary

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from ..atomic import OutputFiles
 from ..errors import Cancelled, FateSAMError, InputError
 from ..formats import OUTPUT_SUFFIXES
@@ -31,19 +30,22 @@ EngineFactory = Callable[[], FateSamEngine]
 
 @dataclass(frozen=True)
 class CohortSettings:
-    """What every case of a cohort shares: the supports, where and how outputs go, the method's options."""
+    """What every case of a cohort shares: the supports, where and how outputs go, the method's options.
+
+    Without ``output_dir`` nothing is written: the cases are segmented and scored only (``fatesam crossval`` without
+    ``--output-dir``)."""
 
     supports: tuple[tuple[Path, Path], ...]
-    output_dir: Path
+    output_dir: Path | None
     output_format: str = ".nii.gz"
     segments: tuple[str, ...] | None = None
     slice_axis: str = "auto"
     normalization: Normalization = Normalization()
     overwrite: bool = False
 
-    def output_path(self, case: Case) -> Path:
-        """Where ``case``'s segmentation is written: ``<output-dir>/<id><format>``."""
-        return self.output_dir / f"{case.id}{self.output_format}"
+    def output_path(self, case: Case) -> Path | None:
+        """Where ``case``'s segmentation is written: ``<output-dir>/<id><format>`` (None: it is not written)."""
+        return None if self.output_dir is None else self.output_dir / f"{case.id}{self.output_format}"
 
 
 def failed_record(case: Case, message: str, seconds: float = 0.0) -> dict:
@@ -93,7 +95,8 @@ class CaseWorker:
 
     def _segment(self, case: Case, progress: ProgressCallback, cancel: CancelToken) -> dict:
         settings = self.settings
-        if settings.output_format == DICOM_SEG_SUFFIX and not case.query.is_dir():
+        output = settings.output_path(case)
+        if output is not None and settings.output_format == DICOM_SEG_SUFFIX and not case.query.is_dir():
             raise InputError(
                 f"{case.query} is not a DICOM series folder: DICOM SEG (--format .dcm) references the query's "
                 "series. Choose another --format for files that are not DICOM."
@@ -115,19 +118,19 @@ class CaseWorker:
             cancel=cancel,
         )
         cancel.raise_if_cancelled()
-        output = settings.output_path(case)
-        if settings.output_format == DICOM_SEG_SUFFIX:
-            writer = dicom_seg_writer(result.labels, result.segments, case.query)
-        else:
-            writer = label_map_writer(result.labels, output, result.segments)
-        with OutputFiles(settings.overwrite) as outputs:
-            outputs.add(output, writer, settings.output_format)
+        if output is not None:
+            if settings.output_format == DICOM_SEG_SUFFIX:
+                writer = dicom_seg_writer(result.labels, result.segments, case.query)
+            else:
+                writer = label_map_writer(result.labels, output, result.segments)
+            with OutputFiles(settings.overwrite) as outputs:
+                outputs.add(output, writer, settings.output_format)
         record = {
             "id": case.id,
             "query": str(case.query),
             "status": "done",
             "error": "",
-            "output": str(output),
+            "output": "" if output is None else str(output),
             "encoder_passes": result.stats.encoder_passes,
             "support_slices_encoded": result.stats.support_slices_encoded,
             "doubtful_slices": [entry.slice_index for entry in result.doubtful_slices],

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import HIPPOCAMPUS, TEST_IMAGE_SIZE
+from conftest import HIPPOCAMPUS, TEST_IMAGE_SIZE, case_paths
 
 from FateSAMLib.cli.crossval import find_cases, split_cases, summarize
 from FateSAMLib.cli.main import build_parser, main
-from FateSAMLib.cli.reporting import Reporter
+from FateSAMLib.cli.reporting import Reporter, strict_json
 from FateSAMLib.errors import Cancelled, InputError
+from FateSAMLib.metrics import evaluate_labels
 from FateSAMLib.models.checkpoints import MIRROR_ENV
 from FateSAMLib.progress import CancelToken
 
@@ -164,16 +165,20 @@ def test_more_cases_than_remain_are_all_used_with_a_warning(tmp_path):
 
 
 class _CancelOnceAPredictionIsStaged(Reporter):
-    """Cancels the run at its first progress report after a prediction was written (under a temporary name)."""
+    """Cancels the run at its first progress report after a query's prediction was written under ``root`` in a
+    hidden folder (where the workers write until every prediction is published); ``staged`` lists what was there."""
 
-    def __init__(self, folder: Path, cancel: CancelToken) -> None:
+    def __init__(self, root: Path, cancel: CancelToken) -> None:
         super().__init__(json_lines=True, stdout=io.StringIO())
-        self.folder, self.cancel = folder, cancel
+        self.root, self.cancel = root, cancel
+        self.staged: list[Path] = []
 
     def progress(self, fraction: float, message: str) -> None:
         super().progress(fraction, message)
-        if self.folder.is_dir() and any(path.name.startswith(".") for path in self.folder.iterdir()):
-            self.cancel.cancel()
+        if not self.staged and self.root.is_dir():
+            self.staged = list(self.root.rglob(".*/*.nii.gz"))
+            if self.staged:
+                self.cancel.cancel()
 
 
 def test_a_cancelled_run_leaves_no_output_folder_it_created(tmp_path):
@@ -181,9 +186,11 @@ def test_a_cancelled_run_leaves_no_output_folder_it_created(tmp_path):
     predictions = tmp_path / "new" / "predictions"
     argv = ["crossval", str(data), "--shots", "2", "--output-dir", str(predictions), *FAST]
     cancel = CancelToken()
+    reporter = _CancelOnceAPredictionIsStaged(tmp_path, cancel)
     with pytest.raises(Cancelled):
         args = build_parser().parse_args(argv)
-        args.func(args, _CancelOnceAPredictionIsStaged(predictions, cancel), cancel)
+        args.func(args, reporter, cancel)
+    assert reporter.staged, "the run was cancelled before any prediction was written"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
@@ -195,9 +202,11 @@ def test_outputs_are_replaced_only_with_overwrite_and_only_by_a_finished_run(tmp
     report.write_text("an earlier report")
     argv = ["crossval", str(data), "--shots", "2", "--json", str(report), "--output-dir", str(predictions), *FAST]
     cancel = CancelToken()
+    reporter = _CancelOnceAPredictionIsStaged(predictions, cancel)
     with pytest.raises(Cancelled):
         args = build_parser().parse_args([*argv, "--overwrite"])
-        args.func(args, _CancelOnceAPredictionIsStaged(predictions, cancel), cancel)
+        args.func(args, reporter, cancel)
+    assert reporter.staged
     assert [p.name for p in predictions.iterdir()] == ["c.nii.gz"], "the new prediction of c was removed"
     assert (predictions / "c.nii.gz").read_bytes() == b"an earlier prediction"
     assert report.read_text() == "an earlier report"
@@ -211,3 +220,49 @@ def test_outputs_are_replaced_only_with_overwrite_and_only_by_a_finished_run(tmp
     assert main(argv) == 1, "without --overwrite a second run is refused before it starts"
     assert f"{predictions / 'c.nii.gz'} exists; pass --overwrite" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in [report, *predictions.iterdir()]} == before
+
+
+def test_each_score_is_the_metric_of_the_published_prediction_and_it_equals_fatesam_segment(tmp_path):
+    data = labelled_cases(tmp_path / "data")
+    report, predictions = tmp_path / "report.json", tmp_path / "predictions"
+    argv = ["crossval", str(data), "--shots", "2", "--cases", "1", "--json", str(report), "--output-dir"]
+    assert main([*argv, str(predictions), *FAST]) == 0
+    alone = tmp_path / "alone.nii.gz"
+    supports = [arg for name in ("a", "b") for arg in ("--support", *map(str, case_paths(data, name)))]
+    query = str(data / "images" / "c.nii.gz")
+    assert main(["segment", *supports, "--query", query, "--output", str(alone), *FAST]) == 0
+    assert (predictions / "c.nii.gz").read_bytes() == alone.read_bytes()
+    direct = evaluate_labels(sitk.ReadImage(str(alone)), sitk.ReadImage(str(data / "labels" / "c.nii.gz")))
+    rows = json.loads(report.read_text())["rows"]
+    assert rows == [{"case": "c", "label": label, **strict_json(scores)} for label, scores in direct.items()]
+    assert json.loads(report.read_text())["failed"] == []
+
+
+class _DamageOnceACaseRuns(Reporter):
+    """Overwrites ``victim`` with bytes that are no image at the first progress report of ``case``'s segmentation
+    (after every query was checked), as a file changed on a network share meanwhile would be."""
+
+    def __init__(self, case: str, victim: Path) -> None:
+        super().__init__(json_lines=True, stdout=io.StringIO())
+        self.case, self.victim = case, victim
+
+    def progress(self, fraction: float, message: str) -> None:
+        super().progress(fraction, message)
+        if f"| {self.case}: " in message and not self.victim.read_bytes().startswith(b"damaged"):
+            self.victim.write_bytes(b"damaged meanwhile")
+
+
+def test_a_query_that_fails_during_the_run_is_recorded_and_the_others_are_scored_and_published(tmp_path):
+    data = labelled_cases(tmp_path / "data")
+    report, predictions = tmp_path / "report.json", tmp_path / "predictions"
+    argv = ["crossval", str(data), "--shots", "2", "--json", str(report), "--output-dir", str(predictions), *FAST]
+    reporter = _DamageOnceACaseRuns("c", data / "images" / "d.nii.gz")
+    args = build_parser().parse_args(argv)
+    assert args.func(args, reporter, CancelToken()) == 1
+    events = [json.loads(line) for line in reporter.stdout.getvalue().splitlines()]
+    assert [(e["id"], e["status"]) for e in events if e["event"] == "case"] == [("c", "done"), ("d", "failed")]
+    data_report = json.loads(report.read_text())
+    assert [failure["case"] for failure in data_report["failed"]] == ["d"]
+    assert "d.nii.gz" in data_report["failed"][0]["error"]
+    assert {row["case"] for row in data_report["rows"]} == {"c"}
+    assert [p.name for p in predictions.iterdir()] == ["c.nii.gz"]

@@ -1,15 +1,23 @@
-"""``fatesam batch --ray`` on a local Ray (2 CPUs, no dashboard): 2 actors, the local batch's outputs, and a worker
-killed mid-run replaced with its case retried. Run these alone with ``pytest -m ray``."""
+"""``fatesam batch --ray`` and ``fatesam crossval --ray`` on a local Ray (2 CPUs, no dashboard): 2 actors, the local
+batch's outputs and scores, a worker killed mid-run replaced with its case retried, and the running cases' stages
+on the driver's progress line. Run these alone with ``pytest -m ray``."""
 
 from __future__ import annotations
 
+import io
+import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from cohort_helpers import QUERIES, batch_args, finished_cohort, query_folder, read_summary
+from cohort_helpers import FAST, QUERIES, batch_args, finished_cohort, query_folder, read_summary
+from conftest import HIPPOCAMPUS, case_paths
 
-from FateSAMLib.cli.main import main
+from FateSAMLib.cli.main import build_parser, main
+from FateSAMLib.cli.reporting import Reporter
+from FateSAMLib.cohort.ray_pool import STAGE_INTERVAL, PostedProgress, RunningStages
+from FateSAMLib.progress import CancelToken
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -48,3 +56,74 @@ def test_two_ray_workers_give_the_local_outputs_and_a_killed_worker_is_replaced(
     assert sorted(summary[name]["attempts"] for name in QUERIES) == [1, 1, 2]  # the killed worker's case, retried
     for name in QUERIES:
         assert (output_dir / f"{name}.nii.gz").read_bytes() == (finished / f"{name}.nii.gz").read_bytes()
+
+
+class StageRecorder(Reporter):
+    """JSON lines kept in memory, and for each progress report the names of the predictions written under ``root``
+    by then (the workers write a case's prediction when it is segmented)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(json_lines=True, stdout=io.StringIO())
+        self.root = root
+        self.reports: list[tuple[str, set[str]]] = []
+
+    def progress(self, fraction: float, message: str) -> None:
+        super().progress(fraction, message)
+        self.reports.append((message, {path.name for path in self.root.rglob("*.nii.gz")}))
+
+
+def test_crossval_on_two_ray_workers_scores_as_the_local_cohort_and_shows_the_running_stages(
+    local_ray, tmp_path_factory, tmp_path
+):
+    _, finished, _, threads = finished_cohort(tmp_path_factory)
+    queries = QUERIES[:2]
+    data = tmp_path / "data"
+    for name in ("hippocampus_001", *queries):  # the local cohort's support, then two of its queries
+        for sub, path in zip(("images", "labels"), case_paths(HIPPOCAMPUS, name), strict=True):
+            (data / sub).mkdir(parents=True, exist_ok=True)
+            (data / sub / f"{name}.nii.gz").symlink_to(path)
+    out = tmp_path / "out"
+    out.mkdir()  # the predictions are staged in it, where StageRecorder sees them
+    argv = ["crossval", str(data), "--shots", "1", "--json", str(out / "report.json"), "--output-dir", str(out)]
+    args = build_parser().parse_args([*argv, "--ray", "--workers", "2", *FAST, "--threads", str(threads)])
+    reporter = StageRecorder(out)
+    assert args.func(args, reporter, CancelToken()) == 0
+
+    local = read_summary(finished)
+    rows = [{"case": name, "label": int(label), **local[name]["metrics"][label]} for name in queries for label in "12"]
+    assert json.loads((out / "report.json").read_text())["rows"] == rows
+    for name in queries:
+        assert (out / f"{name}.nii.gz").read_bytes() == (finished / f"{name}.nii.gz").read_bytes()
+        while_running = [message for message, written in reporter.reports if f"{name}.nii.gz" not in written]
+        assert any(f"{name}: Segmenting slice" in m for m in while_running), f"no stage of {name} came while it ran"
+    events = [json.loads(line) for line in reporter.stdout.getvalue().splitlines()]
+    assert sorted(e["id"] for e in events if e["event"] == "case") == sorted(queries)
+
+
+def test_a_case_posts_its_first_stage_then_at_most_one_per_interval():
+    posted: list[tuple[str, float, str]] = []
+    progress = PostedProgress(lambda *stage: posted.append(stage), "case-1")
+    started = time.monotonic()
+    for k in range(1000):
+        progress(k / 1000, f"slice {k}")
+    assert time.monotonic() - started < STAGE_INTERVAL  # so only the first may be posted
+    assert posted == [("case-1", 0.0, "slice 0")]
+    time.sleep(STAGE_INTERVAL)
+    progress(0.5, "later")
+    progress(0.6, "too soon")
+    assert posted[1:] == [("case-1", 0.5, "later")]
+
+
+def test_the_progress_line_shows_each_running_cases_latest_stage_and_no_finished_ones():
+    reports: list[tuple[float, str]] = []
+    stages = RunningStages(lambda fraction, message: reports.append((fraction, message)))
+    stages.update({"a": (0.5, "Segmenting slice 5/10"), "b": (0.25, "Encoding")}, ["a", "b"])
+    stages.update({"a": (0.75, "Segmenting slice 7/10")}, ["a", "b"])
+    stages.update({"a": (1.0, "posted late")}, ["b"])  # a finished meanwhile: its late stage is dropped
+    stages.update({}, ["b", "c"])  # nothing new: nothing reported
+    stages.update({"c": (0.0, "reading")}, ["b", "c"])
+    assert reports == [
+        (0.75, "a: Segmenting slice 5/10; b: Encoding"),
+        (1.0, "a: Segmenting slice 7/10; b: Encoding"),
+        (0.25, "b: Encoding; c: reading"),
+    ]
