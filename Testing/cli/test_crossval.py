@@ -237,6 +237,12 @@ def test_each_score_is_the_metric_of_the_published_prediction_and_it_equals_fate
     assert rows == [{"case": "c", "label": label, **strict_json(scores)} for label, scores in direct.items()]
     assert json.loads(report.read_text())["failed"] == []
 
+    scores_only = tmp_path / "scores-only.json"  # without --output-dir the workers write nothing
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["crossval", str(data), "--shots", "2", "--cases", "1", "--json", str(scores_only), *FAST]) == 0
+    assert sorted(tmp_path.rglob("*")) == sorted([*before, scores_only])
+    assert json.loads(scores_only.read_text())["rows"] == rows
+
 
 class _DamageOnceACaseRuns(Reporter):
     """Overwrites ``victim`` with bytes that are no image at the first progress report of ``case``'s segmentation
