@@ -24,7 +24,16 @@ from .worker import CaseWorker, CohortSettings, EngineFactory
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
 RecordCallback = Callable[[dict], None]
-CSV_COLUMNS = ("id", "status", "error", "seconds", "encoder_passes", "support_slices_encoded", "doubtful_slices")
+CSV_COLUMNS = (
+    "id",
+    "status",
+    "error",
+    "seconds",
+    "encoder_passes",
+    "support_slices_encoded",
+    "support_memories_encoded",
+    "doubtful_slices",
+)
 
 
 class CasePool(Protocol):

@@ -133,6 +133,7 @@ class CaseWorker:
             "output": "" if output is None else str(output),
             "encoder_passes": result.stats.encoder_passes,
             "support_slices_encoded": result.stats.support_slices_encoded,
+            "support_memories_encoded": result.stats.support_memories_encoded,
             "doubtful_slices": [entry.slice_index for entry in result.doubtful_slices],
             "segments": {str(s.value): s.name for s in result.segments},
         }

@@ -30,6 +30,9 @@ def test_each_output_equals_fatesam_segment_alone_and_the_supports_are_encoded_o
         assert (output_dir / f"{name}.nii.gz").read_bytes() == alone.read_bytes()
     encoded = [summary[name]["support_slices_encoded"] for name in QUERIES]
     assert encoded[0] > 0 and encoded[1:] == [0, 0]  # the first case encodes the supports, the others reuse them
+    # A support slice's memory is encoded once per worker, for the first case that retrieves it.
+    memories = [summary[name]["support_memories_encoded"] for name in QUERIES]
+    assert memories[0] > 0 and sum(memories) <= encoded[0]
     for name in QUERIES:
         record = summary[name]
         assert record["encoder_passes"] >= record["support_slices_encoded"] > -1
