@@ -283,6 +283,15 @@ def test_run_options_refuse_values_out_of_range(options, message):
         RunSettings(**options)
 
 
+def poll_until_cancelled(task, timeout_s: float = 10.0) -> None:
+    """Poll a cancelled job (or sequence) like the Slicer timer does until it has ended, at most ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not task.finished:
+        assert time.monotonic() < deadline, "the cancelled task did not end"
+        task.poll()
+        time.sleep(0.02)
+
+
 def test_a_background_job_follows_progress_to_success():
     job = BackgroundJob(
         python_script(
@@ -316,11 +325,7 @@ def test_a_failed_job_reports_the_exit_code_and_its_last_output():
 def test_a_background_job_is_cancelled_from_a_timer_or_stopped_at_once():
     job = BackgroundJob(python_script("import time; time.sleep(30)"), description="The test")
     job.cancel()
-    deadline = time.monotonic() + 10
-    while not job.finished:
-        assert time.monotonic() < deadline, "the cancelled job did not end"
-        job.poll()
-        time.sleep(0.02)
+    poll_until_cancelled(job)
     assert job.state == "cancelled" and isinstance(job.error, Cancelled) and not running(job.process.pid)
 
     job = BackgroundJob(python_script("import time; time.sleep(30)"), description="The test")
@@ -392,11 +397,7 @@ def test_a_cancelled_job_sequence_starts_no_later_step(tmp_path):
         sequence.poll()
         time.sleep(0.02)
     sequence.cancel()
-    deadline = time.monotonic() + 10
-    while not sequence.finished:
-        assert time.monotonic() < deadline, "the cancelled sequence did not end"
-        sequence.poll()
-        time.sleep(0.02)
+    poll_until_cancelled(sequence)
     assert sequence.state == "cancelled" and isinstance(sequence.error, Cancelled) and sequence.step_index == 0
     assert not running(sequence.job.process.pid) and not record.exists()
 
