@@ -4,6 +4,8 @@ Every error a user can cause derives from :class:`FateSAMError`; its message nam
 problem and the fix, so that the command line and the Slicer module can show it as is.
 """
 
+INTERRUPTED = 130  # the exit code of a run stopped by Ctrl+C or SIGTERM (128 + SIGINT, as shells report it)
+
 
 class FateSAMError(Exception):
     """Base class of every error the engine reports to a user."""

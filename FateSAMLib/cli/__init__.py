@@ -4,6 +4,11 @@ model options (``arguments``) and its progress and JSON reporting (``reporting``
 May import everything else in the package.
 """
 
-from .main import build_parser, main
+from ..errors import INTERRUPTED
+
+try:  # torch loads here, for seconds: Ctrl+C meanwhile ends the program quietly (exit 130), as a cancelled run does
+    from .main import build_parser, main
+except KeyboardInterrupt:
+    raise SystemExit(INTERRUPTED) from None
 
 __all__ = ["build_parser", "main"]

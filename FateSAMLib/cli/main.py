@@ -12,36 +12,30 @@ from pathlib import Path
 from typing import NoReturn
 
 from .. import __version__
-from ..errors import Cancelled, FateSAMError, InputError
-
-INTERRUPTED = 130  # the exit code of a run stopped by Ctrl+C or SIGTERM
-
-try:  # torch loads here, for seconds: Ctrl+C meanwhile ends the program quietly, as a cancelled run does
-    from ..atomic import OutputFiles, check_outputs
-    from ..formats import OUTPUT_SUFFIXES, output_suffix
-    from ..io.images import read_image
-    from ..io.labels import label_map_writer
-    from ..method.pipeline import Normalization, load_support, segment_volume
-    from ..models.devices import is_allocation_failure, not_enough_memory, resolve_device
-    from ..progress import CancelToken, StageProgress
-    from .arguments import (
-        add_model_arguments,
-        add_support_argument,
-        engine_from_settings,
-        settings_from_args,
-        support_pairs,
-        warn_if_top_k_exceeds_candidates,
-    )
-    from .batch import add_batch_parser
-    from .corrections import add_correction_arguments, corrections_from_args
-    from .crossval import add_crossval_parser
-    from .evaluate import add_evaluate_parser
-    from .models import add_models_parser
-    from .remote import add_server_arguments, run_remote_segment
-    from .reporting import Reporter, json_writer, segment_stats
-    from .serve import add_serve_parser
-except KeyboardInterrupt:
-    raise SystemExit(INTERRUPTED) from None
+from ..atomic import OutputFiles, check_outputs
+from ..errors import INTERRUPTED, Cancelled, FateSAMError, InputError
+from ..formats import OUTPUT_SUFFIXES, output_suffix
+from ..io.images import read_image
+from ..io.labels import label_map_writer
+from ..method.pipeline import Normalization, load_support, segment_volume
+from ..models.devices import is_allocation_failure, not_enough_memory, resolve_device
+from ..progress import CancelToken, StageProgress
+from .arguments import (
+    add_model_arguments,
+    add_support_argument,
+    engine_from_settings,
+    settings_from_args,
+    support_pairs,
+    warn_if_top_k_exceeds_candidates,
+)
+from .batch import add_batch_parser
+from .corrections import add_correction_arguments, corrections_from_args
+from .crossval import add_crossval_parser
+from .evaluate import add_evaluate_parser
+from .models import add_models_parser
+from .remote import add_server_arguments, run_remote_segment
+from .reporting import Reporter, json_writer, segment_stats
+from .serve import add_serve_parser
 
 
 def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> int:

@@ -14,9 +14,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cli.main import INTERRUPTED, _run
+from ..cli.main import _run
 from ..cli.reporting import Reporter
-from ..errors import FateSAMError
+from ..errors import INTERRUPTED, FateSAMError
 from ..progress import CancelToken
 from ..remote import FINISHED_STATES
 from .store import SupportSet, SupportSetStore
