@@ -284,12 +284,14 @@ def test_run_options_refuse_values_out_of_range(options, message):
 
 
 def poll_until_cancelled(task, timeout_s: float = 10.0) -> None:
-    """Poll a cancelled job (or sequence) like the Slicer timer does until it has ended, at most ``timeout_s``."""
+    """Poll a cancelled job (or sequence) with its own ``wait`` until it has ended, at most ``timeout_s``; past that
+    the assertion fails and ``wait`` stops the task, so that nothing is left running."""
     deadline = time.monotonic() + timeout_s
-    while not task.finished:
+
+    def in_time(_task) -> None:
         assert time.monotonic() < deadline, "the cancelled task did not end"
-        task.poll()
-        time.sleep(0.02)
+
+    task.wait(in_time, interval_s=0.02)
 
 
 def test_a_background_job_follows_progress_to_success():
