@@ -130,8 +130,9 @@ class RunSettings:
     """Every setting of a run, with its default; refused (:class:`InputError`) when out of range or contradictory.
 
     ``image_size``, ``encoder_batch_size`` and ``threads`` left None mean: the model's own input size, batches sized
-    to free memory, one torch thread per physical core. ``checkpoint`` and ``feature_cache`` are kept as paths,
-    ``percentiles`` and ``window`` as tuples of floats, whatever sequence or text they were given as.
+    to free memory, one torch thread per physical core this process may use (``FateSAMLib.threads``).
+    ``checkpoint`` and ``feature_cache`` are kept as paths, ``percentiles`` and ``window`` as tuples of floats,
+    whatever sequence or text they were given as.
     """
 
     model: str = _setting(DEFAULT_MODEL, "--model", "SAM2 model name (default {default}; see 'fatesam models')")
@@ -147,7 +148,7 @@ class RunSettings:
     image_size: int | None = _setting(
         None,
         "--image-size",
-        "model input size, a multiple of 32 (default the model's, 1024)",
+        "model input size, a multiple of 32 (default the model's own: 1024, medsam2 512)",
         type=image_size_type,
     )
     device: str = _setting("auto", "--device", "auto (cuda, then mps, then cpu), cuda, cuda:1, mps or cpu")
@@ -182,7 +183,7 @@ class RunSettings:
     threads: int | None = _setting(
         None,
         "--threads",
-        "CPU threads for torch (default: one per physical core)",
+        "CPU threads for torch (default: one per physical core this process may use)",
         type=whole_number_type("--threads"),
     )
     feature_cache: Path | None = _setting(

@@ -5,7 +5,9 @@ May import everything else in the package.
 """
 
 from ..errors import INTERRUPTED
+from ..threads import prepare_environment
 
+prepare_environment()  # before torch loads OpenMP: idle threads sleep instead of spinning on shared cores
 try:  # torch loads here, for seconds: Ctrl+C meanwhile ends the program quietly (exit 130), as a cancelled run does
     from .main import build_parser, main
 except KeyboardInterrupt:

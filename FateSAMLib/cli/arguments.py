@@ -7,11 +7,9 @@ import argparse
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
-
 from ..method.encoder import FeatureCache, encoder_batch_size
 from ..method.engine import EngineOptions, FateSamEngine
-from ..models.devices import available_memory_bytes
+from ..models.devices import available_memory_bytes, use_threads
 from ..models.loading import LoadedModel, load_model
 from ..options import PRESETS, SETTINGS, RunSettings, option_arguments
 from ..progress import CancelToken, ProgressCallback
@@ -107,8 +105,7 @@ def engine_from_settings(
     settings: RunSettings, reporter: Reporter, cancel: CancelToken, progress: ProgressCallback
 ) -> FateSamEngine:
     """Load the model the settings name (reporting download progress) and wrap it in an engine with the settings."""
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
+    use_threads(settings.threads)
     loaded = load_model(
         name=settings.model,
         checkpoint=settings.checkpoint,

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 
 from ..errors import Cancelled, FateSAMError, InputError
 from ..progress import CancelToken, ProgressCallback
+from ..threads import thread_environment
 from .cases import Case
 from .runner import RecordCallback
 from .worker import CaseWorker, CohortSettings, EngineFactory, failed_record
@@ -92,7 +93,13 @@ class RayPool:
         self.started_ray = not ray.is_initialized()
         if self.started_ray:
             ray.init(address=address, include_dashboard=False, logging_level="WARNING")
-        self.actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0)(CaseWorker)
+        self.actor_class = ray.remote(
+            num_cpus=cpus_per_worker,
+            num_gpus=gpus_per_worker,
+            max_restarts=0,
+            # set as the actor's process starts, before torch loads: a cluster's nodes do not inherit ours
+            runtime_env={"env_vars": thread_environment()},
+        )(CaseWorker)
         self.settings = settings
         self.engine_factory = engine_factory
         self.workers = workers or self._default_workers(gpus_per_worker, cpus_per_worker)

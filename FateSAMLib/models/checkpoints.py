@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import logging
 import os
 import re
 import shutil
@@ -27,6 +28,8 @@ SET_ASIDE_MARK = ".mismatch-"  # a cached checkpoint that failed its check is re
 MIRROR_ENV = "FATESAM_MODEL_MIRROR"
 _TIMEOUT_S = 60
 _MB = 1e6
+
+logger = logging.getLogger(__name__)
 
 
 def download_url(spec: ModelSpec) -> str:
@@ -211,12 +214,16 @@ def download_checkpoint(
 ) -> Path:
     """Download the checkpoint into the cache folder, verify it, and move it into place atomically.
 
+    The weights' license is logged as a warning first where it is not SAM2's (``spec.license_notice``).
+
     Verified means: its SHA-256 equals the pinned one; or, with no pinned digest, it loads strictly into the
     model's architecture, and then its digest is recorded for later checks. A download that fails is deleted (it
     is this function's own temporary file). A checkpoint that appears in the cache during the download is kept
     and verified instead of being replaced.
     """
     cancel = cancel or CancelToken()
+    if spec.license_notice:  # before the first byte: the user may not accept it (Ctrl+C, Cancel)
+        logger.warning(spec.license_notice)
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     url = download_url(spec)

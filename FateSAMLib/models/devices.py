@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError, ResourceError
+from ..threads import default_threads
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -48,6 +50,20 @@ def use_tf32(device: torch.device) -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+
+
+@functools.cache
+def _torch_default_threads() -> int:
+    """torch's own thread count as it started (one per physical core, or ``OMP_NUM_THREADS``), read once."""
+    return torch.get_num_threads()
+
+
+def use_threads(requested: int | None = None) -> int:
+    """Set torch's CPU thread count: ``requested`` (``--threads``), else the default for the cores this process may
+    use (:func:`FateSAMLib.threads.default_threads`). Global to the process; returns the count set."""
+    threads = requested or default_threads(_torch_default_threads())
+    torch.set_num_threads(threads)
+    return threads
 
 
 class _MemoryStatusEx(ctypes.Structure):

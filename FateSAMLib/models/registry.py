@@ -8,16 +8,33 @@ from pathlib import Path
 
 from ..errors import ModelError
 
+SAM2_LICENSE = "Apache-2.0"
+SAM2_LICENSE_URL = "https://github.com/facebookresearch/sam2/blob/main/LICENSE"
+
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One SAM2 release: its config in the sam2 package, where its checkpoint is, and its SHA-256 if pinned."""
+    """One SAM2 release: its config in the sam2 package, where its checkpoint is, its SHA-256 if pinned, its own input
+    size (the default ``--image-size``) and the license of its weights (SPDX name, where it is stated)."""
 
     name: str
     config: str
     url: str
     sha256: str | None
     filename: str
+    image_size: int = 1024
+    license: str = SAM2_LICENSE
+    license_url: str = SAM2_LICENSE_URL
+
+    @property
+    def license_notice(self) -> str | None:
+        """What to tell a user before the first download: the weights' license, where it is not SAM2's (the code's)."""
+        if self.license == SAM2_LICENSE:
+            return None
+        return (
+            f"The {self.name} weights ({self.filename}) are licensed {self.license} (stated at {self.license_url}), "
+            f"not under FateSAM's or SAM2's {SAM2_LICENSE}: read it before using them or what you make with them."
+        )
 
 
 @dataclass(frozen=True)
@@ -52,6 +69,21 @@ _PINNED_SHA256 = {
 
 DEFAULT_MODEL = "sam2.1-tiny"
 
+MEDSAM2 = ModelSpec(
+    # bowang-lab's MedSAM2 (arXiv 2504.03600): SAM2.1 Hiera-tiny fine-tuned on 3D medical images and videos at input
+    # 512. Its config (sam2.1_hiera_t512.yaml) is SAM2.1's tiny one with image_size 512 and feat_sizes [32, 32] in
+    # the memory attention's RoPE blocks, which follow from the input size (architecture.py). No digest is
+    # published: the first download is checked by a strict load and its digest recorded, as for SAM2.1.
+    name="medsam2",
+    config="configs/sam2.1/sam2.1_hiera_t.yaml",
+    url="https://huggingface.co/wanglab/MedSAM2/resolve/main/MedSAM2_latest.pt",
+    sha256=None,
+    filename="MedSAM2_latest.pt",
+    image_size=512,
+    license="CC-BY-SA-4.0",
+    license_url="https://huggingface.co/wanglab/MedSAM2",
+)
+
 
 def _build_specs() -> dict[str, ModelSpec]:
     specs = {}
@@ -66,6 +98,7 @@ def _build_specs() -> dict[str, ModelSpec]:
                 sha256=_PINNED_SHA256.get(name),
                 filename=filename,
             )
+    specs[MEDSAM2.name] = MEDSAM2
     return specs
 
 
@@ -73,7 +106,7 @@ MODELS: dict[str, ModelSpec] = _build_specs()
 
 
 def model_names() -> list[str]:
-    """Every known model name, SAM2.0 first, smallest first."""
+    """Every known model name: SAM2.0, then SAM2.1 (smallest first each), then MedSAM2."""
     return list(MODELS)
 
 
