@@ -88,3 +88,20 @@ def oblique_labels(max_value: int = 7) -> sitk.Image:
     angle = np.radians(20)
     image.SetDirection((np.cos(angle), -np.sin(angle), 0.0, np.sin(angle), np.cos(angle), 0.0, 0.0, 0.0, -1.0))
     return image
+
+
+def write_small_case(folder: Path) -> dict[str, Path]:
+    """A 5-slice query (``query``), and the same volume as a support (``support``) with two labels on two slices
+    (``labels``), on the oblique grid of :func:`oblique_labels`: a run is quick even at input 512."""
+    grid = oblique_labels()
+    shape = sitk.GetArrayFromImage(grid).shape
+    volume = sitk.GetImageFromArray(np.random.default_rng(0).normal(100, 20, shape).astype(np.float32))
+    labels = np.zeros(shape, np.uint8)
+    labels[1:3, 1:4, 2:6] = 1
+    labels[1:3, 4:6, 1:3] = 2
+    label_image = sitk.GetImageFromArray(labels)
+    paths = {name: folder / f"{name}.nii.gz" for name in ("query", "support", "labels")}
+    for name, image in (("query", volume), ("support", volume), ("labels", label_image)):
+        image.CopyInformation(grid)
+        sitk.WriteImage(image, str(paths[name]))
+    return paths

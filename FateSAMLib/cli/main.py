@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+import torch
+
 from .. import __version__
 from ..atomic import OutputFiles, check_outputs
 from ..errors import INTERRUPTED, Cancelled, FateSAMError, InputError
@@ -88,6 +90,7 @@ def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToke
             "random_weights": settings.random_weights,
             "reuse_features": engine.options.reuse_features,
             "top_k": engine.options.top_k,
+            "threads": torch.get_num_threads(),
         }
         if args.stats_json:
             outputs.add(args.stats_json, json_writer(segment_stats(result, seconds, run)))

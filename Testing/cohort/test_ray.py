@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,8 @@ from conftest import HIPPOCAMPUS, case_paths
 
 from FateSAMLib.cli.main import build_parser, main
 from FateSAMLib.cli.reporting import Reporter
-from FateSAMLib.cohort.ray_pool import STAGE_INTERVAL, PostedProgress, RunningStages
+from FateSAMLib.cohort.ray_pool import STAGE_INTERVAL, PostedProgress, RayPool, RunningStages
+from FateSAMLib.cohort.worker import CohortSettings
 from FateSAMLib.progress import CancelToken
 
 ray = pytest.importorskip("ray")
@@ -127,3 +129,18 @@ def test_the_progress_line_shows_each_running_cases_latest_stage_and_no_finished
         (1.0, "a: Segmenting slice 7/10; b: Encoding"),
         (0.25, "b: Encoding; c: reading"),
     ]
+
+
+def test_ray_workers_wait_passively_even_where_the_driver_did_not_say_so(monkeypatch, tmp_path):
+    """A cluster's nodes do not inherit the driver's environment: the actors get the wait policy from their own
+    runtime environment, set before torch loads."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    ray.init(num_cpus=1, include_dashboard=False, logging_level="WARNING")  # its workers do not inherit a policy
+    try:
+        pool = RayPool(CohortSettings(supports=(), output_dir=tmp_path), engine_factory=lambda: None, workers=1)
+        actor = pool._new_actor()
+        policy = ray.get(actor.__ray_call__.remote(lambda worker: os.environ.get("OMP_WAIT_POLICY")), timeout=120)
+        assert policy == "PASSIVE"
+        pool.close()
+    finally:
+        ray.shutdown()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import oblique_labels
+from conftest import write_small_case
 
 from FateSAMLib.cli.main import main
 from FateSAMLib.models.architecture import build_architecture
@@ -49,25 +49,8 @@ def test_medsam2_is_built_as_its_published_config(medsam2_checkpoint):
     assert {key: value.shape for key, value in state.items()} == {key: value.shape for key, value in tiny.items()}
 
 
-def small_case(folder):
-    """A 3-slice query and a support with two labels on two slices, on an oblique grid (fast at input 512)."""
-    image = oblique_labels()
-    rng = np.random.default_rng(0)
-    volume = sitk.GetImageFromArray(rng.normal(100, 20, sitk.GetArrayFromImage(image).shape).astype(np.float32))
-    volume.CopyInformation(image)
-    labels = np.zeros(sitk.GetArrayFromImage(image).shape, np.uint8)
-    labels[1:3, 1:4, 2:6] = 1
-    labels[1:3, 4:6, 1:3] = 2
-    label_image = sitk.GetImageFromArray(labels)
-    label_image.CopyInformation(image)
-    paths = {name: folder / f"{name}.nii.gz" for name in ("query", "support", "labels")}
-    for name, written in (("query", volume), ("support", volume), ("labels", label_image)):
-        sitk.WriteImage(written, str(paths[name]))
-    return paths
-
-
 def test_a_medsam2_checkpoint_loads_strictly_and_runs_at_512_on_the_query_grid(medsam2_checkpoint, tmp_path, capsys):
-    paths = small_case(tmp_path)
+    paths = write_small_case(tmp_path)
     output, stats = tmp_path / "out.nii.gz", tmp_path / "stats.json"
     code = main(
         [
