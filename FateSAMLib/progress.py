@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from .errors import Cancelled
@@ -46,3 +47,18 @@ class StageProgress:
     def __call__(self, fraction: float, message: str) -> None:
         fraction = min(max(fraction, 0.0), 1.0)
         self._callback(self._start + (self._end - self._start) * fraction, message)
+
+
+class Eta:
+    """The time left for ``total`` units of similar work (slices, cases), from the rate of those done so far."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.started = time.perf_counter()
+
+    def text(self, done: int) -> str:
+        """``ETA 1m05s`` after ``done`` units, or ``ETA --`` before the first one."""
+        if done <= 0:
+            return "ETA --"
+        left = (time.perf_counter() - self.started) / done * max(self.total - done, 0)
+        return f"ETA {int(left // 60)}m{int(left % 60):02d}s"

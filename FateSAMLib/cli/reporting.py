@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import shutil
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -26,6 +29,23 @@ if TYPE_CHECKING:
 
 LIBRARY_LOGGER = logging.getLogger(__package__.partition(".")[0])
 """The logger every library module warns through (module loggers are its children)."""
+PLAIN_INTERVAL = 2.0
+"""Seconds between two progress lines when stderr is not a terminal (a log file should not get one per slice)."""
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def _terminal_columns(stream: TextIO) -> int:
+    """The width of the terminal ``stream`` writes to (stdout may go to a file meanwhile), else $COLUMNS or 80."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return shutil.get_terminal_size().columns
 
 
 class Reporter:
@@ -39,25 +59,37 @@ class Reporter:
         self.json_lines = json_lines
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
+        self.terminal = _is_terminal(self.stderr)
         self._last_message = ""
+        self._status_shown = False
+        self._last_plain = -math.inf
 
     def _emit(self, event: dict) -> None:
         self.stdout.write(json.dumps(event) + "\n")
         self.stdout.flush()
 
     def progress(self, fraction: float, message: str) -> None:
-        """Report progress; the human form rewrites one status line."""
+        """Report progress: on a terminal, one status line rewritten in place and cut to the terminal's width; else
+        (a log file, a pipe) plain lines, at most one per :data:`PLAIN_INTERVAL` seconds and the last one."""
         if self.json_lines:
             self._emit({"event": "progress", "fraction": round(float(fraction), 4), "message": message})
         elif message != self._last_message:
-            self.stderr.write(f"\r[{fraction * 100:5.1f}%] {message[:100]:<100}")
+            line = f"[{fraction * 100:5.1f}%] {message}"
+            if self.terminal:
+                width = max(_terminal_columns(self.stderr) - 1, 10)  # the last column would wrap on some terminals
+                self.stderr.write(f"\r{line[:width]:<{width}}")
+                self._status_shown = True
+            elif time.monotonic() - self._last_plain >= PLAIN_INTERVAL or fraction >= 1.0:
+                self.stderr.write(f"{line}\n")
+                self._last_plain = time.monotonic()
             self.stderr.flush()
         self._last_message = message
 
     def _end_line(self) -> None:
-        if not self.json_lines and self._last_message:
+        if self._status_shown:
             self.stderr.write("\n")
-            self._last_message = ""
+            self._status_shown = False
+        self._last_message = ""
 
     def warning(self, message: str) -> None:
         """A warning the user must see."""

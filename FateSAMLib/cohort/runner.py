@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -17,7 +16,7 @@ import numpy as np
 
 from ..atomic import write_file_atomically
 from ..metrics import METRICS
-from ..progress import CancelToken, ProgressCallback
+from ..progress import CancelToken, Eta, ProgressCallback
 from .cases import Case
 from .worker import CaseWorker, CohortSettings, EngineFactory
 
@@ -72,17 +71,11 @@ class CohortProgress:
         self.total = max(total, 1)
         self.callback = callback
         self.finished = self.failed = 0
-        self.started = time.perf_counter()
-
-    def _eta(self) -> str:
-        if not self.finished:
-            return "ETA --"
-        left = (time.perf_counter() - self.started) / self.finished * (self.total - self.finished)
-        return f"ETA {int(left // 60)}m{int(left % 60):02d}s"
+        self.eta = Eta(self.total)
 
     def stage(self, fraction: float, message: str) -> None:
         """The running cases' progress (``fraction``: how much of one case they have done together) and stages."""
-        head = f"{self.finished}/{self.total} cases, {self.failed} failed, {self._eta()}"
+        head = f"{self.finished}/{self.total} cases, {self.failed} failed, {self.eta.text(self.finished)}"
         done = self.finished + min(max(fraction, 0.0), self.total - self.finished)
         self.callback(done / self.total, f"{head} | {message}")
 

@@ -14,7 +14,7 @@ import torch
 from ..errors import InputError
 from ..models.loading import LoadedModel
 from ..options import RunSettings
-from ..progress import CancelToken, ProgressCallback, StageProgress, ignore_progress
+from ..progress import CancelToken, Eta, ProgressCallback, StageProgress, ignore_progress
 from .corrections import CORRECTED_PER_SIDE, Corrections, nearest_corrected, propagation_order
 from .encoder import FeatureCache, SliceEncoder, StackFeatures
 from .normalization import logits_to_slice, masks_to_model_input, to_model_input
@@ -309,6 +309,7 @@ class EngineRun:
         batch = self.options.encoder_batch_size
         for first in range(0, len(corrected), batch):
             self._encode_corrected(corrected[first : first + batch])
+        eta = Eta(len(order))
         for first in range(0, len(order), batch):
             chunk = order[first : first + batch]
             with self.clock.stage("encode"):
@@ -317,7 +318,8 @@ class EngineRun:
                 pending.discard(index)
                 self._predict(index, reverse, features.slice_levels(row), pending)
                 done = len(corrected) + first + row + 1
-                progress(0.3 + 0.7 * done / num_slices, f"Segmenting slice {done}/{num_slices}")
+                eta_text = eta.text(first + row + 1)
+                progress(0.3 + 0.7 * done / num_slices, f"Segmenting slice {done}/{num_slices}, {eta_text}")
         stats = RunStats(
             encoder_passes=self.encoder.passes,
             query_slices=int(num_slices),
