@@ -37,12 +37,25 @@ CPU seconds over the total), encoder passes, slice counts, peak RSS and peak CUD
 threads were busy less than 60% of the time gets a note under the table: another process competed and its timings
 are inflated.
 
+Row sets (``--rows``, default ``configs``):
+
+- ``configs``: the configurations above, with ``--model`` at ``--image-size`` (default the model's own input size);
+- ``models``: the engine configuration with SAM2.1-tiny at 1024, SAM2.1-tiny at 512 and MedSAM2 at 512 (timings do not
+  depend on the weights; MedSAM2 is SAM2.1-tiny's architecture, so its rows show the same work). ``--cases-1024``
+  limits the slow 1024 rows to some cases;
+- ``threads``: the real command line (``python -m FateSAMLib.cli segment``, hippocampus, input ``--threads-image-size``
+  (128), random weights, CPU) with the default threads and with ``--threads 1``, on a machine without and with one
+  competing busy process (a spinning Python started by the benchmark), and once more busy and default threads with
+  OpenMP's own wait policy (torch imported before FateSAMLib sets PASSIVE: what every run did before). Each run's
+  wall clock; the thread count it used is read from its ``--stats-json``.
+
 Usage, with the package installed as README.md says (or ``PYTHONPATH=.`` from the repository root)::
 
     python Testing/benchmark.py                                  # both cases, all configurations, input size 1024
     python Testing/benchmark.py --image-size 128                 # quick check (about 3 minutes on 2 CPU cores)
     python Testing/benchmark.py --cases abdomen --configs engine encoder --json abdomen.json
     python Testing/benchmark.py --checkpoint sam2.1_hiera_tiny.pt   # real weights (timings do not depend on them)
+    python Testing/benchmark.py --rows models threads --cases-1024 hippocampus   # models and threads, one run
 
 Run times with SAM2.1 tiny on a 2-core AMD EPYC CPU (2 threads), measured: at 128 the whole benchmark takes about
 3 minutes, at 512 about 25. At 1024: hippocampus engine 14 minutes (memory attention and decoding 417 s, as much as
@@ -83,13 +96,16 @@ from FateSAMLib.method.engine import (
 )
 from FateSAMLib.method.normalization import to_model_input
 from FateSAMLib.method.pipeline import PreparedInputs, load_support, prepare_inputs, result_on_query_grid
-from FateSAMLib.models.devices import available_memory_bytes
+from FateSAMLib.models.devices import available_memory_bytes, use_threads
 from FateSAMLib.models.loading import load_model
 from FateSAMLib.progress import CancelToken
+from FateSAMLib.threads import THREAD_COUNT_SETTINGS, cgroup_cpu_limit, thread_environment, usable_cpus
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 CONFIGS = ("engine", "cached", "naive", "encoder", "refine")
+ROW_SETS = ("configs", "models", "threads")
+MODEL_ROWS = (("sam2.1-tiny", 1024), ("sam2.1-tiny", 512), ("medsam2", 512))
 # Engine stages shown in the table: (key in the engine's stats, column title).
 STAGE_COLUMNS = (
     ("encode", "encode"),
@@ -191,8 +207,7 @@ def corrections_after_a_full_run(engine: FateSamEngine, prepared: PreparedInputs
 
 def measure(spec: dict) -> dict:
     """Run one (case, configuration) in this process and return its timings, counts and peak memories."""
-    if spec["threads"]:
-        torch.set_num_threads(spec["threads"])
+    use_threads(spec["threads"])  # as the command line does: --threads, else the CPUs this process may use
     started = time.perf_counter()
     loaded = load_model(
         name=spec["model"],
@@ -284,7 +299,8 @@ def run_child(spec: dict) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         output = Path(folder) / "result.json"
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec), "--json", str(output)]
-        completed = subprocess.run(command, check=False)
+        environment = {**os.environ, **thread_environment()}  # idle OpenMP threads sleep, as in the command line
+        completed = subprocess.run(command, env=environment, check=False)
         if completed.returncode != 0 or not output.is_file():
             return {"status": "failed", "returncode": completed.returncode}
         return json.loads(output.read_text())
@@ -304,7 +320,8 @@ def machine_description() -> dict:
     return {
         "cpu": _first_line("/proc/cpuinfo", "model name") or platform.processor(),
         "cpu_cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cores": usable_cpus(),
+        "cgroup_cpu_quota": cgroup_cpu_limit(),
         "memory_gib": (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) / GIB,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "platform": platform.platform(),
@@ -394,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The benchmark's options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="sam2.1-tiny", help="SAM2 model name (default sam2.1-tiny)")
-    parser.add_argument("--image-size", type=int, default=1024, help="model input size (default 1024)")
+    parser.add_argument("--image-size", type=int, help="model input size (default the model's own: 1024, medsam2 512)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
     parser.add_argument(
         "--random-weights",
@@ -405,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", type=Path, help="real weights from this file (turns --random-weights off)")
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES))
     parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS))
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads in every run (default PyTorch's)")
+    parser.add_argument("--threads", type=int, help="torch threads in every run (default: as the command line's)")
     parser.add_argument(
         "--encoder-batch-size", type=int, help="slices per encoder batch in every configuration (default: the engine's)"
     )
@@ -418,13 +435,113 @@ def build_parser() -> argparse.ArgumentParser:
         default=CORRECTED_PER_SIDE,
         help=f"corrected slices on each side a refine run attends to, or all (default {CORRECTED_PER_SIDE})",
     )
+    parser.add_argument("--rows", nargs="+", choices=ROW_SETS, default=["configs"], help="row sets (default configs)")
+    parser.add_argument(
+        "--cases-1024", nargs="*", choices=sorted(CASES), default=list(CASES), help="cases of the models rows at 1024"
+    )
+    parser.add_argument("--threads-image-size", type=int, default=128, help="input size of the threads rows (128)")
     parser.add_argument("--json", type=Path, default=Path("benchmark.json"), help="write all results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser
 
 
+def _write_report(args: argparse.Namespace, report: dict) -> None:
+    """Rewritten after every run, so that an interrupted benchmark keeps what it measured."""
+    args.json.write_text(json.dumps(report, indent=2))
+
+
+def run_configs(args: argparse.Namespace, spec: dict, report: dict) -> list[str]:
+    """Every requested (case, configuration) in its own process; the table, its ratios and contention notes."""
+    results = {case: {config: {"status": "not run"} for config in CONFIGS} for case in args.cases}
+    for case in args.cases:
+        for config in (c for c in CONFIGS if c in args.configs):
+            print(f"Running {case} / {config} ...", file=sys.stderr, flush=True)
+            results[case][config] = run_child({**spec, "case": case, "config": config})
+            report.update(results=results, ratios=ratios(results))
+            _write_report(args, report)
+    return [markdown_table(results), "", ratio_lines(ratios(results)), *contention_notes(results)]
+
+
+def model_row_name(model: str, image_size: int) -> str:
+    return f"{model} @{image_size}"
+
+
+def run_model_rows(args: argparse.Namespace, spec: dict, report: dict) -> list[str]:
+    """The engine configuration per case with each model and input of :data:`MODEL_ROWS`, each in its own process."""
+    results: dict[str, dict[str, dict]] = {case: {} for case in args.cases}
+    for case in args.cases:
+        for model, image_size in MODEL_ROWS:
+            row = model_row_name(model, image_size)
+            if image_size == 1024 and case not in args.cases_1024:
+                results[case][row] = {"status": "not run"}
+                continue
+            print(f"Running {case} / {row} ...", file=sys.stderr, flush=True)
+            run = {**spec, "model": model, "image_size": image_size, "case": case, "config": "engine"}
+            results[case][row] = run_child(run)
+            report["models"] = results
+            _write_report(args, report)
+    return [markdown_table(results), *contention_notes(results)]
+
+
+THREAD_ROWS = (
+    # (label, competing busy process, --threads, torch imported before FateSAMLib: OpenMP's own wait policy)
+    ("idle, default threads", False, None, False),
+    ("idle, --threads 1", False, 1, False),
+    ("idle, default threads, OpenMP's own wait policy (before)", False, None, True),
+    ("busy, default threads", True, None, False),
+    ("busy, --threads 1", True, 1, False),
+    ("busy, default threads, OpenMP's own wait policy (before)", True, None, True),
+)
+_BEFORE = "import sys, torch; from FateSAMLib.cli import main; sys.exit(main())"  # torch loads OpenMP first
+
+
+def segment_command(case: Case, image_size: int, output: Path, stats: Path, threads: int | None, before: bool) -> list:
+    """``fatesam segment`` of ``case`` with random weights on the CPU, as a user runs it (or as it ran before)."""
+    start = [sys.executable, "-c", _BEFORE] if before else [sys.executable, "-m", "FateSAMLib.cli"]
+    command = [*start, "segment", "--query", str(case.paths(case.query)[0]), "--output", str(output)]
+    for name in case.supports:
+        command += ["--support", *map(str, case.paths(name))]
+    command += ["--random-weights", "--image-size", str(image_size), "--device", "cpu", "--stats-json", str(stats)]
+    return command + (["--threads", str(threads)] if threads else [])
+
+
+def run_threads(args: argparse.Namespace, report: dict) -> list[str]:
+    """The command line idle and beside one busy process, default threads against --threads 1 (and the old policy)."""
+    case = CASES["hippocampus"]
+    environment = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", *THREAD_COUNT_SETTINGS)}
+    environment["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    rows = {}
+    for label, busy, threads, before in THREAD_ROWS:
+        print(f"Running threads / {label} ...", file=sys.stderr, flush=True)
+        competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                output, stats = Path(folder) / "out.nii.gz", Path(folder) / "stats.json"
+                command = segment_command(case, args.threads_image_size, output, stats, threads, before)
+                load = os.getloadavg()[0]
+                started = time.perf_counter()
+                done = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
+                wall = time.perf_counter() - started
+                ok = done.returncode == 0
+                used = json.loads(stats.read_text())["threads"] if ok else None
+        finally:
+            if competitor is not None:
+                competitor.kill()
+                competitor.wait()
+        rows[label] = {"status": "ok" if ok else "failed", "wall_s": wall, "threads": used, "load_average_1min": load}
+        if not ok:
+            rows[label]["stderr"] = done.stderr[-2000:]
+        report["threads"] = rows
+        _write_report(args, report)
+    lines = ["| run | threads | wall s | 1-min load before |", "|---|---|---|---|"]
+    for label, row in rows.items():
+        wall = "failed" if row["status"] != "ok" else f"{row['wall_s']:.1f}"
+        lines.append(f"| {label} | {row['threads'] or '-'} | {wall} | {row['load_average_1min']:.1f} |")
+    return lines
+
+
 def run_benchmark(args: argparse.Namespace) -> int:
-    """Measure every requested (case, configuration) in its own process, print the table, write the JSON."""
+    """Measure every requested row set (each run in its own process), print the tables, write the JSON."""
     spec = {
         "model": args.model,
         "image_size": args.image_size,
@@ -436,20 +553,18 @@ def run_benchmark(args: argparse.Namespace) -> int:
         "corrected_slices": args.corrected_slices,
         "corrected_per_side": args.corrected_per_side,
     }
-    results = {case: {config: {"status": "not run"} for config in CONFIGS} for case in args.cases}
-    machine = machine_description()
-    for case in args.cases:
-        for config in (c for c in CONFIGS if c in args.configs):
-            print(f"Running {case} / {config} ...", file=sys.stderr, flush=True)
-            results[case][config] = run_child({**spec, "case": case, "config": config})
-            # Rewritten after every run, so that an interrupted benchmark keeps what it measured.
-            report = {"machine": machine, "options": spec, "results": results, "ratios": ratios(results)}
-            args.json.write_text(json.dumps(report, indent=2))
-    print(markdown_table(results))
-    print()
-    print("\n".join([ratio_lines(ratios(results)), *contention_notes(results)]))
-    print(f"\nWrote {args.json}")
-    failed = any(r["status"] == "failed" for configs in results.values() for r in configs.values())
+    report = {"machine": machine_description(), "options": spec}
+    lines = []
+    if "configs" in args.rows:
+        lines += run_configs(args, spec, report) + [""]
+    if "models" in args.rows:
+        lines += run_model_rows(args, spec, report) + [""]
+    if "threads" in args.rows:
+        lines += run_threads(args, report) + [""]
+    print("\n".join(lines))
+    print(f"Wrote {args.json}")
+    sections = [report.get("results", {}), report.get("models", {}), {"threads": report.get("threads", {})}]
+    failed = any(r["status"] == "failed" for section in sections for rows in section.values() for r in rows.values())
     return 1 if failed else 0
 
 

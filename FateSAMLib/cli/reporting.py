@@ -85,7 +85,8 @@ class Reporter:
             self.stderr.flush()
         self._last_message = message
 
-    def _end_line(self) -> None:
+    def end_progress(self) -> None:
+        """End the status line (if one is shown), before other output follows on stdout or stderr."""
         if self._status_shown:
             self.stderr.write("\n")
             self._status_shown = False
@@ -96,7 +97,7 @@ class Reporter:
         if self.json_lines:
             self._emit({"event": "warning", "message": message})
         else:
-            self._end_line()
+            self.end_progress()
             self.stderr.write(f"WARNING: {message}\n")
 
     @contextmanager
@@ -117,7 +118,7 @@ class Reporter:
         if self.json_lines:
             self._emit({"event": "done", "output": output})
         else:
-            self._end_line()
+            self.end_progress()
             self.stdout.write(f"{output}\n")
 
     def error(self, error: FateSAMError) -> None:
@@ -125,7 +126,7 @@ class Reporter:
         if self.json_lines:
             self._emit({"event": "error", "message": str(error), "kind": type(error).__name__})
         else:
-            self._end_line()
+            self.end_progress()
             self.stderr.write(f"fatesam: error: {error}\n")
 
 

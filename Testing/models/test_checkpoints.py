@@ -274,7 +274,7 @@ def test_cache_folder_comes_from_the_environment(monkeypatch, tmp_path):
 
 
 def test_registry_names_configs_and_urls():
-    assert len(MODELS) == 8 and DEFAULT_MODEL in MODELS
+    assert len(MODELS) == 9 and DEFAULT_MODEL in MODELS and list(MODELS)[-1] == "medsam2"
     large = get_model_spec("sam2.0-large")
     assert large.config == "configs/sam2/sam2_hiera_l.yaml" and large.sha256.startswith("7442e4e9")
     assert large.url == "https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_large.pt"
@@ -292,7 +292,8 @@ def run_models_command(argv: list[str]) -> tuple[int, str, str]:
     args = parser.parse_args(["models", *argv])
     stdout, stderr = io.StringIO(), io.StringIO()
     reporter = Reporter(json_lines=getattr(args, "json_progress", False), stdout=stdout, stderr=stderr)
-    code = args.func(args, reporter, CancelToken())
+    with reporter.library_warnings():  # as the command line shows the library's warnings
+        code = args.func(args, reporter, CancelToken())
     return code, stdout.getvalue(), stderr.getvalue()
 
 
@@ -307,17 +308,15 @@ def test_models_command_downloads_from_a_mirror_lists_and_shows_the_cache(
     assert events[-1] == {"event": "done", "output": str(cache / UNPINNED.filename)}
     assert any("MB" in e["message"] for e in events[:-1])
 
-    code, out, _ = run_models_command([])
-    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    code, out, _ = run_models_command(["list", "--no-estimate"])
+    lines = out.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines[1 : len(MODELS) + 1]}
     assert code == 0 and set(rows) == set(MODELS)
-    assert rows["sam2.1-tiny"][1:] == [
-        "(default)",
-        UNPINNED.config,
-        "yes",
-        f"{len(tiny_checkpoint_bytes) / 1e6:.1f}",
-        "MB",
-    ]
-    assert rows["sam2.0-large"][1:] == ["configs/sam2/sam2_hiera_l.yaml", "no", "-"]
+    size = f"{len(tiny_checkpoint_bytes) / 1e6:.1f}"
+    assert rows["sam2.1-tiny"][1:] == ["(default)", "1024", "Apache-2.0", "yes", size, "MB", "-"]
+    assert rows["sam2.0-large"][1:] == ["1024", "Apache-2.0", "no", "-", "-"]
+    assert rows["medsam2"][1:] == ["512", "CC-BY-SA-4.0", "no", "-", "-"]
+    assert lines[len(MODELS) + 1 :] == [get_model_spec("medsam2").license_notice]
 
     code, out, _ = run_models_command(["cache"])
     assert out.splitlines()[0] == str(cache)
@@ -341,3 +340,19 @@ def test_models_download_errors_reach_the_caller(served, cache, monkeypatch):
         run_models_command(["download", "sam2.0-tiny"])
     with pytest.raises(ModelError, match="Unknown model"):
         run_models_command(["download", "tiny"])
+
+
+def test_medsam2_shows_its_license_before_the_download_and_records_its_digest(
+    served, cache, monkeypatch, tiny_checkpoint_bytes
+):
+    """MedSAM2 keeps SAM2.1 tiny's parameters, so a SAM2.1 tiny checkpoint stands in for MedSAM2_latest.pt here."""
+    medsam2 = get_model_spec("medsam2")
+    serve(served, medsam2.filename, tiny_checkpoint_bytes)
+    monkeypatch.setenv(MIRROR_ENV, served[1])
+    code, out, _ = run_models_command(["download", "medsam2", "--json-progress"])
+    events = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and events[0] == {"event": "warning", "message": medsam2.license_notice}
+    assert "CC-BY-SA-4.0" in events[0]["message"] and events[1]["event"] == "progress"
+    assert events[-1] == {"event": "done", "output": str(cache / medsam2.filename)}
+    digests = json.loads((cache / DIGESTS_FILE).read_text())
+    assert digests == {medsam2.filename: hashlib.sha256(tiny_checkpoint_bytes).hexdigest()}
