@@ -468,12 +468,12 @@ def model_row_name(model: str, image_size: int) -> str:
 
 def run_model_rows(args: argparse.Namespace, spec: dict, report: dict) -> list[str]:
     """The engine configuration per case with each model and input of :data:`MODEL_ROWS`, each in its own process."""
-    results: dict[str, dict[str, dict]] = {case: {} for case in args.cases}
-    for case in args.cases:
-        for model, image_size in MODEL_ROWS:
+    results = {case: {model_row_name(*row): {"status": "not run"} for row in MODEL_ROWS} for case in args.cases}
+    by_size = sorted(MODEL_ROWS, key=lambda row: row[1])  # the slow 1024 rows last: the others are kept if cut short
+    for model, image_size in by_size:
+        for case in args.cases:
             row = model_row_name(model, image_size)
             if image_size == 1024 and case not in args.cases_1024:
-                results[case][row] = {"status": "not run"}
                 continue
             print(f"Running {case} / {row} ...", file=sys.stderr, flush=True)
             run = {**spec, "model": model, "image_size": image_size, "case": case, "config": "engine"}
@@ -557,10 +557,10 @@ def run_benchmark(args: argparse.Namespace) -> int:
     lines = []
     if "configs" in args.rows:
         lines += run_configs(args, spec, report) + [""]
+    if "threads" in args.rows:  # before the models: minutes, not an hour
+        lines += run_threads(args, report) + [""]
     if "models" in args.rows:
         lines += run_model_rows(args, spec, report) + [""]
-    if "threads" in args.rows:
-        lines += run_threads(args, report) + [""]
     print("\n".join(lines))
     print(f"Wrote {args.json}")
     sections = [report.get("results", {}), report.get("models", {}), {"threads": report.get("threads", {})}]

@@ -91,6 +91,16 @@ def start_download(model: str, python: str | None = None) -> BackgroundJob:
     return BackgroundJob(engine_command(download_arguments(model), python), description="The download")
 
 
+ESTIMATE_ARGUMENTS = ("models", "estimate", "--json-progress")
+"""``fatesam models estimate``: measure this computer's speed with every model (a few minutes on a CPU)."""
+
+
+def start_estimate(python: str | None = None) -> BackgroundJob:
+    """Start measuring this computer's speed with every model in a separate process (torch is needed there, not
+    here); poll the job until it has finished. The estimates are then read from the cache by ``slicer.estimate``."""
+    return BackgroundJob(engine_command(list(ESTIMATE_ARGUMENTS), python), description="The speed measurement")
+
+
 def engine_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """``base`` (default: this process's environment) with FateSAMLib's folder first on PYTHONPATH."""
     environment = dict(os.environ if base is None else base)
