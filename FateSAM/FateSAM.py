@@ -65,10 +65,11 @@ from FateSAMLib.slicer.parameters import (  # noqa: E402
     support_set_folder_name,
     with_scene_supports,
 )
+from FateSAMLib.slicer.plan import SupportPair, segment_names  # noqa: E402
 from FateSAMLib.slicer.process import BackgroundJob, JobSequence, start_download  # noqa: E402
 from FateSAMLib.slicer.remote_run import RemoteRefineRun, RemoteSegmentationRun  # noqa: E402
 from FateSAMLib.slicer.review import RefineRun, ReviewSession, reviewed_support  # noqa: E402
-from FateSAMLib.slicer.run import SegmentationRun, SupportPair, display_result, jump_to, segment_names  # noqa: E402
+from FateSAMLib.slicer.run import SegmentationRun  # noqa: E402
 from FateSAMLib.slicer.scene import (  # noqa: E402
     add_to_scene,
     array_to_volume,
@@ -78,6 +79,7 @@ from FateSAMLib.slicer.scene import (  # noqa: E402
     segmentation_to_label_array,
 )
 from FateSAMLib.slicer.support_set import load_support_set, save_support_set  # noqa: E402
+from FateSAMLib.slicer.views import display_result, jump_to  # noqa: E402
 
 POLL_INTERVAL_MS = 200
 REVIEW_SESSION = ReviewSession()  # the feature cache and kept engine outputs of this Slicer session's runs
@@ -875,7 +877,7 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
     def showResult(segmentation, targetVolume) -> list:
         """Show the result over its volume in the slice views and as surfaces in 3D; returns warnings, never raises.
 
-        The result stays in the scene whatever fails here (see FateSAMLib.slicer.run.display_result).
+        The result stays in the scene whatever fails here (see FateSAMLib.slicer.views.display_result).
         """
         warnings = display_result(segmentation)
         try:

@@ -17,11 +17,16 @@ from FateSAMLib.slicer.scene import (  # noqa: E402
     array_to_volume,
     label_array_to_segmentation,
     register_segmentation_converters,
+    save_segmentation,
 )
 
 LIVER = Segment(3, "Liver", (0.8, 0.3, 0.2))
 SPLEEN = Segment(7, "Spleen", (0.2, 0.4, 0.9))
 KIDNEY = Segment(12, "Left kidney", (0.9, 0.8, 0.1))
+TERMINOLOGY = (
+    "Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
+    "~SCT^78961009^Spleen~^^~Anatomic codes - DICOM master list~^^~^^"
+)
 
 
 def rotation(ax: float, ay: float, az: float) -> np.ndarray:
@@ -90,3 +95,13 @@ def scene_snapshot(scene) -> list[tuple[str, str, str | None, int]]:
         segments = node.GetSegmentation().GetNumberOfSegments() if node.IsA("vtkMRMLSegmentationNode") else -1
         snapshot.append((node.GetID(), node.GetName(), storage, segments))
     return snapshot
+
+
+def result_file(tmp_path, target_shape, geometry):
+    """A result .seg.nrrd on the target grid, as the engine writes it (names and colours, values 1 and 2)."""
+    labels = np.zeros(target_shape, np.uint8)
+    labels[1:3, 2:5, 2:6] = 1
+    labels[3:5, 5:8, 1:4] = 2
+    segments = [Segment(1, "Liver", LIVER.color), Segment(2, "Spleen", SPLEEN.color)]
+    node = label_array_to_segmentation(labels, geometry, segments, "r")
+    return save_segmentation(node, tmp_path / "result.seg.nrrd"), labels
