@@ -258,6 +258,51 @@ def test_cancel_kills_a_launcher_child_that_ignores_sigterm(tmp_path):
         time.sleep(0.05)
 
 
+LAUNCHER = """#!{python}
+# A stand-in for PythonSlicer: it starts the real Python with its arguments in a session of its own and waits, so that
+# a signal to the launcher's process group misses the worker. With ENGINE, the worker runs ENGINE instead of "-m ...".
+import subprocess, sys
+arguments = sys.argv[1:] if not {engine!r} else [{engine!r}, *sys.argv[3:]]
+sys.exit(subprocess.Popen([{python!r}, *arguments], start_new_session=True).wait())
+"""
+
+
+def write_launcher(folder: Path, engine: Path | None = None) -> str:
+    """An executable launcher script (see ``LAUNCHER``) in ``folder``; its path."""
+    path = folder / "PythonSlicer"
+    path.write_text(LAUNCHER.format(python=sys.executable, engine=str(engine) if engine else ""))
+    path.chmod(0o700)
+    return str(path)
+
+
+def launched_worker(launcher_pid: int, timeout_s: float = 20.0) -> int:
+    """The process ID of the worker a launcher started, once it has started it."""
+    psutil = pytest.importorskip("psutil")
+    deadline = time.monotonic() + timeout_s
+    while True:  # until the worker has left the launcher's session (between its fork and its exec)
+        workers = [child.pid for child in psutil.Process(launcher_pid).children()]
+        if workers and os.getsid(workers[0]) != os.getsid(launcher_pid):
+            return workers[0]  # out of reach of a signal to the launcher's process group
+        assert time.monotonic() < deadline, "the launcher started no worker in a session of its own"
+        time.sleep(0.02)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the launcher is a POSIX script; Windows ends the tree with psutil too")
+def test_stop_ends_a_launcher_and_its_worker_in_a_session_of_its_own(tmp_path):
+    pytest.importorskip("psutil", reason="without psutil (before the installation) the launcher's group is ended")
+    worker = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+    process = EngineProcess([write_launcher(tmp_path), "-c", worker + "time.sleep(60)"], kill_after_s=0.5)
+    worker_pid = launched_worker(process.pid)
+    deadline = time.monotonic() + 20
+    while not any(event.message == "ready" for event in process.poll()):  # the worker ignores SIGTERM from now on
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    started = time.monotonic()
+    assert process.stop(timeout_s=10)
+    assert time.monotonic() - started < 5 and process.finished
+    assert not running(process.pid) and not running(worker_pid)
+
+
 def test_a_missing_executable_gives_a_clear_error(tmp_path):
     with pytest.raises(RuntimeError, match="Could not start the engine"):
         EngineProcess([str(tmp_path / "no-such-python"), "-c", "pass"])

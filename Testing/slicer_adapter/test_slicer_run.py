@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scene_helpers import oblique_geometry, scene_snapshot
-from test_slicer_process import running
+from test_slicer_process import launched_worker, running, write_launcher
 
 from FateSAMLib.errors import Cancelled, InputError, ModelError
 from FateSAMLib.options import RunSettings
@@ -163,6 +163,38 @@ def test_stop_mid_run_ends_the_engine_and_removes_the_folder(scene, private_tmp)
     assert not folder.exists() and list(private_tmp.iterdir()) == []
     assert scene_snapshot(scene) == before
     run.stop()  # a second stop (e.g. module cleanup after scene close) does nothing
+
+
+SLOW_TO_STOP_ENGINE = """
+import json, pathlib, signal, sys, time
+output = pathlib.Path(sys.argv[sys.argv.index("--output") + 1])
+def stop(signum, frame):  # the slice being segmented ends a second later, and is written into the run folder
+    time.sleep(1.0)
+    output.parent.mkdir(exist_ok=True)
+    output.with_name("slice.partial").write_text("written after the cancel")
+    sys.exit(130)
+signal.signal(signal.SIGTERM, stop)
+print(json.dumps({"event": "progress", "fraction": 0.1, "message": "Segmenting slice 1/3"}), flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the launcher is a POSIX script")
+def test_stop_removes_the_folder_only_once_launcher_and_engine_have_ended(scene, private_tmp):
+    """PythonSlicer starts the engine as its child (here in a session of its own): stop ends both, waits for the
+    engine to finish writing, and only then removes the run folder."""
+    pytest.importorskip("psutil", reason="without psutil (before the installation) the launcher's group is ended")
+    engine = private_tmp / "engine.py"
+    engine.write_text(SLOW_TO_STOP_ENGINE)
+    target, pairs, _ = small_supports(scene)
+    run = SegmentationRun(scene, target, pairs, options=FAST, python=write_launcher(private_tmp, engine))
+    run.start()
+    folder, launcher_pid = run.folder, run.process.pid
+    engine_pid = launched_worker(launcher_pid)
+    wait_for_progress(run)
+    run.stop(timeout_s=10)
+    assert run.state == "cancelled" and not running(launcher_pid) and not running(engine_pid)
+    assert not folder.exists()  # the engine's last write went in before the folder was removed, not after
 
 
 EXIT_DURING_A_RUN = """
