@@ -105,6 +105,16 @@ def first_scene_support(
     return (reference_volume(segmentation) if segmentation is not None else None), segmentation
 
 
+def first_target_volume(scene: slicer.vtkMRMLScene) -> slicer.vtkMRMLScalarVolumeNode | None:
+    """The target's first guess: the scene's first volume that the target selector shows (a scalar volume, not a
+    label map or another subclass, and not hidden from editors), or None."""
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
+        if node.GetClassName() == "vtkMRMLScalarVolumeNode" and not node.GetHideFromEditors():
+            return node
+    return None
+
+
 def with_scene_supports(
     pairs: Sequence[Pair], scene: slicer.vtkMRMLScene, target: slicer.vtkMRMLScalarVolumeNode | None
 ) -> list[Pair]:
