@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
@@ -178,19 +179,57 @@ def test_cmake_lists_name_every_module_and_engine_file_and_nothing_else():
     assert sorted(str(p.relative_to(REPO)) for p in listed - present) == [], "CMake lists name files that are gone"
 
 
+def cmake_value(text: str, variable: str) -> str:
+    """The quoted value of ``set(VARIABLE "...")`` in a CMake list, as the Extensions Index validator reads it."""
+    found = re.search(rf'set\s*\({variable}\s*"([^"]*)"\s*\)', text)
+    assert found, variable
+    return found.group(1)
+
+
 def test_top_level_cmake_has_the_extension_metadata():
     text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
-    for variable in (
-        "EXTENSION_HOMEPAGE",
-        "EXTENSION_CATEGORY",
-        "EXTENSION_CONTRIBUTORS",
-        "EXTENSION_DESCRIPTION",
-        "EXTENSION_ICONURL",
-        "EXTENSION_SCREENSHOTURLS",
-    ):
-        assert re.search(rf"set\({variable} \S", text), variable
+    for variable in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION"):
+        assert cmake_value(text, variable), variable
     assert 'set(EXTENSION_CATEGORY "Segmentation")' in text and 'set(EXTENSION_DEPENDS "NA")' in text
     assert "find_package(Slicer REQUIRED)" in text and "add_subdirectory(FateSAM)" in text
+    assert 'if(Slicer_VERSION VERSION_LESS "5.10")' in text  # the minimum, as the module and the README state it
+
+
+def test_the_extension_is_ready_for_the_extensions_index():
+    """What the Index's validator (scripts/check_description_files.py) reads: literal https URLs (it does not expand
+    CMake variables), the icon where the URL points, a LICENSE at the root (Apache-2.0, as pyproject says), and a
+    catalog entry FateSAM.json named after project() with the fields of the catalog schema. The screenshot needs the
+    real application: none is made up (README: Publishing the extension)."""
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    icon = cmake_value(text, "EXTENSION_ICONURL")
+    assert (
+        icon.startswith("https://raw.githubusercontent.com/") and "${" not in text.split("# Extension dependencies")[0]
+    )
+    assert (REPO / icon.split("/main/", 1)[1]).is_file()
+    assert cmake_value(text, "EXTENSION_HOMEPAGE").startswith("https://")
+    assert cmake_value(text, "EXTENSION_SCREENSHOTURLS") == ""
+    license_text = (REPO / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
+    assert 'license = { text = "Apache-2.0" }' in (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    entry = json.loads((REPO / "FateSAM.json").read_text(encoding="utf-8"))
+    assert re.search(r"^project\(FateSAM\)$", text, re.MULTILINE)
+    allowed = {"$schema", "category", "scm_url", "scm_revision", "build_dependencies", "build_subdirectory", "tier"}
+    assert set(entry) <= allowed and {"$schema", "category", "scm_url"} <= set(entry)
+    assert entry["$schema"].endswith("/Schemas/slicer-extension-catalog-entry-schema-v1.0.2.json#")
+    assert entry["category"] == cmake_value(text, "EXTENSION_CATEGORY")
+    assert entry["scm_url"].startswith("https://") and entry["scm_revision"] == "main"
+    assert entry["build_dependencies"] == [] and entry["tier"] in (1, 3, 5)  # as EXTENSION_DEPENDS "NA"
+
+
+def test_the_python_versions_agree_with_the_code():
+    """requires-python and ruff's target name the same minimum, the Slicer tier and FateSAM.py parse under it, and
+    FateSAM.py parses under Slicer 5.8's Python 3.9 (so that it can say that Slicer is too old)."""
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    minimum = re.search(r'requires-python = ">=3\.(\d+)"', pyproject).group(1)
+    assert f'target-version = "py3{minimum}"' in pyproject
+    for path in [*ENGINE.rglob("*.py"), SCRIPT]:
+        ast.parse(path.read_text(encoding="utf-8"), filename=str(path), feature_version=(3, int(minimum)))
+    ast.parse(SCRIPT.read_text(encoding="utf-8"), filename=str(SCRIPT), feature_version=(3, 9))
     module_cmake = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "slicerMacroBuildScriptedModule(" in module_cmake and "slicer_add_python_unittest(" in module_cmake
 

@@ -60,15 +60,15 @@ class ProcessTree:
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     pass  # it ended in the meantime
             return
-        if self._process.poll() is not None:
+        if os.name == "nt":  # no console to send CTRL_BREAK to: end the tree at once (taskkill walks it from the root)
+            if self._process.poll() is None:
+                command = ["taskkill", "/T", "/F", "/PID", str(self._process.pid)]
+                subprocess.run(command, capture_output=True, check=False)
             return
-        if os.name == "nt":  # no console to send CTRL_BREAK to: end the tree at once
-            subprocess.run(["taskkill", "/T", "/F", "/PID", str(self._process.pid)], capture_output=True, check=False)
-            return
-        try:
+        try:  # the group outlives its launcher while a process of it runs
             os.killpg(self._process.pid, signal.SIGKILL if kill else signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
-            pass  # it ended in the meantime
+            pass  # the whole group has ended
 
     def alive(self) -> bool:
         """Whether the launcher, or a recorded process of its tree, still runs (a zombie does not)."""

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from engine_needed import needs_engine
 
 from FateSAMLib.errors import FateSAMError, InputError
 from FateSAMLib.slicer.deps import (
@@ -39,6 +40,7 @@ def test_requirements_file_pins_the_engine_packages_and_leaves_torch_to_its_own_
     assert "torch" not in names and "torchvision" not in names
 
 
+@needs_engine
 def test_this_environment_has_everything():
     assert missing_packages() == []
     assert missing_torch() == []
@@ -54,6 +56,7 @@ def test_unmet_requirements_checks_names_and_versions(tmp_path):
         unmet_requirements(["numpy >>= 2"])
 
 
+@needs_engine
 def test_the_plan_names_what_is_missing_and_an_installation_that_left_something_out(tmp_path):
     assert dependency_plan() == DependencyPlan() and DependencyPlan().complete
     check_installed()

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from engine_needed import needs_engine
 
 from FateSAMLib.errors import Cancelled, InputError, ModelError
 from FateSAMLib.options import RunSettings
@@ -117,6 +118,7 @@ def test_segment_arguments_carry_every_option():
     assert "--window" not in default and "--random-weights" not in default and "--checkpoint" not in default
 
 
+@needs_engine
 def test_segment_arguments_are_accepted_by_the_engine_parser():
     from FateSAMLib import cli
 
@@ -130,6 +132,7 @@ def test_segment_arguments_are_accepted_by_the_engine_parser():
     assert (download.name, download.json_progress) == ("sam2.1-tiny", True)
 
 
+@needs_engine
 @pytest.mark.parametrize(
     "settings",
     [
@@ -232,14 +235,15 @@ def test_cancel_sends_sigterm_which_the_engine_handles(tmp_path):
 def test_cancel_kills_a_launcher_child_that_ignores_sigterm(tmp_path):
     """PythonSlicer is a launcher: the engine runs in its child. Both must end, even if the child ignores SIGTERM."""
     pid_file = tmp_path / "child.pid"
-    child = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    child = (  # it says its pid once it ignores SIGTERM, then outlives the launcher's SIGTERM
+        "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    )
     process = EngineProcess(
         python_script(
             f"""
             import subprocess, sys
-            child = subprocess.Popen([sys.executable, "-c", {child!r}])
-            open({str(pid_file)!r}, "w").write(str(child.pid))
-            child.wait()
+            subprocess.Popen([sys.executable, "-c", {child!r}]).wait()
             """
         ),
         kill_after_s=0.5,
@@ -457,6 +461,7 @@ def test_a_cancelled_job_sequence_starts_no_later_step(tmp_path):
     assert stopped.step_index == 0 and not record.exists()
 
 
+@needs_engine
 def test_a_download_of_an_unknown_model_fails_with_the_engines_error():
     job = start_download("sam9-huge", python=sys.executable)
     assert "--json-progress" in job.process.command and "sam9-huge" in job.process.command

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from engine_needed import needs_engine
 from scene_helpers import oblique_geometry, scene_snapshot
 from test_slicer_process import launched_worker, running, write_launcher
 
@@ -77,6 +78,7 @@ def finish(run: SegmentationRun, timeout_s: float = 240) -> list:
     return events
 
 
+@needs_engine
 def test_a_whole_run_imports_a_named_coloured_result_and_cleans_up(scene):
     target, pairs, segments = small_supports(scene)
     before = {node_id for node_id, *_ in scene_snapshot(scene)}
@@ -101,6 +103,7 @@ def test_a_whole_run_imports_a_named_coloured_result_and_cleans_up(scene):
     assert {label for doubtful in run.doubtful_slices for label in doubtful.labels} <= {"Ball", "Box"}
 
 
+@needs_engine
 def test_an_engine_error_leaves_the_scene_unchanged(scene):
     target, pairs, _ = small_supports(scene)
     before = scene_snapshot(scene)
@@ -116,6 +119,7 @@ def test_an_engine_error_leaves_the_scene_unchanged(scene):
         run.start()
 
 
+@needs_engine
 def test_cancel_ends_the_engine_and_leaves_the_scene_unchanged(scene):
     target, pairs, _ = small_supports(scene)
     before = scene_snapshot(scene)
@@ -147,6 +151,7 @@ def wait_for_progress(run: SegmentationRun, timeout_s: float = 120) -> None:
         time.sleep(0.05)
 
 
+@needs_engine
 def test_stop_mid_run_ends_the_engine_and_removes_the_folder(scene, private_tmp):
     """What the module does when it is closed, or the scene is, during a run."""
     target, pairs, _ = small_supports(scene)
@@ -212,6 +217,7 @@ print(json.dumps({"folder": str(run.folder), "pid": run.process.pid}), flush=Tru
 """  # then Python exits with the run going, as Slicer does when closed
 
 
+@needs_engine
 def test_exiting_during_a_run_ends_the_engine_and_removes_the_folder(tmp_path):
     environment = {**os.environ, "TMPDIR": str(tmp_path)}
     testing = REPO / "Testing"
