@@ -3,8 +3,9 @@ segments ``plan``, files ``exchange`` and ``folders``, engine ``process``, resul
 refine (``review``), runs on a server (``remote_run``), the module's settings (``parameters``), dependency checks and
 installs (``deps``) and saved support sets (``support_set``).
 
-May import the top level, ``models.registry``, MRML (``slicer``, ``vtk``) and numpy; never torch, sam2, SimpleITK
-or slicerio, and never ``io``, ``method`` or ``cli`` (the module loads this before they can be installed).
+May import the top level, ``models.registry``, MRML (``slicer``, ``vtk``), numpy and ``packaging`` (shipped with
+Slicer), and psutil when it is installed; never torch, sam2, SimpleITK or slicerio, and never ``io``, ``method`` or
+``cli`` (the module loads this before they can be installed).
 """
 
 from ..options import RunSettings
