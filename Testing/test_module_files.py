@@ -126,6 +126,22 @@ def test_the_logic_opens_no_dialog(script):
     assert "confirmOkCancelDisplay" in ast.unparse(script)  # the dialog is there, outside the logic
 
 
+def test_reopening_the_module_connects_the_widgets_once(script):
+    """connectGui's tag is kept, and every way to a new connection (setParameterNode; exit before a later enter)
+    first undoes the last one with that tag, so that reopening the module never stacks connections."""
+    widget = {n.name: n for n in classes(script)["FateSAMWidget"].body if isinstance(n, ast.FunctionDef)}
+    connects = [n for n in ast.walk(classes(script)["FateSAMWidget"]) if isinstance(n, ast.Call) and
+                ast.unparse(n.func).endswith(".connectGui")]  # fmt: skip
+    assert len(connects) == 1
+    assign = [n for n in ast.walk(widget["setParameterNode"]) if isinstance(n, ast.Assign) and n.value is connects[0]]
+    assert [ast.unparse(target) for target in assign[0].targets] == ["self._parameterNodeGuiTag"]
+    for name in ("setParameterNode", "exit"):
+        first = widget[name].body[0]
+        assert ast.unparse(first) == "self._disconnectParameterNode()", name
+    undo = ast.unparse(widget["_disconnectParameterNode"])
+    assert "disconnectGui(self._parameterNodeGuiTag)" in undo and "self._parameterNodeGuiTag = None" in undo
+
+
 def test_bound_widgets_name_parameters_of_the_parameter_node(script):
     root = ElementTree.parse(UI_FILE).getroot()
     bound = {}
