@@ -182,7 +182,7 @@ def confirmInstallation(plan: DependencyPlan) -> bool:
     items += plan.packages
     message = _(
         "FateSAM needs these Python packages, which will now be downloaded and installed into Slicer:\n\n"
-        "{items}\n\nThis can take several minutes and a few GB of disk space. They install in the background; "
+        "{items}\n\nThis can take several minutes, and up to a few GB of disk space. They install in the background; "
         "Cancel stops the installation. Install them now?"
     ).format(items="\n".join(f"- {item}" for item in items))
     return slicer.util.confirmOkCancelDisplay(message, windowTitle=_("FateSAM: install dependencies"))

@@ -12,6 +12,7 @@ slicer = pytest.importorskip(
 import vtk  # noqa: E402
 
 from FateSAMLib.segments import Segment  # noqa: E402
+from FateSAMLib.slicer.plan import SupportPair  # noqa: E402
 from FateSAMLib.slicer.scene import (  # noqa: E402
     add_to_scene,
     array_to_volume,
@@ -105,3 +106,25 @@ def result_file(tmp_path, target_shape, geometry):
     segments = [Segment(1, "Liver", LIVER.color), Segment(2, "Spleen", SPLEEN.color)]
     node = label_array_to_segmentation(labels, geometry, segments, "r")
     return save_segmentation(node, tmp_path / "result.seg.nrrd"), labels
+
+
+# Fixtures shared by the slicer tier's tests: a test module imports them (``scene_fixture``, ``supports_fixture``) and
+# its tests ask for ``scene`` and ``supports``. (A conftest.py here would shadow Testing/conftest.py's module name.)
+
+
+@pytest.fixture(name="scene")
+def scene_fixture():
+    """An empty MRML scene with the segmentation converters registered."""
+    register_segmentation_converters()
+    return slicer.vtkMRMLScene()
+
+
+@pytest.fixture(name="supports")
+def supports_fixture(scene) -> tuple[list[SupportPair], list[np.ndarray]]:
+    """Two supports whose segment names differ in case and in which segments they have, and their label arrays."""
+    first = make_case(scene, "A", segments=(LIVER, SPLEEN))
+    lower_spleen = Segment(SPLEEN.value, "spleen", (0.0, 1.0, 0.0))
+    geometry = oblique_geometry(angles=(5, 0, -20))
+    second = make_case(scene, "B", shape=(8, 12, 10), geometry=geometry, seed=1, segments=(lower_spleen, KIDNEY))
+    second[1].GetSegmentation().GetNthSegment(0).SetTerminology(TERMINOLOGY)
+    return [SupportPair(first[0], first[1]), SupportPair(second[0], second[1])], [first[2], second[2]]

@@ -26,7 +26,7 @@ from FateSAMLib.slicer.deps import (
     start_install,
     unmet_requirements,
 )
-from FateSAMLib.slicer.torch_build import TorchBuild
+from FateSAMLib.slicer.torch_build import OVERRIDE_VARIABLE, TorchBuild
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,6 +66,17 @@ def test_the_plan_names_what_is_missing_and_an_installation_that_left_something_
     assert plan == DependencyPlan(torch=(), packages=("no-such-package-fatesam-test>=1",)) and not plan.complete
     with pytest.raises(FateSAMError, match="still missing after installation: no-such-package-fatesam-test>=1"):
         check_installed(requirements)
+
+
+def test_the_plan_names_the_pytorch_build_only_when_pytorch_is_missing(monkeypatch):
+    """Where torch is installed (the main test environment) no build is chosen; where it is not (the Python 3.12 run,
+    as in Slicer before the first installation) the plan carries the build the dialog names."""
+    monkeypatch.setenv(OVERRIDE_VARIABLE, "cpu")
+    plan = dependency_plan()
+    if plan.torch:
+        assert plan.torch == TORCH_REQUIREMENTS and plan.torch_build == TorchBuild("cpu", f"set by {OVERRIDE_VARIABLE}")
+    else:
+        assert plan.torch_build is None
 
 
 def test_read_requirements_skips_comments_and_blank_lines(tmp_path):

@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scene_helpers import KIDNEY, LIVER, SPLEEN, TERMINOLOGY, oblique_geometry, result_file, scene_snapshot
+from scene_helpers import (
+    KIDNEY,
+    LIVER,
+    SPLEEN,
+    TERMINOLOGY,
+    oblique_geometry,
+    result_file,
+    scene_fixture,  # noqa: F401 (a fixture)
+    scene_snapshot,
+    supports_fixture,  # noqa: F401 (a fixture)
+)
 
 from FateSAMLib.errors import InputError
 from FateSAMLib.segments import Segment

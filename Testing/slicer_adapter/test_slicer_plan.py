@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scene_helpers import KIDNEY, LIVER, SPLEEN, make_case
+from scene_helpers import (
+    KIDNEY,
+    LIVER,
+    SPLEEN,
+    make_case,
+    scene_fixture,  # noqa: F401 (a fixture)
+    supports_fixture,  # noqa: F401 (a fixture)
+)
 
 from FateSAMLib.errors import InputError
 from FateSAMLib.segments import Segment

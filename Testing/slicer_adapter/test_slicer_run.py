@@ -7,13 +7,19 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from engine_needed import needs_engine
-from scene_helpers import oblique_geometry, scene_snapshot
+from scene_helpers import (
+    oblique_geometry,
+    scene_fixture,  # noqa: F401 (a fixture)
+    scene_snapshot,
+    supports_fixture,  # noqa: F401 (a fixture)
+)
 from test_slicer_process import launched_worker, running, write_launcher
 
 from FateSAMLib.errors import Cancelled, InputError, ModelError
@@ -31,6 +37,13 @@ from FateSAMLib.slicer.scene import (
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = RunSettings(random_weights=True, image_size=128, device="cpu")
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """Run folders go into tmp_path (as with TMPDIR), so that tests see only their own."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
 
 
 def test_bad_options_are_refused_before_anything_is_exported(scene, supports, private_tmp):

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from scene_helpers import oblique_geometry, result_file, slicer, vtk_matrix
+from scene_helpers import (
+    oblique_geometry,
+    result_file,
+    scene_fixture,  # noqa: F401 (a fixture)
+    slicer,
+    vtk_matrix,
+)
 
 from FateSAMLib.slicer.exchange import import_result
 from FateSAMLib.slicer.scene import add_to_scene, array_to_volume, register_segmentation_converters, segment_infos
