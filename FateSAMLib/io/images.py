@@ -12,8 +12,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
-from ..formats import IMAGE_SUFFIXES, suffix_of
-from .integrity import check_file_integrity, non_finite_error
+from ..formats import IMAGE_SUFFIXES, check_file_name, suffix_of
+from .integrity import check_image_file, non_finite_error
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
 
 def read_volume(path: Path) -> sitk.Image:
     """A scalar 3D volume from a complete file or a DICOM series folder (intensities not checked)."""
+    check_file_name(path)
     if not path.exists():
         raise InputError(f"{path} does not exist. Check the path (and that the disk or share is mounted).")
     try:
@@ -74,7 +75,7 @@ def read_volume(path: Path) -> sitk.Image:
                 "(in 3D Slicer: right-click the volume > Export to file... > .nrrd)."
             )
         else:
-            check_file_integrity(path)
+            check_image_file(path)
             image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         raise InputError(

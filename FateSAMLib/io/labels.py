@@ -14,7 +14,7 @@ import slicerio
 
 from ..atomic import write_file_atomically
 from ..errors import InputError
-from ..formats import OUTPUT_SUFFIXES, SEGMENTATION_SUFFIX, is_segmentation_file, output_suffix
+from ..formats import OUTPUT_SUFFIXES, SEGMENTATION_SUFFIX, check_file_name, is_segmentation_file, output_suffix
 from ..segments import MAX_LABEL_VALUE, Segment, default_segment
 from .geometry import (
     from_slices,
@@ -26,7 +26,7 @@ from .geometry import (
     set_ijk_to_lps,
 )
 from .images import read_volume
-from .integrity import check_file_integrity
+from .integrity import check_image_file
 
 _PLAIN_LABELS_NOTE = (
     "A plain label map must be on exactly its image's grid (only a Slicer .seg.nrrd may cover a cropped part of it).\n"
@@ -102,7 +102,7 @@ def _write_utf8_names(path: Path, names: dict[str, str]) -> None:
 
 
 def _read_segmentation(path: Path) -> tuple[sitk.Image, list[Segment]]:
-    check_file_integrity(path)
+    check_image_file(path)
     try:
         segmentation = slicerio.read_segmentation(str(path))
     except Exception as error:  # slicerio/pynrrd raise several exception types for broken files
@@ -146,6 +146,7 @@ def read_labels(path: str | Path) -> tuple[sitk.Image, list[Segment]]:
     (above 65535) values, or overlapping segments.
     """
     path = Path(path)
+    check_file_name(path)
     if not path.is_file():
         raise InputError(f"{path} does not exist. Check the path of the label map.")
     if is_segmentation_file(path):
