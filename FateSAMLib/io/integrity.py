@@ -39,6 +39,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..formats import IMAGE_SUFFIXES, METAIMAGE_SUFFIXES, NIFTI_SUFFIXES, NRRD_SUFFIXES, check_file_name, suffix_of
+from ..memory import host_memory_bytes, not_enough_memory_error
 
 _CHUNK = 1 << 20
 _ZLIB_OR_GZIP = 32 + zlib.MAX_WBITS  # zlib.decompressobj detects either header
@@ -49,6 +50,7 @@ _NIFTI_SIZES = {struct.pack(endian + "i", size): size for endian in "<>" for siz
 _MAX_HEADER_LINES = 4096
 _MAX_LINE = 1 << 16
 _MAX_LISTED_FILES = 1 << 16
+_WORKING_COPY_BYTES = 8  # reading keeps the voxels as stored and, while they are checked and converted, a 64-bit copy
 _READERS = {"NiftiImageIO": "NIfTI", "NrrdImageIO": "NRRD", "MetaImageIO": "MetaImage"}
 _SUFFIX_KINDS = {
     **dict.fromkeys(NIFTI_SUFFIXES, "NIfTI"),
@@ -409,6 +411,20 @@ def check_header(path: str | Path, *, own_data_only: bool, max_voxels: int | Non
         )
 
 
+def check_fits_in_memory(path: Path, values: int | None, data_bytes: int | None) -> None:
+    """Refuse (:class:`ResourceError`) to read a volume of ``values`` voxel values stored in ``data_bytes`` (None:
+    unknown, not checked) when they and a 64-bit working copy of them exceed the memory free for this process."""
+    if values is None or data_bytes is None:
+        return
+    needed, available = data_bytes + values * _WORKING_COPY_BYTES, host_memory_bytes()
+    if needed > available:
+        raise not_enough_memory_error(
+            f"reading {path} ({values} voxel values, as its header says) needs about {needed / 1024**3:.1f} GB",
+            "this machine",
+            available,
+        )
+
+
 def _unreadable(path: Path, error: OSError) -> InputError:
     return InputError(
         f"{path} could not be read ({error.strerror or error}). Check that the file is readable (its permissions, "
@@ -477,12 +493,12 @@ def _check_meta(path: Path) -> None:
 
 def check_image_file(path: Path) -> Header:
     """The checks every image or label file read goes through before its reader: its header (:func:`read_header`,
-    data files only beside it), then whether it holds the voxel data its header promises (a truncated file or gzip
-    stream, a damaged compressed file) and, for a float NIfTI, no NaN or infinite voxels. Returns the header.
-
-    Headers these checks cannot interpret are left to the reader.
+    data files only beside it), whether the voxels it promises fit in memory, then whether it holds the voxel data
+    its header promises (a truncated file or gzip stream, a damaged compressed file) and, for a float NIfTI, no NaN
+    or infinite voxels. Returns the header. Headers these checks cannot interpret are left to the reader.
     """
     header = read_header(path, own_data_only=False)
+    check_fits_in_memory(path, header.values, header.data_bytes)
     check = {"NIfTI": _check_nifti, "NRRD": _check_nrrd, "MetaImage": _check_meta}[header.kind]
     try:
         check(path)
