@@ -5,7 +5,6 @@ Every file is first checked for completeness (:mod:`.integrity`).
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +12,8 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..formats import IMAGE_SUFFIXES, check_file_name, suffix_of
+from .dicom_series import series_files
 from .integrity import check_image_file, non_finite_error
-
-logger = logging.getLogger(__name__)
 
 
 def _check_volume(image: sitk.Image, path: Path) -> None:
@@ -44,20 +42,8 @@ def _check_intensities(image: sitk.Image, path: Path) -> None:
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise InputError(
-            f"{folder} is a folder without a DICOM series. Pass a folder of DICOM files, or a NIfTI/NRRD/MHA file."
-        )
-    files = {uid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid) for uid in series}
-    chosen = max(series, key=lambda uid: len(files[uid]))
-    if len(series) > 1:
-        logger.warning(
-            f"{folder} holds {len(series)} DICOM series; reading the largest ({chosen}, {len(files[chosen])} files). "
-            "To use another one, put its files in a folder of their own and pass that folder."
-        )
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files[chosen])
+    reader.SetFileNames(series_files(folder))
     return reader.Execute()
 
 

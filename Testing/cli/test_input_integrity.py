@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import HIPPOCAMPUS, SEGMENT, case_paths, cut_short, write_seg_nrrd
+from conftest import HIPPOCAMPUS, SEGMENT, case_paths, cut_short, write_dicom_series, write_seg_nrrd
 from test_cli import segment_args
 
 from FateSAMLib.cli.main import main
@@ -72,6 +72,14 @@ def not_utf8_copy(source: Path, folder: Path, name: bytes) -> Path:
     return path
 
 
+def dicom_series_without_a_slice(query: Path, folder: Path) -> Path:
+    image = sitk.Cast(sitk.ReadImage(str(query)), sitk.sitkInt16)
+    write_dicom_series(
+        image, folder, "1.2.826.0.1.3680043.2.1125.19", slices=[k for k in range(image.GetDepth()) if k != 5]
+    )
+    return folder
+
+
 # case -> (segment_args keywords from (tmp folder, support image, support labels, query), text the error must hold)
 CASES = {
     "query .nii.gz cut in half": (
@@ -121,6 +129,10 @@ CASES = {
     "support labels file name not UTF-8": (
         lambda tmp, image, labels, query: {"support": (image, not_utf8_copy(labels, tmp, b"labels\xe9.nii.gz"))},
         "labels\\xe9.nii.gz: this path is not UTF-8 text",
+    ),
+    "query DICOM series with a missing slice": (
+        lambda tmp, image, labels, query: {"query": dicom_series_without_a_slice(query, tmp / "series")},
+        "is not one regular grid of slices: the slices are 1 mm apart, but 2 mm between",
     ),
     "label value above 65535": (
         lambda tmp, image, labels, query: {"support": (image, rewrite(labels, tmp / "large.nrrd", with_large_label))},
