@@ -121,6 +121,16 @@ def host_memory_bytes() -> int:
     return min(limit for limit in limits if limit is not None)
 
 
+ALLOCATION_FAILURE_MARKERS = ("out of memory", "can't allocate memory", "not enough memory", "failed to allocate")
+
+
+def is_allocation_failure(error: BaseException) -> bool:
+    """Whether ``error`` is an allocator running out of memory (MemoryError, or torch's RuntimeError saying so)."""
+    if isinstance(error, MemoryError):
+        return True
+    return isinstance(error, RuntimeError) and any(m in str(error).lower() for m in ALLOCATION_FAILURE_MARKERS)
+
+
 def not_enough_memory_error(detail: str, where: str, available: int) -> ResourceError:
     """The "not enough memory" error: what did not fit (``detail``) on ``where``, the ``available`` bytes, the fix."""
     return ResourceError(

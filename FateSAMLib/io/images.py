@@ -12,6 +12,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..formats import IMAGE_SUFFIXES, check_file_name, suffix_of
+from ..memory import host_memory_bytes, is_allocation_failure, not_enough_memory_error
 from .dicom_series import series_files
 from .integrity import check_image_file, non_finite_error
 
@@ -64,6 +65,10 @@ def read_volume(path: Path) -> sitk.Image:
             check_image_file(path)
             image = sitk.ReadImage(str(path))
     except RuntimeError as error:
+        if is_allocation_failure(error):
+            raise not_enough_memory_error(
+                f"reading {path} failed to allocate its voxels", "this machine", host_memory_bytes()
+            ) from None
         raise InputError(
             f"{path} could not be read ({str(error).strip().splitlines()[-1]}). Check that the file is complete and "
             "in one of the supported formats, e.g. by opening it in 3D Slicer."

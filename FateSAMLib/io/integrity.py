@@ -147,8 +147,8 @@ def _data_length(chunks: Iterator[bytes], start: int, float_type: str | None = N
 
 @dataclass(frozen=True)
 class Header:
-    """What an image file's header says, read before any voxel: the reader SimpleITK would use (``NIfTI``, ``NRRD``
-    or ``MetaImage``), the voxel values it promises (voxels x components, None when it does not say), the bytes of
+    """What an image file's header says, read before any voxel: its format (``NIfTI``, ``NIfTI-2``, ``NRRD`` or
+    ``MetaImage``), the voxel values it promises (voxels x components, None when it does not say), the bytes of
     one value (None when unknown), and the other files that hold its voxels, as the header names them."""
 
     kind: str
@@ -251,12 +251,13 @@ def _nifti_header(path: Path) -> Header:
     if fields is None:
         return Header("NIfTI", None, None)
     _, size, datatype, dims, _ = fields
+    kind = "NIfTI" if size == 348 else "NIfTI-2"
     values = math.prod(max(1, d) for d in dims[1 : dims[0] + 1]) if 1 <= dims[0] <= 7 else None
     value_size = _NIFTI_TYPES[datatype][0] if datatype in _NIFTI_TYPES else None
     name = path.name
     stem = re.sub(r"(\.nii|\.hdr|\.img)?(\.gz)?$", "", name, flags=re.IGNORECASE)
     data_files = () if _single_file_nifti(header, size) else (f"{stem}.img",)
-    return Header("NIfTI", values, value_size, data_files)
+    return Header(kind, values, value_size, data_files)
 
 
 def _nifti_layout(header: bytes) -> tuple[int, int, str | None] | None:
@@ -380,6 +381,12 @@ def read_header(path: str | Path, *, own_data_only: bool) -> Header:
         return Header(kind, None, None)
     except OSError as error:
         raise _unreadable(path, error) from error
+    if header.kind == "NIfTI-2" and not reader:
+        raise InputError(
+            f"{path} is a NIfTI-2 file, which this SimpleITK ({sitk.Version.VersionString()}) cannot read. Save it as "
+            "NIfTI-1 (e.g. with nibabel: nibabel.Nifti1Image(image.dataobj, image.affine).to_filename(...)), NRRD or "
+            "MHA, then try again."
+        )
     if header.data_files and own_data_only:
         raise InputError(
             f"{path.name} is a detached header: it names another file that holds its voxels. An upload must hold "
@@ -499,7 +506,7 @@ def check_image_file(path: Path) -> Header:
     """
     header = read_header(path, own_data_only=False)
     check_fits_in_memory(path, header.values, header.data_bytes)
-    check = {"NIfTI": _check_nifti, "NRRD": _check_nrrd, "MetaImage": _check_meta}[header.kind]
+    check = {"NIfTI": _check_nifti, "NIfTI-2": _check_nifti, "NRRD": _check_nrrd, "MetaImage": _check_meta}[header.kind]
     try:
         check(path)
     except EOFError as error:

@@ -115,6 +115,13 @@ def _read_segmentation(path: Path) -> tuple[sitk.Image, list[Segment]]:
     if any(not line.isascii() for line in _header_lines(path)):
         names = _utf8_segment_names(path)
         entries = [{**entry, "name": names[entry["id"]]} if names.get(entry.get("id")) else entry for entry in entries]
+    for entry in entries:
+        if entry.get("layer", 0) not in range(len(layers)):
+            raise InputError(
+                f"{path}: its segment '{entry.get('name', entry.get('id'))}' is on layer {entry.get('layer')}, but the "
+                f"file holds {len(layers)} layer(s). The file is damaged or was edited by hand: save the segmentation "
+                "again from 3D Slicer."
+            )
     masks = [layers[entry.get("layer", 0)] == entry.get("labelValue", 1) for entry in entries]
     if len(masks) > 1 and (np.sum(masks, axis=0) > 1).any():
         raise InputError(

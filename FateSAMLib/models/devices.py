@@ -56,16 +56,6 @@ def available_memory_bytes(device: torch.device) -> int:
     return host_memory_bytes()
 
 
-ALLOCATION_FAILURE_MARKERS = ("out of memory", "can't allocate memory", "not enough memory", "failed to allocate")
-
-
-def is_allocation_failure(error: BaseException) -> bool:
-    """Whether ``error`` is an allocator running out of memory (MemoryError, or torch's RuntimeError saying so)."""
-    if isinstance(error, MemoryError):
-        return True
-    return isinstance(error, RuntimeError) and any(m in str(error).lower() for m in ALLOCATION_FAILURE_MARKERS)
-
-
 def not_enough_memory(detail: str, device: torch.device) -> ResourceError:
     """The "not enough memory" error: what did not fit (``detail``), the memory this process has, and the fix."""
     return not_enough_memory_error(detail, str(device), available_memory_bytes(device))
