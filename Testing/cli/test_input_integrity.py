@@ -80,6 +80,13 @@ def dicom_series_without_a_slice(query: Path, folder: Path) -> Path:
     return folder
 
 
+def seg_nrrd_with_a_segment_on_a_missing_layer(labels: Path, path: Path) -> Path:
+    image = sitk.ReadImage(str(labels))
+    voxels = (sitk.GetArrayFromImage(image) > 0).astype(np.uint8).transpose(2, 1, 0) * 2
+    write_seg_nrrd(path, image, voxels, [SEGMENT, {**SEGMENT, "id": "b", "name": "lost", "layer": 1}])
+    return path
+
+
 # case -> (segment_args keywords from (tmp folder, support image, support labels, query), text the error must hold)
 CASES = {
     "query .nii.gz cut in half": (
@@ -134,6 +141,12 @@ CASES = {
         lambda tmp, image, labels, query: {"query": dicom_series_without_a_slice(query, tmp / "series")},
         "is not one regular grid of slices: the slices are 1 mm apart, but 2 mm between",
     ),
+    "support .seg.nrrd with a segment on a layer it lacks": (
+        lambda tmp, image, labels, query: {
+            "support": (image, seg_nrrd_with_a_segment_on_a_missing_layer(labels, tmp / "labels.seg.nrrd"))
+        },
+        "labels.seg.nrrd: its segment 'lost' is on layer 1, but the file holds 1 layer(s)",
+    ),
     "label value above 65535": (
         lambda tmp, image, labels, query: {"support": (image, rewrite(labels, tmp / "large.nrrd", with_large_label))},
         "large.nrrd has the label value 70000, above 65535",
@@ -155,13 +168,25 @@ def test_segment_refuses_a_bad_input_on_reading(case: str, tmp_path: Path, capsy
     assert list(output.parent.iterdir()) == []
 
 
-def assert_refused_before_the_model(arguments: list[str], expected: str, capsys) -> None:
+def assert_refused_before_the_model(arguments: list[str], expected: str, capsys) -> str:
+    """Run the command: it must exit 1 with one error message holding ``expected`` before the model; its stderr."""
     code = main(arguments)
     err = capsys.readouterr().err
     assert code == 1
     assert "fatesam: error:" in err and expected in err, err
     assert "Traceback" not in err and err.count("error:") == 1
     assert "RANDOM WEIGHTS" not in err  # refused before the model was built
+    return err
+
+
+def test_swapped_support_files_get_a_warning(tmp_path: Path, capsys) -> None:
+    image, labels = case_paths(HIPPOCAMPUS, "hippocampus_001")
+    query = copy_cut_short(case_paths(HIPPOCAMPUS, "hippocampus_004")[0], tmp_path / "query.nii.gz", 0.5)
+    output = tmp_path / "out" / "result.seg.nrrd"  # the cut query stops the run once the supports are read
+    err = assert_refused_before_the_model(segment_args(output, (labels, image), query), "is incomplete", capsys)
+    assert not output.parent.exists()
+    assert err.count("WARNING:") == 1 and "hippocampus_001.nii.gz holds 124 different label values" in err, err
+    assert "--support takes IMAGE LABELS" in err
 
 
 def test_segment_refuses_an_output_path_that_is_not_utf8_before_any_work(tmp_path: Path, capsys) -> None:
