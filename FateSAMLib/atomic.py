@@ -138,7 +138,10 @@ class OutputFiles:
             self._discard()
 
     def add(self, path: str | Path, write: Callable[[Path], None], suffix: str = "") -> None:
-        """Write ``path``'s content now, through ``write(temporary_path)``; ``suffix`` ends the temporary name."""
+        """Write ``path``'s content now, through ``write(temporary_path)``; ``suffix`` ends the temporary name.
+
+        A path that is not UTF-8 text is refused first (:func:`~FateSAMLib.formats.check_file_name`)."""
+        check_file_name(path)
         path = Path(path)
         if os.path.lexists(path) and not self.overwrite:
             raise _exists_error(path)
