@@ -50,6 +50,7 @@ _NIFTI_SIZES = {struct.pack(endian + "i", size): size for endian in "<>" for siz
 _MAX_HEADER_LINES = 4096
 _MAX_LINE = 1 << 16
 _MAX_LISTED_FILES = 1 << 16
+_LARGEST_VALUE = 8  # bytes: a double
 _WORKING_COPY_BYTES = 8  # reading keeps the voxels as stored and, while they are checked and converted, a 64-bit copy
 _READERS = {"NiftiImageIO": "NIfTI", "NrrdImageIO": "NRRD", "MetaImageIO": "MetaImage"}
 _SUFFIX_KINDS = {
@@ -405,17 +406,24 @@ def read_header(path: str | Path, *, own_data_only: bool) -> Header:
 
 def check_header(path: str | Path, *, own_data_only: bool, max_voxels: int | None = None) -> None:
     """Refuse (:class:`InputError`, one message) a file whose header names other data files (see
-    :func:`read_header`) or, with ``max_voxels``, promises more voxel values than that (or does not say how many).
+    :func:`read_header`) or, with ``max_voxels``, promises more voxel values than that, more than
+    ``_LARGEST_VALUE`` bytes a value (or does not say how many).
 
     Only the header is read; ``own_data_only=True`` is for uploads, ``False`` for files a user passes.
     """
     header = read_header(path, own_data_only=own_data_only)
-    if max_voxels is not None and (header.values is None or header.values > max_voxels):
-        promise = "does not say how many voxels it holds" if header.values is None else f"promises {header.values}"
-        raise InputError(
-            f"{Path(path).name}: its header {promise} voxel values; at most {max_voxels} are accepted. Crop or "
-            "resample the volume to fewer voxels, then try again."
-        )
+    if max_voxels is None:
+        return
+    if header.values is None:
+        promise = "does not say how many voxel values it holds"
+    elif header.values > max_voxels or (header.data_bytes or 0) > max_voxels * _LARGEST_VALUE:
+        promise = f"promises {header.values} voxel values of {header.value_size} bytes"
+    else:
+        return
+    raise InputError(
+        f"{Path(path).name}: its header {promise}; at most {max_voxels} voxel values of at most {_LARGEST_VALUE} "
+        "bytes are accepted. Crop or resample the volume to fewer voxels, then try again."
+    )
 
 
 def check_fits_in_memory(path: Path, values: int | None, data_bytes: int | None) -> None:

@@ -136,8 +136,15 @@ def test_max_voxels_bounds_what_a_header_promises_before_anything_is_read(tmp_pa
     path = tmp_path / f"volume{suffix}"
     sitk.WriteImage(volume(), str(path), useCompression=True)
     check_header(path, own_data_only=True, max_voxels=60)
-    with pytest.raises(InputError, match="its header promises 60 voxel values; at most 59 are accepted"):
+    with pytest.raises(InputError, match="its header promises 60 voxel values of 2 bytes; at most 59 voxel values"):
         check_header(path, own_data_only=True, max_voxels=59)
+
+
+def test_max_voxels_also_bounds_the_bytes_of_a_value(tmp_path: Path) -> None:
+    path = tmp_path / "blocks.nrrd"  # 60 "voxels" of 1 MiB each
+    path.write_bytes(b"NRRD0004\ntype: block\nblock size: 1048576\ndimension: 3\nsizes: 5 4 3\nencoding: raw\n\n")
+    with pytest.raises(InputError, match="promises 60 voxel values of 1048576 bytes; at most 100 voxel values of at"):
+        check_header(path, own_data_only=True, max_voxels=100)
 
 
 def test_a_header_promising_more_than_memory_holds_is_refused_before_its_voxels_are_decompressed(tmp_path) -> None:
@@ -150,7 +157,7 @@ def test_a_header_promising_more_than_memory_holds_is_refused_before_its_voxels_
     ):
         read_image(path)
     assert time.perf_counter() - started < 2
-    with pytest.raises(InputError, match="promises 68719476736 voxel values; at most 50000000 are accepted"):
+    with pytest.raises(InputError, match="promises 68719476736 voxel values of 2 bytes; at most 50000000 voxel"):
         check_header(path, own_data_only=True, max_voxels=50_000_000)
 
 
