@@ -301,7 +301,10 @@ def _nrrd_fields(path: Path) -> tuple[dict[str, str], bool, int]:
     """A NRRD header's fields, whether it ended before the end of the file, and where the data after it starts."""
     with path.open("rb") as stream:
         if stream.read(4) != b"NRRD":
-            return {}, False, 0
+            raise InputError(
+                f"{path} is not a NRRD file: it does not start with 'NRRD'. Check that it is the intended file, or "
+                "save the volume again as .nrrd (e.g. from 3D Slicer)."
+            )
         stream.readline()
         fields, ended = _header_fields(path, stream, ":", None)
         return fields, ended, stream.tell()
@@ -347,6 +350,11 @@ def _meta_header(path: Path) -> Header:
     fields, ended, data_start = _meta_fields(path)
     if not ended and {"objecttype", "ndims"} & fields.keys():
         raise _incomplete(path, "its header stops before its last field, ElementDataFile")
+    if not ended:  # also a header longer than is read here: a data file named further on would go unseen
+        raise InputError(
+            f"{path} is not a MetaImage file FateSAM can read: no header ending with ElementDataFile was found at its "
+            "start. Check that it is the intended file, or save the volume again as .mha (e.g. from 3D Slicer)."
+        )
     dims = fields.get("dimsize")
     values = _sizes(f"{dims} {fields.get('elementnumberofchannels', '1')}") if dims else None
     value_size = _META_TYPES.get(fields.get("elementtype", "").upper().removesuffix("_ARRAY"))

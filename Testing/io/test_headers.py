@@ -176,3 +176,14 @@ def test_a_path_that_is_not_utf8_is_refused_and_other_non_ascii_paths_are_read(t
     utf8.parent.mkdir()
     utf8.write_bytes(image.read_bytes())
     assert_same_image(read_image(utf8), sitk.ReadImage(str(image)))
+
+
+@pytest.mark.parametrize("suffix", [".nhdr", ".mhd"])
+def test_a_data_file_named_after_a_header_too_long_to_read_is_refused(folders, suffix: str) -> None:
+    headers, _ = folders
+    path = headers / f"long{suffix}"
+    field = "data file: ../other/secret.raw" if suffix == ".nhdr" else "ElementDataFile = ../other/secret.raw"
+    start = "NRRD0004\ntype: short\ndimension: 3\nsizes: 5 4 3\n" if suffix == ".nhdr" else "ObjectType = Image\n"
+    path.write_text(start + "# a comment\n" * 5000 + field + "\n")
+    with pytest.raises(InputError, match="long" + suffix.replace(".", r"\.") + " is incomplete"):
+        check_header(path, own_data_only=False)
