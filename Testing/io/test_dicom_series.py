@@ -101,10 +101,11 @@ def test_a_series_that_is_not_one_regular_grid_is_refused_naming_its_slices(tmp_
 
 def test_a_regular_series_in_any_file_order_is_read_on_its_grid(tmp_path: Path) -> None:
     image = volume()
-    write_dicom_series(image, tmp_path / "series", UID)
-    for path in (tmp_path / "series").iterdir():  # file names in reverse slice order
-        path.rename(path.with_name(f"{99 - int(path.stem[-3:]):03d}.dcm"))
-    read = read_image(tmp_path / "series")
+    folder = tmp_path / "série_脑"  # a non-ASCII (UTF-8) folder and file names
+    write_dicom_series(image, folder, UID)
+    for path in folder.iterdir():  # file names in reverse slice order
+        path.rename(path.with_name(f"coupe_{99 - int(path.stem[-3:]):03d}.dcm"))
+    read = read_image(folder)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(image))
     np.testing.assert_allclose(read.GetSpacing(), image.GetSpacing(), atol=1e-4)
     np.testing.assert_allclose(read.GetOrigin(), image.GetOrigin(), atol=1e-4)
