@@ -1,6 +1,8 @@
 """Reading images (NIfTI, NRRD, MHA, DICOM series): complete, scalar, 3D, finite, not blank.
 
-Every file is first checked for completeness (:mod:`.integrity`).
+Every file's header is checked first, before any voxel is read (:mod:`.integrity`: data files only beside it, a
+size that fits in memory, complete), every DICOM series for one regular grid of slices (:mod:`.dicom_series`), and
+every path for UTF-8 text.
 """
 
 from __future__ import annotations
@@ -83,8 +85,10 @@ def read_volume(path: Path) -> sitk.Image:
 def read_image(path: str | Path) -> sitk.Image:
     """Read a scalar 3D volume: NIfTI, NRRD, MHA/MHD, or a DICOM series folder (its largest series, with a warning).
 
-    Raises :class:`InputError` for a missing, unreadable or truncated file, a 2D image, a colour/vector image, NaN or
-    infinite values, or a blank volume (one intensity everywhere).
+    Raises :class:`InputError` for a missing, unreadable or truncated file, a header naming a data file elsewhere
+    than beside it, a DICOM series that is not one regular grid, a path that is not UTF-8, a 2D image, a
+    colour/vector image, NaN or infinite values, or a blank volume (one intensity everywhere); and
+    :class:`~FateSAMLib.errors.ResourceError` when its voxels would not fit in memory.
     """
     path = Path(path)
     image = read_volume(path)
