@@ -33,9 +33,10 @@ def nrrd_header(path: Path, data_file: str, listed: tuple[str, ...] = ()) -> Pat
     return path
 
 
-def meta_header(path: Path, data_file: str) -> Path:
+def meta_header(path: Path, data_file: str, listed: tuple[str, ...] = ()) -> Path:
     lines = ["ObjectType = Image", "NDims = 3", "DimSize = 5 4 3", "ElementType = MET_SHORT", "BinaryData = True"]
-    path.write_text("\n".join([*lines, "BinaryDataByteOrderMSB = False", f"ElementDataFile = {data_file}"]) + "\n")
+    lines += ["BinaryDataByteOrderMSB = False", f"ElementDataFile = {data_file}", *listed]
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 
@@ -81,15 +82,21 @@ def test_a_data_file_elsewhere_than_beside_its_header_is_refused(folders, where:
     assert str(len(SECRET)) not in str(refused.value)
 
 
-def test_a_list_of_data_files_is_read_only_beside_its_header(folders) -> None:
+@pytest.mark.parametrize("suffix", [".nhdr", ".mhd"])
+def test_a_list_of_data_files_is_read_only_beside_its_header(folders, suffix: str) -> None:
     headers, other = folders
-    beside = nrrd_header(headers / "beside.nhdr", "LIST", ("voxels.raw",))
-    check_header(beside, own_data_only=False)
+    write = nrrd_header if suffix == ".nhdr" else meta_header
+    beside = write(headers / f"beside{suffix}", "LIST", ("slice1.raw", "slice1.raw", "slice1.raw"))
+    assert read_image(beside).GetSize() == SIZE  # each listed file holds one slice
     with pytest.raises(InputError, match="is a detached header"):
         check_header(beside, own_data_only=True)
-    outside = nrrd_header(headers / "outside.nhdr", "LIST", ("voxels.raw", str(other / "secret.raw")))
+    outside = write(headers / f"outside{suffix}", "LIST", ("slice1.raw", str(other / "secret.raw"), "slice1.raw"))
     with pytest.raises(InputError, match=f"names '{other / 'secret.raw'}' as the file that holds its voxels"):
         read_image(outside)
+
+
+def test_a_carriage_return_cannot_hide_a_data_file(folders) -> None:
+    headers, _ = folders
     # a carriage return alone ends a header line for the readers: it cannot hide a data file either
     hidden = headers / "hidden.nrrd"
     hidden.write_bytes(b"NRRD0004\ntype: short\rdata file: ../other/secret.raw\ndimension: 3\nsizes: 5 4 3\n")
