@@ -6,8 +6,8 @@ orientation, pixel spacing or size would be read onto a wrong grid (a duplicated
 :func:`series_files` therefore reads each file's header (no pixels), sorts the slices by their position along the
 slice normal, and refuses the series unless they form one regular grid:
 
-- every slice has the size, pixel spacing (relative ``SPACING_TOLERANCE``) and orientation (``ORIENTATION_TOLERANCE``
-  on each direction cosine) of the most common one;
+- every slice says where it lies (Image Position (Patient)), and has the size, pixel spacing (relative
+  ``SPACING_TOLERANCE``) and orientation (``ORIENTATION_TOLERANCE`` on each direction cosine) of the most common one;
 - consecutive slices are one slice spacing (the median distance) apart, within ``POSITION_TOLERANCE`` of it: no
   two slices at one position, no gap, no uneven step;
 - no slice is shifted within its plane by more than ``POSITION_TOLERANCE`` of the smallest pixel spacing (as a
@@ -48,6 +48,7 @@ class _Slice:
     spacing: np.ndarray  # (column, row) in mm
     direction: np.ndarray  # 3x3, columns: along a row, along a column, the slice normal
     origin: np.ndarray  # the position of the first pixel, LPS mm
+    positioned: bool  # whether the file says where it lies (Image Position (Patient)); else the origin is made up
     values: int  # pixels x components
     value_size: int  # bytes
 
@@ -63,6 +64,7 @@ def _read_slice(path: str) -> _Slice:
         np.array(reader.GetSpacing()[:2]),
         np.array(reader.GetDirection()).reshape(3, 3),
         np.array(reader.GetOrigin()),
+        reader.HasMetaDataKey("0020|0032"),
         math.prod(reader.GetSize()) * reader.GetNumberOfComponents(),
         sitk.Image([1, 1], reader.GetPixelID()).GetSizeOfPixelComponent(),
     )
@@ -125,6 +127,9 @@ def _shifted(ordered: list[_Slice], normal: np.ndarray) -> str | None:
 
 def _sorted(slices: list[_Slice]) -> tuple[list[int], str | None]:
     """The slices' order along their normal, and what keeps them from one regular grid (None: nothing)."""
+    unplaced = [s for s in slices if not s.positioned]
+    if unplaced:
+        return [], f"{_names(unplaced)} {'has' if len(unplaced) == 1 else 'have'} no slice position (Image Position)"
     problem = _odd_ones(slices)
     normal = slices[0].direction[:, 2]
     positions = np.array([s.origin @ normal for s in slices])

@@ -78,6 +78,14 @@ def shifted_in_plane(folder: Path) -> None:
     write_dicom_series(volume(), folder, UID, change=moved((0.0, 0.0, 2.0), 3))
 
 
+def slice_without_a_position(folder: Path) -> None:
+    pydicom = pytest.importorskip("pydicom")  # SimpleITK always writes a position: remove it with pydicom
+    write_dicom_series(volume(), folder, UID)
+    header = pydicom.dcmread(folder / f"{UID}_002.dcm")
+    del header.ImagePositionPatient
+    header.save_as(folder / f"{UID}_002.dcm")
+
+
 BROKEN = {
     "missing slice": (missing_slice, r"the slices are 3 mm apart, but 6 mm between \S+_001.dcm and \S+_003.dcm"),
     "duplicated slice": (duplicated_slice, r"_002.dcm and \S+_002.dcm lie at the same position"),
@@ -85,6 +93,7 @@ BROKEN = {
     "slice of another orientation": (other_orientation, r"_002.dcm has another orientation than the others'"),
     "slice of another pixel spacing": (other_pixel_spacing, r"_002.dcm has another pixel spacing than the others'"),
     "slice of another size": (other_size, r"_002.dcm has another size than the others' 8x7"),
+    "slice without a position": (slice_without_a_position, r"_002.dcm has no slice position \(Image Position\)"),
     "slices shifted in their plane": (shifted_in_plane, r"_003.dcm, \S+_004.dcm, \S+_005.dcm are shifted within"),
 }
 
