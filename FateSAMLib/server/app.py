@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -43,6 +42,7 @@ from ..cli.main import build_parser
 from ..errors import FateSAMError, InputError, ResourceError
 from ..formats import OUTPUT_SUFFIXES, SEGMENTATION_SUFFIX
 from ..io.images import read_image
+from ..json_input import parse_json
 from ..models.registry import model_names
 from ..remote import (
     API,
@@ -59,6 +59,8 @@ from .store import SupportSetStore, Upload, client_message
 from .tokens import tokens_match
 
 ERROR_STATUS = {InputError: 422, ResourceError: 507}
+FORM_JSON_BYTES = 64 * 1024
+"""The largest JSON form field (settings, segments, corrected slices) a job may send."""
 PRIVATE_UMASK = 0o077
 """While a server runs, what it writes (results, statistics, cached features) is readable by its user only."""
 
@@ -234,12 +236,10 @@ def _job_or_404(service: Service, job_id: str) -> Job:
 
 
 def _json_form(text: str | None, kind: type, what: str) -> Any:
-    try:
-        value = json.loads(text) if text else kind()
-    except ValueError:
-        value = None
+    fix = f"send a JSON {kind.__name__}."
+    value = parse_json(text, f"The form field '{what}'", fix, max_bytes=FORM_JSON_BYTES) if text else kind()
     if not isinstance(value, kind):
-        raise InputError(f"The form field '{what}' must be a JSON {kind.__name__} (got {text!r}).")
+        raise InputError(f"The form field '{what}' must be a JSON {kind.__name__} (got {text[:80]!r}).")
     return value
 
 
