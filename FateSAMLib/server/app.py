@@ -17,12 +17,12 @@ down cancels every job and deletes the folder: nothing the clients sent stays on
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import hashlib
 import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -54,9 +54,11 @@ from ..remote import (
     settings_arguments,
 )
 from ..remote import upload_suffix as _upload_suffix
-from .jobs import Job, JobQueue, QueueFull, new_job_id
+from .jobs import LOG, Job, JobQueue, QueueFull, new_job_id
+from .limits import DEFAULT_MAX_VOXELS, DEFAULT_UPLOAD_TIMEOUT_S, SECONDS_PER_UPLOADED_MB
 from .store import SupportSetStore, Upload, client_message
 from .tokens import tokens_match
+from .work_folder import WorkFolder
 
 ERROR_STATUS = {InputError: 422, ResourceError: 507}
 FORM_JSON_BYTES = 64 * 1024
@@ -79,6 +81,8 @@ class ServerConfig:
     abandon_after_s: float = 600.0
     work_dir: Path | None = None
     sweep_interval_s: float = 10.0
+    upload_timeout_s: float = DEFAULT_UPLOAD_TIMEOUT_S
+    max_voxels: int = DEFAULT_MAX_VOXELS
 
 
 def _private_folder(path: Path) -> Path:
@@ -91,9 +95,10 @@ class Service:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        if config.work_dir is not None:
-            Path(config.work_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.folder = Path(tempfile.mkdtemp(prefix="fatesam-server-", dir=config.work_dir))  # mode 0700
+        self.work_folder = WorkFolder(config.work_dir)
+        for leftover in self.work_folder.removed:
+            LOG.warning("Removed %s, the files of a server that was stopped without closing.", leftover)
+        self.folder = self.work_folder.path
         self.uploads = _private_folder(self.folder / "uploads")
         self.jobs_folder = _private_folder(self.folder / "jobs")
         self.features = _private_folder(self.folder / "features")
@@ -122,7 +127,7 @@ class Service:
         """Cancel every job, stop the workers and delete everything the clients sent."""
         self._stop.set()
         self.queue.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self.work_folder.close()
         os.umask(self._umask)
 
     def receive(self, upload: UploadFile, suffixes: tuple[str, ...], folder: Path | None = None) -> Upload:
@@ -157,13 +162,21 @@ class Service:
 
 
 class UploadLimit:
-    """ASGI middleware: refuse a request whose body is over ``max_bytes`` (declared or while it streams) with 413,
-    and one without the token before its body is read (401)."""
+    """ASGI middleware: refuse a request without the token before its body is read (401), one whose body is over
+    ``max_bytes`` (declared or while it streams) with 413, and cut one whose body arrives slower than
+    ``timeout_s`` plus :data:`SECONDS_PER_UPLOADED_MB` per MB received (408), so that no client holds the server."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, token: str | None, timeout_s: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.token = token
+        self.timeout_s = timeout_s
+
+    def _too_slow(self) -> str:
+        return (
+            f"The upload stalled or arrived too slowly (this server allows {self.timeout_s:g} s plus "
+            f"{SECONDS_PER_UPLOADED_MB:g} s per MB); nothing of it was kept. Check the network, and send it again."
+        )
 
     def _too_large(self) -> str:
         return (
@@ -183,10 +196,19 @@ class UploadLimit:
         if declared.isdigit() and int(declared) > self.max_bytes:
             return await JSONResponse({"detail": self._too_large()}, status_code=413)(scope, receive, send)
         received = 0
+        started = time.monotonic()
+        body_done = False
 
         async def limited() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # later calls wait for the client to disconnect (while a response streams): unbounded
+                return await receive()
+            deadline = started + self.timeout_s + received / 1024**2 * SECONDS_PER_UPLOADED_MB
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                raise HTTPException(408, self._too_slow(), headers={"Connection": "close"}) from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
             received += len(message.get("body", b""))
             if received > self.max_bytes:
                 raise HTTPException(413, self._too_large())
@@ -236,10 +258,12 @@ def _job_or_404(service: Service, job_id: str) -> Job:
 
 
 def _json_form(text: str | None, kind: type, what: str) -> Any:
-    fix = f"send a JSON {kind.__name__}."
-    value = parse_json(text, f"The form field '{what}'", fix, max_bytes=FORM_JSON_BYTES) if text else kind()
+    expected = "a JSON object" if kind is dict else "a JSON array"
+    value = (
+        parse_json(text, f"The form field '{what}'", f"send {expected}.", max_bytes=FORM_JSON_BYTES) if text else kind()
+    )
     if not isinstance(value, kind):
-        raise InputError(f"The form field '{what}' must be a JSON {kind.__name__} (got {text[:80]!r}).")
+        raise InputError(f"The form field '{what}' must be {expected} (got {text[:80]!r}).")
     return value
 
 
@@ -289,7 +313,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.config = config
-    app.add_middleware(UploadLimit, max_bytes=config.max_upload_bytes, token=config.token)
+    app.add_middleware(
+        UploadLimit, max_bytes=config.max_upload_bytes, token=config.token, timeout_s=config.upload_timeout_s
+    )
 
     @app.exception_handler(FateSAMError)
     async def engine_error(request: Request, error: FateSAMError) -> JSONResponse:

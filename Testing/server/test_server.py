@@ -7,8 +7,6 @@ import json
 import os
 import signal
 import stat
-import subprocess
-import sys
 import time
 import urllib.parse
 from pathlib import Path
@@ -17,7 +15,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import cut_short
-from server_helpers import ENGINE, TOKEN, files_under, running_server, small_inputs, wait_for, written
+from server_helpers import ENGINE, TOKEN, files_under, running_server, serve_process, small_inputs, wait_for, written
 
 from FateSAMLib.cli.main import main
 from FateSAMLib.errors import InputError
@@ -25,8 +23,6 @@ from FateSAMLib.io.images import read_image
 from FateSAMLib.method.pipeline import load_support
 from FateSAMLib.remote import ServerBusy, ServerError
 from FateSAMLib.server.tokens import load_or_create_token
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +206,23 @@ def test_a_jobs_values_never_become_options_of_the_servers_command_line(served, 
     assert list(served.service.jobs_folder.iterdir()) == []
 
 
+@pytest.mark.parametrize("field", ["settings", "segments", "corrected_slices"])
+def test_nested_or_huge_json_in_a_form_field_is_422_with_one_message(served, inputs, field):
+    set_id = served.client().upload_support_set(inputs.supports)
+    for text, problem in (
+        ("[" * 10_000, "nests arrays or objects more than 32 levels deep"),
+        ("1" * 70_000, "is too large"),
+    ):
+        body, headers = multipart(
+            [("query", "q.nii.gz", inputs.query.read_bytes())], {"support_set": set_id, field: text}
+        )
+        status, answer, _ = request(served, "POST", "/jobs", body, headers)
+        assert (
+            status == 422 and answer["detail"].startswith(f"The form field '{field}' ") and problem in answer["detail"]
+        )
+    assert list(served.service.jobs_folder.iterdir()) == []
+
+
 def test_unknown_jobs_are_404_with_a_message(served):
     status, answer, _ = request(served, "GET", "/jobs/0123abcd", headers={"Authorization": f"Bearer {TOKEN}"})
     assert status == 404 and "Unknown job 0123abcd" in answer["detail"] and "restarted" in answer["detail"]
@@ -250,31 +263,13 @@ def test_a_full_queue_answers_503_with_retry_after_and_shutdown_leaves_no_files(
 
 
 def test_the_serve_command_creates_a_private_token_serves_and_stops_on_sigterm(tmp_path):
-    from server_helpers import free_port
-
-    port = free_port()
-    environment = {**os.environ, "FATESAM_CONFIG_DIR": str(tmp_path / "config"), "TMPDIR": str(tmp_path)}
-    command = [sys.executable, "-m", "FateSAMLib.cli", "serve", "--port", str(port), *ENGINE]
-    process = subprocess.Popen(command, cwd=REPO, env=environment, stderr=subprocess.PIPE, text=True)
-    try:
-        lines = []
-        for line in process.stderr:
-            lines.append(line)
-            if "Uvicorn running" in line or len(lines) > 50:
-                break
+    with serve_process(tmp_path) as served:
         token_file = tmp_path / "config" / "server-token"
-        token = token_file.read_text().strip()
-        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600 and token in "".join(lines)
-        from FateSAMLib.remote import ServerClient
-
-        client = ServerClient(f"http://127.0.0.1:{port}", token)
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600 and served.token in "".join(served.lines)
+        client = served.client()
         assert client.health()["status"] == "ok" and client.models()["defaults"]["random_weights"] is True
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(30) == 0
     assert not [path for path in tmp_path.iterdir() if path.name.startswith("fatesam-server-")]
 
 
