@@ -5,17 +5,16 @@ Every file is first checked for completeness (:mod:`.integrity`).
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
-from ..formats import IMAGE_SUFFIXES, suffix_of
-from .integrity import check_file_integrity, non_finite_error
-
-logger = logging.getLogger(__name__)
+from ..formats import IMAGE_SUFFIXES, check_file_name, suffix_of
+from ..memory import host_memory_bytes, is_allocation_failure, not_enough_memory_error
+from .dicom_series import series_files
+from .integrity import check_image_file, non_finite_error
 
 
 def _check_volume(image: sitk.Image, path: Path) -> None:
@@ -44,25 +43,14 @@ def _check_intensities(image: sitk.Image, path: Path) -> None:
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise InputError(
-            f"{folder} is a folder without a DICOM series. Pass a folder of DICOM files, or a NIfTI/NRRD/MHA file."
-        )
-    files = {uid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid) for uid in series}
-    chosen = max(series, key=lambda uid: len(files[uid]))
-    if len(series) > 1:
-        logger.warning(
-            f"{folder} holds {len(series)} DICOM series; reading the largest ({chosen}, {len(files[chosen])} files). "
-            "To use another one, put its files in a folder of their own and pass that folder."
-        )
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files[chosen])
+    reader.SetFileNames(series_files(folder))
     return reader.Execute()
 
 
 def read_volume(path: Path) -> sitk.Image:
     """A scalar 3D volume from a complete file or a DICOM series folder (intensities not checked)."""
+    check_file_name(path)
     if not path.exists():
         raise InputError(f"{path} does not exist. Check the path (and that the disk or share is mounted).")
     try:
@@ -74,9 +62,13 @@ def read_volume(path: Path) -> sitk.Image:
                 "(in 3D Slicer: right-click the volume > Export to file... > .nrrd)."
             )
         else:
-            check_file_integrity(path)
+            check_image_file(path)
             image = sitk.ReadImage(str(path))
     except RuntimeError as error:
+        if is_allocation_failure(error):
+            raise not_enough_memory_error(
+                f"reading {path} failed to allocate its voxels", "this machine", host_memory_bytes()
+            ) from None
         raise InputError(
             f"{path} could not be read ({str(error).strip().splitlines()[-1]}). Check that the file is complete and "
             "in one of the supported formats, e.g. by opening it in 3D Slicer."
