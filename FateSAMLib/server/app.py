@@ -42,6 +42,7 @@ from ..cli.main import build_parser
 from ..errors import FateSAMError, InputError, ResourceError
 from ..formats import OUTPUT_SUFFIXES, SEGMENTATION_SUFFIX
 from ..io.images import read_image
+from ..io.integrity import check_header
 from ..json_input import parse_json
 from ..models.registry import model_names
 from ..remote import (
@@ -131,7 +132,8 @@ class Service:
         os.umask(self._umask)
 
     def receive(self, upload: UploadFile, suffixes: tuple[str, ...], folder: Path | None = None) -> Upload:
-        """Copy an upload to a server-chosen name (only its format suffix comes from the client), hashing it."""
+        """Copy an upload to a server-chosen name (only its format suffix comes from the client), hashing it, and
+        check its header: it must hold its own voxels, at most ``max_voxels`` of them (InputError, nothing kept)."""
         name = Path(upload.filename or "").name  # only ever shown in messages
         suffix = _upload_suffix(name, suffixes)
         path = (folder or self.uploads) / f"{new_job_id()}{suffix}"
@@ -140,7 +142,13 @@ class Service:
             while chunk := upload.file.read(CHUNK):
                 digest.update(chunk)
                 stream.write(chunk)
-        return Upload(path, digest.hexdigest(), suffix, name)
+        received = Upload(path, digest.hexdigest(), suffix, name)
+        try:
+            check_header(path, own_data_only=True, max_voxels=self.config.max_voxels)
+        except FateSAMError as error:
+            path.unlink()
+            raise client_message(error, [received]) from None
+        return received
 
     def receive_pairs(self, images: list[UploadFile], labels: list[UploadFile]) -> list[tuple[Upload, Upload]]:
         """Uploaded (image, labels) pairs, in order."""

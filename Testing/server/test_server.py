@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import os
@@ -9,6 +10,7 @@ import signal
 import stat
 import time
 import urllib.parse
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ from FateSAMLib.cli.main import main
 from FateSAMLib.errors import InputError
 from FateSAMLib.io.images import read_image
 from FateSAMLib.method.pipeline import load_support
-from FateSAMLib.remote import ServerBusy, ServerError
+from FateSAMLib.remote import CorrectionFiles, ServerBusy, ServerError
 from FateSAMLib.server.tokens import load_or_create_token
 
 
@@ -204,6 +206,57 @@ def test_a_jobs_values_never_become_options_of_the_servers_command_line(served, 
             client.submit(inputs.query, set_id, settings, segments)
         assert refused.value.status == 422
     assert list(served.service.jobs_folder.iterdir()) == []
+
+
+def detached_headers(folder: Path, query: Path) -> dict[str, Path]:
+    """Headers on the query's grid (3 axial slices) that name another file as their voxels' (an attack on uploads)."""
+    x, y, z = sitk.ReadImage(str(query)).GetSize()
+    nrrd = "NRRD0004\ntype: uint8\ndimension: 3\nsizes: {} {} {}\nencoding: raw\ndata file: {}\n\n"
+    meta = "ObjectType = Image\nNDims = 3\nDimSize = {} {} {}\nElementType = MET_UCHAR\nElementDataFile = {}\n"
+    files = {
+        "absolute.nrrd": nrrd.format(x, y, z, "/etc/passwd"),
+        "relative.seg.nrrd": nrrd.format(x, y, z, "../" * 12 + "etc/passwd"),
+        "elsewhere.mha": meta.format(x, y, z, "/etc/passwd"),
+    }
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return {name: folder / name for name in files}
+
+
+def test_an_upload_that_names_another_data_file_is_refused_and_nothing_of_that_file_is_read(served, inputs, tmp_path):
+    client = served.client()
+    set_id = client.upload_support_set(inputs.supports)
+    for name, header in detached_headers(tmp_path, inputs.query).items():
+        attempts = [
+            partial(client.upload_support_set, [(inputs.image, header)]),
+            partial(client.submit, inputs.query, set_id, corrections=CorrectionFiles(header, [0, 1, 2])),
+        ]
+        if not name.endswith(".seg.nrrd"):
+            attempts += [
+                partial(client.upload_support_set, [(header, inputs.labels)]),
+                partial(client.submit, header, set_id),
+            ]
+        for attempt in attempts:
+            with pytest.raises(InputError, match="detached header: it names another file that holds its voxels") as no:
+                attempt()
+            assert no.value.status == 422 and name in str(no.value) and str(served.service.folder) not in str(no.value)
+    passwd = Path("/etc/passwd").read_bytes()[:32]
+    assert list(served.service.jobs_folder.iterdir()) == [] and list(served.service.uploads.iterdir()) == []
+    assert not any(passwd in path.read_bytes() for path in files_under(served.service.folder))
+
+
+def test_an_upload_promising_more_voxels_than_the_limit_is_refused_before_it_is_read(served, inputs, tmp_path):
+    bomb = tmp_path / "bomb.nrrd"  # 2 KB on the wire, 512 MiB of voxels once inflated
+    header = b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 1024 1024 512\nencoding: gzip\n\n"
+    bomb.write_bytes(header + gzip.compress(b"\0" * 1024**2))
+    assert bomb.stat().st_size < 4096
+    client = served.client()
+    for attempt in (lambda: client.submit(bomb, client.upload_support_set(inputs.supports)),
+                    lambda: client.upload_support_set([(bomb, inputs.labels)])):  # fmt: skip
+        with pytest.raises(InputError, match="bomb.nrrd: its header promises 536870912 voxel values") as refused:
+            attempt()
+        assert refused.value.status == 422 and f"at most {512 * 512 * 2000} voxel values" in str(refused.value)
+    assert list(served.service.jobs_folder.iterdir()) == [] and list(served.service.uploads.iterdir()) == []
 
 
 @pytest.mark.parametrize("field", ["settings", "segments", "corrected_slices"])
