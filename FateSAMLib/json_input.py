@@ -38,7 +38,7 @@ def nesting_depth(text: str, limit: int) -> int:
 
 
 def parse_json(
-    text: str | bytes,
+    source: str | bytes | Path,
     what: str,
     fix: str,
     *,
@@ -46,38 +46,26 @@ def parse_json(
     max_bytes: int = MAX_BYTES,
     max_depth: int = MAX_DEPTH,
 ) -> Any:
-    """The value of JSON ``text``, or ``error("{what} {problem}; {fix}")`` when it is over ``max_bytes`` (UTF-8),
-    nests deeper than ``max_depth``, or is not JSON (UTF-8 text)."""
-    size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
+    """The value of the JSON text ``source`` (or of the file at the :class:`~pathlib.Path` ``source``, of which at most
+    ``max_bytes + 1`` bytes are read), or ``error("{what} {problem}; {fix}")`` when the file cannot be read, or the
+    text is over ``max_bytes`` (UTF-8), nests deeper than ``max_depth``, or is not JSON (UTF-8 text)."""
+    if isinstance(source, Path):
+        try:
+            with open(source, "rb") as stream:
+                source = stream.read(max_bytes + 1)
+        except OSError as problem:
+            raise error(f"{what} cannot be read ({problem.strerror or problem}); {fix}") from None
+    size = len(source) if isinstance(source, bytes) else len(source.encode("utf-8", "surrogatepass"))
     if size > max_bytes:
         raise error(f"{what} is too large (over {max_bytes} bytes, the most that is read); {fix}")
-    if isinstance(text, bytes):
+    if isinstance(source, bytes):
         try:
-            text = text.decode("utf-8")
+            source = source.decode("utf-8")
         except UnicodeDecodeError:
             raise error(f"{what} is not UTF-8 text; {fix}") from None
-    if nesting_depth(text, max_depth) > max_depth:
+    if nesting_depth(source, max_depth) > max_depth:
         raise error(f"{what} nests arrays or objects more than {max_depth} levels deep; {fix}")
     try:
-        return json.loads(text)
+        return json.loads(source)
     except ValueError as problem:
         raise error(f"{what} is not valid JSON ({problem}); {fix}") from None
-
-
-def read_json_file(
-    path: str | Path,
-    what: str,
-    fix: str,
-    *,
-    error: type[FateSAMError] = InputError,
-    max_bytes: int = MAX_BYTES,
-    max_depth: int = MAX_DEPTH,
-) -> Any:
-    """The value of the JSON file ``path`` (reading at most ``max_bytes + 1`` bytes), refused as :func:`parse_json`
-    refuses text, and when it cannot be read."""
-    try:
-        with open(path, "rb") as stream:
-            data = stream.read(max_bytes + 1)
-    except OSError as problem:
-        raise error(f"{what} cannot be read ({problem.strerror or problem}); {fix}") from None
-    return parse_json(data, what, fix, error=error, max_bytes=max_bytes, max_depth=max_depth)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
-from .json_input import read_json_file
+from .json_input import parse_json
 
 MANIFEST_NAME = "fatesam-support-set.json"
 FORMAT = "fatesam-support-set"
@@ -97,7 +97,7 @@ def read_support_set(folder: str | Path) -> SupportSet:
     path = folder / MANIFEST_NAME
     if not path.is_file():
         raise InputError(f"{folder} is not a FateSAM support set (no {MANIFEST_NAME}); choose the set's folder.")
-    manifest = read_json_file(path, f"The support set manifest {path}", "save the support set again from FateSAM.")
+    manifest = parse_json(path, f"The support set manifest {path}", "save the support set again from FateSAM.")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise _manifest_error(path, f"is not a {FORMAT} manifest")
     if manifest.get("version") != VERSION:

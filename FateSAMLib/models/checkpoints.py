@@ -17,7 +17,7 @@ import torch
 
 from ..atomic import publish_new, temporary_sibling, write_file_atomically
 from ..errors import CheckpointError, ResourceError
-from ..json_input import read_json_file
+from ..json_input import parse_json
 from ..progress import CancelToken, ProgressCallback, ignore_progress
 from .architecture import build_architecture
 from .registry import ModelSpec, cache_dir, cached_checkpoint_path, model_matching
@@ -53,7 +53,7 @@ def recorded_digests() -> dict[str, str]:
     if not path.is_file():
         return {}
     fix = "delete it; checkpoints without a pinned digest are then checked again by loading them."
-    digests = read_json_file(path, f"The digest record {path}", fix, error=CheckpointError)
+    digests = parse_json(path, f"The digest record {path}", fix, error=CheckpointError)
     if not isinstance(digests, dict) or not all(isinstance(value, str) for value in digests.values()):
         raise CheckpointError(f"The digest record {path} is not a JSON object of digests; {fix}")
     return digests

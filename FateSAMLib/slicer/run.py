@@ -22,7 +22,7 @@ import slicer
 
 from ..errors import Cancelled, FateSAMError, InputError
 from ..formats import NRRD_SUFFIX, SEGMENTATION_SUFFIX
-from ..json_input import read_json_file
+from ..json_input import parse_json
 from ..options import RunSettings
 from ..segments import Segment, segment_key
 from .process import BackgroundJob, EngineEvent, EngineProcess, engine_command, poll_until_finished, segment_arguments
@@ -173,7 +173,7 @@ def read_run_stats(stats_path: Path) -> dict:
     """The engine's stats JSON (``{}`` when it wrote none); :class:`InputError` when it is not a JSON object."""
     if not Path(stats_path).is_file():
         return {}
-    stats = read_json_file(stats_path, f"The engine's statistics {stats_path}", "run again.", max_bytes=STATS_BYTES)
+    stats = parse_json(Path(stats_path), f"The engine's statistics {stats_path}", "run again.", max_bytes=STATS_BYTES)
     if not isinstance(stats, dict):
         raise InputError(f"The engine's statistics {stats_path} are not a JSON object; run again.")
     return stats
