@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import InputError
+from ..errors import InputError, ResourceError
 from ..formats import IMAGE_SUFFIXES, check_file_name, suffix_of
 from ..memory import host_memory_bytes, is_allocation_failure, not_enough_memory_error
 from .dicom_series import series_files
@@ -48,6 +48,11 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     return reader.Execute()
 
 
+def allocation_error(path: Path) -> ResourceError:
+    """The error for a reader that could not allocate a file's voxels: not enough memory, not a damaged file."""
+    return not_enough_memory_error(f"reading {path} failed to allocate its voxels", "this machine", host_memory_bytes())
+
+
 def read_volume(path: Path) -> sitk.Image:
     """A scalar 3D volume from a complete file or a DICOM series folder (intensities not checked)."""
     check_file_name(path)
@@ -66,9 +71,7 @@ def read_volume(path: Path) -> sitk.Image:
             image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         if is_allocation_failure(error):
-            raise not_enough_memory_error(
-                f"reading {path} failed to allocate its voxels", "this machine", host_memory_bytes()
-            ) from None
+            raise allocation_error(path) from None
         raise InputError(
             f"{path} could not be read ({str(error).strip().splitlines()[-1]}). Check that the file is complete and "
             "in one of the supported formats, e.g. by opening it in 3D Slicer."

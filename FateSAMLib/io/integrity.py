@@ -243,11 +243,21 @@ def _single_file_nifti(header: bytes, size: int) -> bool:
     return header[344:348] == b"n+1\0" if size == 348 else header[4:8] == b"n+2\0"
 
 
+def _nifti_start(stream: BinaryIO) -> tuple[bytes, Iterator[bytes], bool]:
+    """The first bytes of a NIfTI file (decompressed), at least its header's if it has them, the chunks after them,
+    and whether the file is compressed."""
+    compressed = stream.read(2) == _GZIP_MAGIC
+    stream.seek(0)
+    chunks = _inflated_chunks(stream) if compressed else _file_chunks(stream)
+    header = b""
+    while len(header) < _NIFTI_HEADER and (chunk := next(chunks, None)) is not None:
+        header += chunk
+    return header, chunks, compressed
+
+
 def _nifti_header(path: Path) -> Header:
     with path.open("rb") as stream:
-        compressed = stream.read(2) == _GZIP_MAGIC
-        stream.seek(0)
-        header = b"".join(itertools.islice(_inflated_chunks(stream) if compressed else _file_chunks(stream), 1))
+        header, _, _ = _nifti_start(stream)
     fields = _nifti_fields(header[:_NIFTI_HEADER])
     if fields is None:
         return Header("NIfTI", None, None)
@@ -255,8 +265,7 @@ def _nifti_header(path: Path) -> Header:
     kind = "NIfTI" if size == 348 else "NIfTI-2"
     values = math.prod(max(1, d) for d in dims[1 : dims[0] + 1]) if 1 <= dims[0] <= 7 else None
     value_size = _NIFTI_TYPES[datatype][0] if datatype in _NIFTI_TYPES else None
-    name = path.name
-    stem = re.sub(r"(\.nii|\.hdr|\.img)?(\.gz)?$", "", name, flags=re.IGNORECASE)
+    stem = re.sub(r"(\.nii|\.hdr|\.img)?(\.gz)?$", "", path.name, flags=re.IGNORECASE)
     data_files = () if _single_file_nifti(header, size) else (f"{stem}.img",)
     return Header(kind, values, value_size, data_files)
 
@@ -276,12 +285,7 @@ def _nifti_layout(header: bytes) -> tuple[int, int, str | None] | None:
 
 def _check_nifti(path: Path) -> None:
     with path.open("rb") as stream:
-        compressed = stream.read(2) == _GZIP_MAGIC
-        stream.seek(0)
-        chunks = _inflated_chunks(stream) if compressed else _file_chunks(stream)
-        header = b""
-        while len(header) < _NIFTI_HEADER and (chunk := next(chunks, None)) is not None:
-            header += chunk
+        header, chunks, compressed = _nifti_start(stream)
         layout = _nifti_layout(header)
         if layout is None:
             if compressed:  # still refuse a gzip stream cut short, whatever it holds

@@ -16,6 +16,7 @@ import slicerio
 from ..atomic import write_file_atomically
 from ..errors import InputError
 from ..formats import OUTPUT_SUFFIXES, SEGMENTATION_SUFFIX, check_file_name, is_segmentation_file, output_suffix
+from ..memory import is_allocation_failure
 from ..segments import MAX_LABEL_VALUE, Segment, default_segment
 from .geometry import (
     from_slices,
@@ -26,7 +27,7 @@ from .geometry import (
     lps_to_index,
     set_ijk_to_lps,
 )
-from .images import read_volume
+from .images import allocation_error, read_volume
 from .integrity import check_image_file
 
 logger = logging.getLogger(__name__)
@@ -133,6 +134,8 @@ def _read_segmentation(path: Path) -> tuple[sitk.Image, list[Segment]]:
     try:
         segmentation = slicerio.read_segmentation(str(path))
     except Exception as error:  # slicerio/pynrrd raise several exception types for broken files
+        if is_allocation_failure(error):
+            raise allocation_error(path) from None
         raise InputError(
             f"{path} could not be read as a Slicer segmentation ({error}). Save it again from 3D Slicer as .seg.nrrd."
         ) from error
