@@ -1,9 +1,11 @@
 """The FastAPI application of ``fatesam serve``: routes under ``/v1``, the token check, upload limits, the lifecycle.
 
 Every route but ``/v1/health`` (and the OpenAPI docs) needs ``Authorization: Bearer TOKEN``, checked before any
-byte of the body is read. Uploads get server-chosen names in a private folder (0700) and count against
-``max_upload_bytes`` while they stream (HTTP 413, nothing kept). A job's inputs are read by the same readers as
-``fatesam segment`` and refused with its messages (HTTP 422); a full queue answers 503 with Retry-After. A job may
+byte of the body is read. Uploads get server-chosen names in a private folder (0700), count against
+``max_upload_bytes`` while they stream (HTTP 413, nothing kept) and are cut when they stall (HTTP 408). Each
+uploaded file's header must promise its own voxels, at most ``max_voxels`` (HTTP 422, before anything else reads
+it). A job's inputs are read by the same readers as ``fatesam segment`` and refused with its messages (HTTP 422);
+JSON form fields are bounded (``json_input``); a full queue answers 503 with Retry-After. A job may
 be a refine: the query's labels with corrected slices (``corrections``), which slices (``corrected_slices``) and,
 for ``["auto"]``, the result they were edited from (``previous``), checked as the command line checks them.
 
@@ -12,7 +14,8 @@ query slice, so that a refine of a query the server has seen encodes nothing. It
 patient images, so, like every file the server writes while it runs, its files are the server user's only (mode
 0600, folders 0700, in the private folder), and each is removed ``keep_results_s`` after it was written (as a
 finished job's files are after it ended; a support set's features are then encoded again when next used). Shutting
-down cancels every job and deletes the folder: nothing the clients sent stays on the server.
+down cancels every job and deletes the folder: nothing the clients sent stays on the server; a killed server's
+folder is removed by the next server that starts in the same work root (``work_folder``).
 """
 
 from __future__ import annotations
