@@ -100,6 +100,8 @@ def serve_process(folder: Path, *options: str) -> Iterator[ServeProcess]:
             if "FateSAM server on" in line or len(lines) > 50:
                 break
         assert process.poll() is None, "".join(lines)
+        # keep reading what it logs (a line per request), or a full pipe would stop it
+        threading.Thread(target=lines.extend, args=(process.stderr,), name="serve-log", daemon=True).start()
         token = (folder / "config" / "server-token").read_text().strip()
         served = ServeProcess(process, f"http://127.0.0.1:{port}", token, lines)
         wait_for(lambda: served.client().health()["status"] == "ok", 60, "the server to answer")
@@ -108,7 +110,6 @@ def serve_process(folder: Path, *options: str) -> Iterator[ServeProcess]:
         if process.poll() is None:
             process.kill()
             process.wait(10)
-        process.stderr.close()
 
 
 def wait_for(condition: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.02) -> object:

@@ -102,7 +102,7 @@ def test_a_killed_servers_files_are_removed_at_the_next_start_and_nothing_else(t
     with serve_process(tmp_path, "--work-dir", str(work)) as first:
         client = first.client()
         job = client.submit(inputs.query, client.upload_support_set(inputs.supports))
-        wait_for(lambda: client.job(job)["state"] == "succeeded", 180, "the job to finish")
+        wait_for(lambda: client.job(job)["state"] == "succeeded", 180, "the job to finish", interval_s=0.5)
         (killed,) = [path for path in server_folders(work) if path != mine]
         kept = {path.relative_to(killed).parts[0] for path in files_under(killed)}
         assert {"support-sets", "jobs", "features"} <= kept  # support sets, results and query features
