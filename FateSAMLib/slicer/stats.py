@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..json_input import parse_json
 from .scene import lps_to_ras
+
+STATS_BYTES = 64 * 1024**2
+"""The largest statistics JSON read (per slice and label confidence of a long volume is a few MB)."""
 
 
 @dataclass(frozen=True)
@@ -25,10 +28,7 @@ def read_run_stats(stats_path: Path) -> dict:
     """The engine's stats JSON (``{}`` when it wrote none); :class:`InputError` when it is not a JSON object."""
     if not Path(stats_path).is_file():
         return {}
-    try:
-        stats = json.loads(Path(stats_path).read_text())
-    except ValueError as error:
-        raise InputError(f"The engine's statistics {stats_path} are malformed ({error}); run again.") from error
+    stats = parse_json(Path(stats_path), f"The engine's statistics {stats_path}", "run again.", max_bytes=STATS_BYTES)
     if not isinstance(stats, dict):
         raise InputError(f"The engine's statistics {stats_path} are not a JSON object; run again.")
     return stats
