@@ -217,17 +217,18 @@ class EngineProcess:
         self._tree.signal(kill=False)
 
     def stop(self, timeout_s: float = 10.0) -> bool:
-        """Cancel and wait until every process of the tree has ended (killed once ``kill_after_s`` has passed);
-        True if they all ended. Blocks at most about ``timeout_s`` seconds; the events are left for :meth:`poll`."""
+        """Cancel and wait until every process of the tree has ended (killed once ``kill_after_s`` has passed) and its
+        output has been read; True if they all ended. Blocks at most about ``timeout_s`` seconds; the events are left
+        for :meth:`poll`."""
         self.cancel()
         deadline = time.monotonic() + timeout_s
-        while self._tree.alive() and time.monotonic() < deadline:
+        while not self.finished and time.monotonic() < deadline:
             self._kill_if_lingering()
             time.sleep(0.02)
         if self._tree.alive():
             self._tree.signal(kill=True)
             deadline = time.monotonic() + 1.0
-            while self._tree.alive() and time.monotonic() < deadline:
+            while not self.finished and time.monotonic() < deadline:
                 time.sleep(0.02)
         return not self._tree.alive()
 
