@@ -142,6 +142,24 @@ def test_reopening_the_module_connects_the_widgets_once(script):
     assert "disconnectGui(self._parameterNodeGuiTag)" in undo and "self._parameterNodeGuiTag = None" in undo
 
 
+def test_a_start_after_an_installation_shows_only_its_own_error(script):
+    """tryWithErrorDisplay shows its dialog and re-raises: the start that follows an installation runs outside the
+    'dependencies are incomplete' block, so that a failing start shows its own dialog only, not a second wrong one."""
+    widget = {n.name: n for n in classes(script)["FateSAMWidget"].body if isinstance(n, ast.FunctionDef)}
+    finished = widget["onInstallFinished"]
+    calls = [n for n in ast.walk(finished) if isinstance(n, ast.Call) and ast.unparse(n.func) == "then"]
+    assert len(calls) == 1
+    blocks = [n for n in ast.walk(finished) if isinstance(n, ast.With)]
+    assert blocks and not [w for w in blocks if calls[0] in list(ast.walk(w))]
+
+
+def test_the_help_links_to_the_readme_and_states_the_minimum(script):
+    module = ast.unparse(classes(script)["FateSAM"])
+    assert "getDefaultModuleDocumentationLink" not in module and "README_URL" in module and "MINIMUM_SLICER" in module
+    assert re.search(r'README_URL = "https://github\.com/[^"]+#3d-slicer-module"', SCRIPT.read_text(encoding="utf-8"))
+    assert "## 3D Slicer module" in (REPO / "README.md").read_text(encoding="utf-8")
+
+
 def test_bound_widgets_name_parameters_of_the_parameter_node(script):
     root = ElementTree.parse(UI_FILE).getroot()
     bound = {}
