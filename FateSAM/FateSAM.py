@@ -68,6 +68,7 @@ from FateSAMLib.slicer.deps import (  # noqa: E402
     dependency_plan,
     start_install,
 )
+from FateSAMLib.slicer.estimate import estimate_text  # noqa: E402
 from FateSAMLib.slicer.parameters import (  # noqa: E402
     DEFAULT_WINDOW,
     RUN_ON_CHOICES,
@@ -84,7 +85,7 @@ from FateSAMLib.slicer.parameters import (  # noqa: E402
     with_scene_supports,
 )
 from FateSAMLib.slicer.plan import SupportPair, segment_names  # noqa: E402
-from FateSAMLib.slicer.process import BackgroundJob, JobSequence, start_download  # noqa: E402
+from FateSAMLib.slicer.process import BackgroundJob, JobSequence, start_download, start_estimate  # noqa: E402
 from FateSAMLib.slicer.remote_run import RemoteRefineRun, RemoteSegmentationRun  # noqa: E402
 from FateSAMLib.slicer.review import RefineRun, ReviewSession, reviewed_support  # noqa: E402
 from FateSAMLib.slicer.run import SegmentationRun  # noqa: E402
@@ -203,7 +204,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._task = None  # in the background: a SegmentationRun, a JobSequence (install), a BackgroundJob (download)
-        self._taskKind = None  # "run", "install" or "download"
+        self._taskKind = None  # "run", "install", "download" or "estimate"
         self._afterInstall = None  # what to start once the dependencies are installed
         self._lastResult = None
         self._lastTarget = None
@@ -239,6 +240,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.serverTokenLineEdit.editingFinished.connect(self.onServerChoiceChanged)
         self.ui.testConnectionButton.clicked.connect(self.onTestConnection)
         self.ui.downloadModelButton.clicked.connect(self.onDownloadModel)
+        self.ui.measureSpeedButton.clicked.connect(self.onMeasureSpeed)
         self.ui.applyButton.clicked.connect(self.onApplyButton)
         self.ui.showInSegmentEditorButton.clicked.connect(self.onShowInSegmentEditor)
         self.ui.refineButton.clicked.connect(self.onRefine)
@@ -408,6 +410,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 "run": _("Stop the run; the scene stays as it was."),
                 "install": _("Stop installing FateSAM's Python packages."),
                 "download": _("Stop the download."),
+                "estimate": _("Stop measuring this computer's speed."),
             }[self._taskKind]
             self.ui.applyButton.enabled = True
             return
@@ -426,9 +429,13 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _showModelState(self) -> None:
         """Show whether the chosen model's checkpoint is downloaded (the model list is the parameter node's choices).
 
-        On a server, the checkpoints and the device are the server's: nothing to download here.
+        On a server, the checkpoints and the device are the server's: nothing to download or measure here. The time a
+        typical volume takes with the model here is shown before Apply (measured once, by Measure).
         """
-        if self._serverChoice().remote:
+        remote = self._serverChoice().remote
+        self.ui.estimateLabel.text = estimate_text(self.ui.modelComboBox.currentText, on_server=remote)
+        self.ui.measureSpeedButton.enabled = not remote and self._task is None
+        if remote:
             self.ui.modelStatusLabel.text = _("on the server")
             self.ui.downloadModelButton.enabled = False
             return
@@ -447,6 +454,21 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             model = self.ui.modelComboBox.currentText
             self._log(_("Downloading {model}...").format(model=model))
             self._startTask(self.logic.startDownload(model), "download")
+
+    def onMeasureSpeed(self) -> None:
+        self._withDependencies(self._startEstimate)
+
+    def _startEstimate(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the measurement."), waitCursor=False):
+            self._startTask(self.logic.startEstimate(), "estimate")
+
+    def onEstimateFinished(self, job: BackgroundJob) -> None:
+        self._showModelState()
+        self.ui.statusLabel.text = {"succeeded": _("Measured."), "cancelled": _("Measurement cancelled.")}.get(
+            job.state, _("Measurement failed.")
+        )
+        if job.state == "failed":
+            slicer.util.errorDisplay(str(job.error), windowTitle=_("FateSAM: measurement failed"))
 
     def onDownloadFinished(self, job: BackgroundJob) -> None:
         self._showModelState()
@@ -579,6 +601,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 "run": self.onRunFinished,
                 "install": self.onInstallFinished,
                 "download": self.onDownloadFinished,
+                "estimate": self.onEstimateFinished,
             }
             handlers[kind](task)
 
@@ -804,6 +827,12 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
     def startDownload(model: str) -> BackgroundJob:
         """Start downloading a checkpoint in a separate process; poll the job until it has finished (or cancel it)."""
         return start_download(model)
+
+    @staticmethod
+    def startEstimate() -> BackgroundJob:
+        """Start measuring this computer's speed with every model in a separate process (``fatesam models
+        estimate``); poll the job until it has finished. The estimates are read by ``estimate_text``."""
+        return start_estimate()
 
     # Runs
 

@@ -1,6 +1,6 @@
-"""Time estimates without torch (``FateSAMLib.estimates``, and the Slicer module's line, ``slicer.estimate``): the
-typical volume's time from the step times, one measurement shared by the models of one architecture and input size,
-kept per machine in the cache folder (a damaged file is measured again), and the texts shown before Apply."""
+"""Time estimates without torch (``FateSAMLib.estimates``): the typical volume's time from the step times, one
+measurement shared by the models of one architecture and input size, kept per machine in the cache folder (a damaged
+file is measured again), and durations as a person reads them. The module's line: slicer_adapter/test_estimate.py."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from FateSAMLib.estimates import (
     record_estimate,
 )
 from FateSAMLib.models.registry import get_model_spec
-from FateSAMLib.slicer.estimate import estimate_text
 
 
 @pytest.fixture(autouse=True)
@@ -66,17 +65,3 @@ def test_estimates_are_kept_per_machine_and_a_damaged_file_is_measured_again(cac
 )
 def test_durations_read_as_a_person_says_them(seconds, text):
     assert duration_text(seconds) == text
-
-
-def test_the_module_line_gives_the_time_here_the_faster_model_and_the_server():
-    assert "not measured yet" in estimate_text("sam2.1-tiny")
-    assert estimate_text("sam2.1-tiny", on_server=True) == "Runs on the server: the time depends on its GPU."
-    record_estimate("hiera_t@1024", StepTimes(3.4, 5.5, 0.2, "cpu"))  # as measured at 1024 on a 2-core CPU
-    record_estimate("hiera_t@512", StepTimes(0.6, 0.4, 0.05, "cpu"))
-    assert estimate_text("sam2.1-tiny") == (
-        "About 15 min for a typical volume (40 slices, 2 segments) on this CPU; about 2 min with medsam2 at 512; "
-        "or run on a GPU server (Where to run)."
-    )
-    assert estimate_text("medsam2") == "About 2 min for a typical volume (40 slices, 2 segments) on this CPU."
-    record_estimate("hiera_t@1024", StepTimes(0.05, 0.04, 0.01, "cuda"))
-    assert estimate_text("sam2.1-tiny") == "About 10 s for a typical volume (40 slices, 2 segments) on this GPU."

@@ -5,7 +5,7 @@ faster choice when there is one, and the server. Read from the estimates measure
 from __future__ import annotations
 
 from ..estimates import TYPICAL, duration_text, estimate_device, estimate_seconds
-from ..models.registry import MEDSAM2, get_model_spec
+from ..models.registry import MEDSAM2, MODELS, get_model_spec
 
 SERVER_WORTH_S = 120  # a typical volume slower than this on a CPU: a GPU server is worth a mention
 FASTER_BY = 2  # a model worth proposing is at least this many times faster
@@ -20,6 +20,8 @@ def estimate_text(model: str, image_size: int | None = None, on_server: bool = F
     512; or run on a server." On a server the time is the server's; unmeasured, it says how to measure."""
     if on_server:
         return "Runs on the server: the time depends on its GPU."
+    if model not in MODELS:
+        return ""  # no model chosen yet
     seconds = estimate_seconds(model, image_size)
     if seconds is None:
         return "Time on this computer: not measured yet (Measure, about 2 min, once)."
