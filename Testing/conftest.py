@@ -15,6 +15,9 @@ import slicerio
 from FateSAMLib.io.geometry import ijk_to_lps
 from FateSAMLib.segments import Segment
 from FateSAMLib.support_sets import SupportCase, write_manifest
+from FateSAMLib.threads import prepare_environment
+
+prepare_environment()  # before any test module loads torch: idle OpenMP threads sleep, as in every FateSAM process
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HIPPOCAMPUS = DATA / "msd_task04_hippocampus"

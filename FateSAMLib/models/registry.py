@@ -14,8 +14,9 @@ SAM2_LICENSE_URL = "https://github.com/facebookresearch/sam2/blob/main/LICENSE"
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One SAM2 release: its config in the sam2 package, where its checkpoint is, its SHA-256 if pinned, its own input
-    size (the default ``--image-size``) and the license of its weights (SPDX name, where it is stated)."""
+    """One SAM2 release: its config in the sam2 package (with overrides, for a release that changed it), where its
+    checkpoint is, its SHA-256 if pinned, its own input size (the default ``--image-size``) and the license of its
+    weights (SPDX name, where it is stated)."""
 
     name: str
     config: str
@@ -23,6 +24,7 @@ class ModelSpec:
     sha256: str | None
     filename: str
     image_size: int = 1024
+    config_overrides: tuple[str, ...] = ()  # hydra overrides of ``config`` that make the release's own config
     license: str = SAM2_LICENSE
     license_url: str = SAM2_LICENSE_URL
 
@@ -72,10 +74,13 @@ DEFAULT_MODEL = "sam2.1-tiny"
 MEDSAM2 = ModelSpec(
     # bowang-lab's MedSAM2 (arXiv 2504.03600): SAM2.1 Hiera-tiny fine-tuned on 3D medical images and videos at input
     # 512. Its config (sam2.1_hiera_t512.yaml) is SAM2.1's tiny one with image_size 512 and feat_sizes [32, 32] in
-    # the memory attention's RoPE blocks, which follow from the input size (architecture.py). No digest is
-    # published: the first download is checked by a strict load and its digest recorded, as for SAM2.1.
+    # the memory attention's two RoPE blocks (the stride-16 feature map at 512). No digest is published: the first
+    # download is checked by a strict load and its digest recorded, as for SAM2.1.
     name="medsam2",
     config="configs/sam2.1/sam2.1_hiera_t.yaml",
+    config_overrides=tuple(
+        f"++model.memory_attention.layer.{block}.feat_sizes=[32,32]" for block in ("self_attention", "cross_attention")
+    ),
     url="https://huggingface.co/wanglab/MedSAM2/resolve/main/MedSAM2_latest.pt",
     sha256=None,
     filename="MedSAM2_latest.pt",
