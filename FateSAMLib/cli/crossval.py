@@ -20,6 +20,7 @@ from ..cohort.worker import CohortSettings
 from ..errors import InputError
 from ..formats import IMAGE_SUFFIXES, file_stem, suffix_of
 from ..method.pipeline import Normalization, load_support
+from ..names import check_distinct_names, check_output_name
 from ..options import whole_number_type
 from ..progress import CancelToken
 from .arguments import add_model_arguments, settings_from_args
@@ -30,21 +31,23 @@ PREDICTION_SUFFIX = ".nii.gz"
 
 
 def find_cases(folder: Path) -> list[tuple[str, Path, Path]]:
-    """(case name, image, labels) for every image in ``folder/images`` with a same-named file in ``folder/labels``."""
+    """(case name, image, labels) for every image in ``folder/images`` with a same-named file in ``folder/labels``.
+
+    Each name must be able to name its prediction file (:mod:`FateSAMLib.names`); InputError otherwise."""
     images, labels = folder / "images", folder / "labels"
     if not images.is_dir() or not labels.is_dir():
         raise InputError(f"{folder} must contain 'images/' and 'labels/' folders with same-named files.")
-    cases: dict[str, tuple[str, Path, Path]] = {}
+    cases = []
     for image in sorted(images.iterdir()):
         if suffix_of(image, IMAGE_SUFFIXES) and (labels / image.name).is_file():
             name = file_stem(image, IMAGE_SUFFIXES)
-            if name in cases:
-                raise InputError(
-                    f"{images} holds two labelled images of case '{name}' ({cases[name][1].name}, {image.name}); "
-                    "keep one of them (each case's prediction is written as <case>.nii.gz)."
-                )
-            cases[name] = (name, image, labels / image.name)
-    return list(cases.values())
+            check_output_name(name, "Rename the image and its labels.")
+            cases.append((name, image, labels / image.name))
+    check_distinct_names(
+        ((name, image.name) for name, image, _ in cases),
+        f"Keep one of them in {images} (each case's prediction is written as <case>{PREDICTION_SUFFIX}).",
+    )
+    return cases
 
 
 def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:

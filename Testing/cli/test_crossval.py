@@ -17,7 +17,6 @@ from FateSAMLib.cli.main import build_parser, main
 from FateSAMLib.cli.reporting import Reporter, strict_json
 from FateSAMLib.errors import Cancelled, InputError
 from FateSAMLib.metrics import evaluate_labels
-from FateSAMLib.models.checkpoints import MIRROR_ENV
 from FateSAMLib.progress import CancelToken
 
 FAST = ["--random-weights", "--model", "sam2.1-tiny", "--image-size", str(TEST_IMAGE_SIZE), "--device", "cpu"]
@@ -63,15 +62,6 @@ def test_summary_leaves_out_infinite_distances():
     summary = summarize(rows)["1"]
     assert summary["dice_mean"] == pytest.approx(0.25)
     assert summary["hd95_mean"] == pytest.approx(2.0)
-
-
-@pytest.fixture
-def no_model(tmp_path, monkeypatch):
-    """An empty checkpoint cache and an unreachable download server: loading a real model fails with a network error.
-
-    A run that is refused with another message was refused before it tried to load the model."""
-    monkeypatch.setenv("FATESAM_CACHE_DIR", str(tmp_path / "empty-cache"))
-    monkeypatch.setenv(MIRROR_ENV, "http://127.0.0.1:1")
 
 
 def labelled_cases(folder: Path, names: tuple[str, ...] = ("a", "b", "c", "d")) -> Path:
@@ -150,7 +140,7 @@ def test_two_images_of_one_case_are_refused(tmp_path):
     data = labelled_cases(tmp_path / "data", names=("a", "b"))
     for sub in ("images", "labels"):
         sitk.WriteImage(sitk.ReadImage(str(data / sub / "a.nii.gz")), str(data / sub / "a.nrrd"))
-    with pytest.raises(InputError, match="two labelled images of case 'a' \\(a.nii.gz, a.nrrd\\)"):
+    with pytest.raises(InputError, match="Two cases \\(a.nii.gz, a.nrrd\\) have the id 'a'"):
         find_cases(data)
 
 
