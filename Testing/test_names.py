@@ -39,7 +39,9 @@ def test_an_id_that_is_no_plain_file_name_is_refused_with_the_reason_and_the_fix
     assert repr(name) in str(refused.value)
 
 
-@pytest.mark.parametrize("name", ["hippocampus_001", "Patient 4 (T2)", "Straße-ü-日本", "con2", "CONSOLE", "a.b", "x" * 200])
+@pytest.mark.parametrize(
+    "name", ["hippocampus_001", "Patient 4 (T2)", "Straße-ü-日本", "con2", "CONSOLE", "a.b", "x" * 200]
+)
 def test_plain_names_pass(name):
     assert output_name_problem(name) is None
     check_output_name(name, "unused")
