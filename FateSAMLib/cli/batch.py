@@ -9,7 +9,7 @@ from pathlib import Path
 from ..atomic import check_outputs
 from ..cohort.cases import find_cases
 from ..cohort.runner import SUMMARY_CSV, SUMMARY_JSON, run_cohort
-from ..cohort.worker import OUTPUT_FORMATS, CohortSettings
+from ..cohort.worker import OUTPUT_FORMATS, CohortSettings, check_cohort
 from ..errors import InputError
 from ..method.pipeline import Normalization
 from ..progress import CancelToken
@@ -35,6 +35,7 @@ def run_batch(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken)
         normalization=Normalization.from_settings(run),
         overwrite=args.overwrite,
     )
+    check_cohort(cohort, cases)
     pool = case_pool(args, cohort, run, reporter, cancel)
     try:
         summary = run_cohort(cases, cohort, pool, reporter.progress, cancel, case_event_writer(reporter))

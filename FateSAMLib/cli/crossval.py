@@ -4,6 +4,7 @@ queries run as one cohort (``FateSAMLib.cohort``): the model loaded once per wor
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import shutil
 import tempfile
@@ -16,7 +17,7 @@ import numpy as np
 from ..atomic import OutputFiles, check_outputs
 from ..cohort.cases import Case
 from ..cohort.runner import run_cohort
-from ..cohort.worker import CohortSettings
+from ..cohort.worker import CohortSettings, check_cohort
 from ..errors import InputError
 from ..formats import IMAGE_SUFFIXES, file_stem, suffix_of
 from ..method.pipeline import Normalization, load_support
@@ -139,17 +140,19 @@ def run_crossval(args: argparse.Namespace, reporter: Reporter, cancel: CancelTok
     check_outputs([*predictions.values(), args.json], args.overwrite)
     run = settings_from_args(args)
     reporter.progress(0.0, f"Reading {len(support_cases)} supports and checking {len(queries)} queries")
-    for _, image, labels in [*support_cases, *queries]:  # a damaged case is refused now, not after hours of work
+    cohort = CohortSettings(
+        supports=tuple((image, labels) for _, image, labels in support_cases),
+        output_dir=None,
+        output_format=PREDICTION_SUFFIX,
+        segments=tuple(args.segments) if args.segments else None,
+        slice_axis=run.slice_axis,
+        normalization=Normalization.from_settings(run),
+    )
+    check_cohort(cohort, [])
+    for _, image, labels in queries:  # a damaged case is refused now, not after hours of work
         load_support(image, labels)
     with _staging(folder_out) as staging:
-        cohort = CohortSettings(
-            supports=tuple((image, labels) for _, image, labels in support_cases),
-            output_dir=staging,
-            output_format=PREDICTION_SUFFIX,
-            segments=tuple(args.segments) if args.segments else None,
-            slice_axis=run.slice_axis,
-            normalization=Normalization.from_settings(run),
-        )
+        cohort = dataclasses.replace(cohort, output_dir=staging)
         pool = case_pool(args, cohort, run, reporter, cancel)
         try:
             cases = [Case(name, image, labels) for name, image, labels in queries]

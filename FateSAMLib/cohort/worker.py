@@ -11,12 +11,12 @@ from pathlib import Path
 from ..atomic import OutputFiles
 from ..errors import Cancelled, FateSAMError, InputError
 from ..formats import OUTPUT_SUFFIXES
-from ..io.dicom_seg import DICOM_SEG_SUFFIX, dicom_seg_writer
+from ..io.dicom_seg import DICOM_SEG_SUFFIX, check_seg_source, dicom_seg_writer
 from ..io.images import read_image
 from ..io.labels import label_map_writer, read_labels_on_grid
 from ..method.encoder import MemoryFeatureCache
 from ..method.engine import FateSamEngine
-from ..method.pipeline import Normalization, SupportCase, load_support, segment_volume
+from ..method.pipeline import Normalization, SupportCase, load_support, merge_segments, segment_volume, select_segments
 from ..metrics import evaluate_labels
 from ..models.devices import is_allocation_failure, not_enough_memory
 from ..progress import CancelToken, ProgressCallback, ignore_progress
@@ -46,6 +46,20 @@ class CohortSettings:
     def output_path(self, case: Case) -> Path | None:
         """Where ``case``'s segmentation is written: ``<output-dir>/<id><format>`` (None: it is not written)."""
         return None if self.output_dir is None else self.output_dir / f"{case.id}{self.output_format}"
+
+
+def check_cohort(settings: CohortSettings, cases: list[Case]) -> None:
+    """Refuse (:class:`InputError`), before any model work, a cohort that would fail in every case or after its work:
+    a damaged support, a ``segments`` name that no support has, or a DICOM SEG output for a query it cannot reference
+    (the message names the case)."""
+    supports = [load_support(image, labels) for image, labels in settings.supports]
+    select_segments(merge_segments(supports)[0], list(settings.segments or ()))
+    if settings.output_dir is not None and settings.output_format == DICOM_SEG_SUFFIX:
+        for case in cases:
+            try:
+                check_seg_source(case.query)
+            except InputError as error:
+                raise InputError(f"Case '{case.id}': {error}") from None
 
 
 def failed_record(case: Case, message: str, seconds: float = 0.0) -> dict:
@@ -96,11 +110,6 @@ class CaseWorker:
     def _segment(self, case: Case, progress: ProgressCallback, cancel: CancelToken) -> dict:
         settings = self.settings
         output = settings.output_path(case)
-        if output is not None and settings.output_format == DICOM_SEG_SUFFIX and not case.query.is_dir():
-            raise InputError(
-                f"{case.query} is not a DICOM series folder: DICOM SEG (--format .dcm) references the query's "
-                "series. Choose another --format for files that are not DICOM."
-            )
         progress(0.0, "reading")
         query = read_image(case.query)
         reference = None

@@ -43,6 +43,7 @@ from ..cli.main import build_parser
 from ..errors import FateSAMError, InputError, ResourceError
 from ..formats import OUTPUT_SUFFIXES, SEGMENTATION_SUFFIX
 from ..io.images import read_image
+from ..method.pipeline import select_segments
 from ..models.registry import model_names
 from ..remote import (
     API,
@@ -380,6 +381,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                 args = build_parser().parse_args(
                     job_arguments(service, folder, received.path, stored.pairs, output_format, fields, refine)
                 )
+                select_segments(stored.segments, args.segments)
                 corrections_from_args(args, image, settings_from_args(args).slice_axis)
             except FateSAMError as error:
                 raise client_message(error, [received, *refine.values()]) from None

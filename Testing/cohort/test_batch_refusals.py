@@ -64,3 +64,12 @@ def test_ids_that_differ_only_in_case_are_refused(tmp_path, capsys, no_model):
     message = refused(batch(queries, tmp_path / "out"), capsys)
     assert "'Case1' and 'case1'" in message and "Rename one of them" in message
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_segment_is_refused_before_the_model_loads(tmp_path, capsys, no_model):
+    queries = tmp_path / "queries"
+    queries.mkdir()
+    (queries / "q.nii.gz").symlink_to(case_paths(HIPPOCAMPUS, QUERIES[0])[0])
+    message = refused(batch(queries, tmp_path / "out", "--segments", "Label 1", "amygdala"), capsys)
+    assert "No support has the segment 'amygdala'. The supports have: 1 (Label 1), 2 (Label 2)" in message
+    assert not (tmp_path / "out").exists()
