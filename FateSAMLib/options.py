@@ -276,6 +276,31 @@ def _as_float(value: Any) -> Any:
 SETTINGS = {setting.name: setting for setting in dataclasses.fields(RunSettings)}
 """The fields of :class:`RunSettings` by name, in order; their metadata holds the command-line flag and help."""
 
+RESULT_SETTINGS = (
+    "model",
+    "checkpoint",
+    "random_weights",
+    "image_size",
+    "top_k",
+    "slice_axis",
+    "normalization",
+    "percentiles",
+    "window",
+)
+"""The settings that change a run's masks; the others (device, batch size, threads, feature cache, the naive
+encoder passes) change only how fast it runs."""
+
+
+def result_settings(settings: RunSettings) -> dict[str, Any]:
+    """The :data:`RESULT_SETTINGS` of ``settings`` as JSON values (a checkpoint as its absolute path; the
+    percentiles only when they are used)."""
+    values = {name: getattr(settings, name) for name in RESULT_SETTINGS}
+    if settings.normalization == "window":
+        del values["percentiles"]
+    if settings.checkpoint is not None:
+        values["checkpoint"] = str(settings.checkpoint.resolve())
+    return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
+
 
 def option_arguments(name: str, value: Any) -> list[str]:
     """Setting ``name`` with ``value`` as ``fatesam segment`` options: a switch when it is not its default, else the

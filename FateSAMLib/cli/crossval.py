@@ -16,13 +16,13 @@ import numpy as np
 
 from ..atomic import OutputFiles, check_outputs
 from ..cohort.cases import Case
-from ..cohort.runner import run_cohort
+from ..cohort.runner import provenance, run_cohort
 from ..cohort.worker import CohortSettings, check_cohort
 from ..errors import InputError
 from ..formats import IMAGE_SUFFIXES, file_stem, suffix_of
 from ..method.pipeline import Normalization, load_support
 from ..names import check_distinct_names, check_output_name
-from ..options import whole_number_type
+from ..options import result_settings, whole_number_type
 from ..progress import CancelToken
 from .arguments import add_model_arguments, settings_from_args
 from .pools import add_pool_arguments, case_event_writer, case_pool
@@ -149,6 +149,7 @@ def run_crossval(args: argparse.Namespace, reporter: Reporter, cancel: CancelTok
         normalization=Normalization.from_settings(run),
     )
     check_cohort(cohort, [])
+    origin = provenance(cohort, result_settings(run))
     for _, image, labels in queries:  # a damaged case is refused now, not after hours of work
         load_support(image, labels)
     with _staging(folder_out) as staging:
@@ -170,6 +171,7 @@ def run_crossval(args: argparse.Namespace, reporter: Reporter, cancel: CancelTok
                     outputs.add(predictions[record["id"]], _moved_from(staged), PREDICTION_SUFFIX)
             if args.json:
                 report = {
+                    "run": origin,
                     "shots": args.shots,
                     "supports": [c for c, _, _ in support_cases],
                     "rows": rows,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -33,6 +34,12 @@ def test_crossval_scores_each_query_against_its_labels(tmp_path, capsys):
     assert "Label 1" in table and "Label 2" in table and "mean" in table
     data = json.loads(report.read_text())
     assert data["supports"] == ["hippocampus_001"]
+    image, labels = case_paths(HIPPOCAMPUS, "hippocampus_001")
+    (support,) = data["run"]["supports"]  # what made the predictions: the supports by content, and the settings
+    assert support["image_sha256"] == hashlib.sha256(image.read_bytes()).hexdigest() and support["labels"] == str(
+        labels
+    )
+    assert data["run"]["settings"]["top_k"] == 3 and data["run"]["settings"]["image_size"] == TEST_IMAGE_SIZE
     assert {row["case"] for row in data["rows"]} == {"hippocampus_003"}
     assert {row["label"] for row in data["rows"]} == {1, 2}
     assert all(0.0 <= row["dice"] <= 1.0 for row in data["rows"])

@@ -133,5 +133,5 @@ def test_without_highdicom_dicom_seg_output_is_refused_before_any_work(tmp_path,
     monkeypatch.setitem(sys.modules, "highdicom", None)  # what an installation without the [dicom] extra imports
     assert main(batch_args(queries, tmp_path / "out", "--format", ".dcm")) == 1
     err = capsys.readouterr().err
-    assert 'Case \'patient1\': Writing DICOM SEG (.dcm) needs highdicom: pip install "fatesam[dicom]"' in err
+    assert "Case 'patient1': Writing DICOM SEG (.dcm) needs highdicom: pip install \"fatesam[dicom]\"" in err
     assert "Traceback" not in err and "RANDOM WEIGHTS" not in err and not (tmp_path / "out").exists()
