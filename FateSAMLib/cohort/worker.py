@@ -71,7 +71,8 @@ class CaseWorker:
     """Segments cases one after another with one engine and one set of supports, both loaded by :meth:`start`.
 
     Support features are kept between cases (in memory, or in the engine's disk cache when it has one), so the
-    supports are encoded for the first case only. A case's own failure becomes a ``failed`` record; cancelling raises.
+    supports are encoded for the first case only. A case's own failure (an input error, a file system error, too
+    little memory) becomes a ``failed`` record; cancelling raises.
     """
 
     def __init__(self, settings: CohortSettings, engine_factory: EngineFactory) -> None:
@@ -99,6 +100,9 @@ class CaseWorker:
             raise
         except FateSAMError as error:
             return failed_record(case, str(error), time.perf_counter() - started)
+        except OSError as error:  # the file system refused this case's files (a name too long, a file gone...)
+            message = f"{case.query}: {error}. Check this case's files (their names, that they are there and readable)."
+            return failed_record(case, message, time.perf_counter() - started)
         except (MemoryError, RuntimeError) as error:
             if not is_allocation_failure(error):
                 raise
