@@ -11,6 +11,7 @@ import pytest
 from cohort_helpers import FAST, QUERIES, batch_args, finished_cohort, query_folder, read_summary, support_args
 from conftest import HIPPOCAMPUS, case_paths, cut_short
 
+from FateSAMLib import formats
 from FateSAMLib.cli.main import main
 from FateSAMLib.cohort.cases import find_cases
 from FateSAMLib.cohort.runner import write_summary
@@ -128,3 +129,26 @@ def test_a_query_named_in_another_encoding_gets_an_id_that_is_text_and_keeps_its
     (folder / os.fsdecode(b"case\xff.nii.gz")).write_bytes(b"")
     (case,) = find_cases(folder)
     assert case.id == "case\ufffd" and case.query.exists()  # the reader refuses it, the batch records it
+
+
+@pytest.mark.skipif(
+    not hasattr(formats, "check_file_name"), reason="the readers refuse names that are not UTF-8 once i19-io is merged"
+)
+def test_a_query_whose_file_name_is_not_utf8_is_recorded_as_failed_on_every_run_and_the_others_go_on(
+    cohort, tmp_path, capsys
+):
+    _, finished, _, _ = cohort
+    queries = query_folder(tmp_path / "q", QUERIES[:1])
+    os.symlink(case_paths(HIPPOCAMPUS, QUERIES[1])[0], os.fsencode(queries) + b"/case\xff.nii.gz")  # Latin-1 "ÿ"
+    output_dir = tmp_path / "out"
+    output_dir.mkdir()
+    for name in (f"{QUERIES[0]}.nii.gz", "summary.json"):  # done earlier by the same supports and settings: skipped
+        shutil.copy(finished / name, output_dir)
+    for _ in range(2):  # a rerun records it again, it does not die at it
+        assert main(batch_args(queries, output_dir)) == 1
+        err = capsys.readouterr().err
+        assert "case\ufffd failed" in err and "not UTF-8" in err and "Traceback" not in err
+        summary = read_summary(output_dir)
+        assert summary["counts"] == {"done": 0, "skipped": 1, "failed": 1}
+        assert "not UTF-8" in summary["case\ufffd"]["error"] and "Rename" in summary["case\ufffd"]["error"]
+        assert sorted(p.name for p in output_dir.iterdir()) == [f"{QUERIES[0]}.nii.gz", "summary.csv", "summary.json"]
