@@ -66,7 +66,7 @@ BAD_OPTIONS = {
     "threads over a C int": (
         ["--threads", str(2**31)],
         {"threads": 2**31},
-        "--threads must be a whole number of at most",
+        "--threads must be a whole number from 1 to 2147483647",
     ),
 }
 

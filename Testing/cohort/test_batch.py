@@ -11,7 +11,6 @@ import pytest
 from cohort_helpers import FAST, QUERIES, batch_args, finished_cohort, query_folder, read_summary, support_args
 from conftest import HIPPOCAMPUS, case_paths, cut_short
 
-from FateSAMLib import formats
 from FateSAMLib.cli.main import main
 from FateSAMLib.cohort.cases import find_cases
 from FateSAMLib.cohort.runner import write_summary
@@ -131,9 +130,6 @@ def test_a_query_named_in_another_encoding_gets_an_id_that_is_text_and_keeps_its
     assert case.id == "case\ufffd" and case.query.exists()  # the reader refuses it, the batch records it
 
 
-@pytest.mark.skipif(
-    not hasattr(formats, "check_file_name"), reason="the readers refuse names that are not UTF-8 once i19-io is merged"
-)
 def test_a_query_whose_file_name_is_not_utf8_is_recorded_as_failed_on_every_run_and_the_others_go_on(
     cohort, tmp_path, capsys
 ):
