@@ -151,6 +151,17 @@ def test_two_images_of_one_case_are_refused(tmp_path):
         find_cases(data)
 
 
+def test_case_names_follow_the_one_id_rule(tmp_path):
+    data = labelled_cases(tmp_path / "data", names=("Case1", "case1"))
+    with pytest.raises(InputError, match="Two cases \\(Case1.nii.gz, case1.nii.gz\\) have the ids 'Case1' and 'case1'"):
+        find_cases(data)
+    data = labelled_cases(tmp_path / "other", names=("a", "NUL"))
+    with pytest.raises(
+        InputError, match="The case id 'NUL' cannot name an output file: it is a device name on Windows"
+    ):
+        find_cases(data)
+
+
 def test_more_cases_than_remain_are_all_used_with_a_warning(tmp_path):
     cases = find_cases(labelled_cases(tmp_path / "data"))
     err = io.StringIO()
