@@ -18,6 +18,7 @@ import numpy as np
 
 from ..atomic import write_file_atomically
 from ..errors import InputError
+from ..json_input import parse_json
 from ..metrics import METRICS
 from ..progress import CancelToken, ProgressCallback
 from ..remote import file_digest
@@ -26,6 +27,8 @@ from .worker import CaseWorker, CohortSettings, EngineFactory
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
+SUMMARY_MAX_BYTES = 512 * 1024**2
+"""The largest earlier summary read back (a cohort of thousands of cases with per-slice records stays far below)."""
 RecordCallback = Callable[[dict], None]
 CSV_COLUMNS = (
     "id",
@@ -99,8 +102,8 @@ class CohortProgress:
 def _earlier_summary(output_dir: Path) -> dict:
     """An earlier run's ``summary.json`` (empty when it is missing or unreadable)."""
     try:
-        data = json.loads((output_dir / SUMMARY_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = parse_json(output_dir / SUMMARY_JSON, SUMMARY_JSON, "", max_bytes=SUMMARY_MAX_BYTES)
+    except InputError:
         return {}
     return data if isinstance(data, dict) else {}
 

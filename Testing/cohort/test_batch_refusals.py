@@ -144,3 +144,16 @@ def test_outputs_no_summary_describes_are_refused_and_overwrite_redoes_them_with
     assert summary["counts"] == {"done": 1, "skipped": 0, "failed": 0} and summary["run"]["settings"]["top_k"] == 5
     assert main(batch_args(queries, output_dir, "--top-k", "5")) == 0  # the same run again: a resume, all skipped
     assert json.loads((output_dir / "summary.json").read_text())["counts"]["skipped"] == 1
+
+
+def test_an_earlier_summary_nested_too_deep_is_taken_as_no_summary(cohort, tmp_path, capsys):
+    _, finished, _, _ = cohort
+    queries = query_folder(tmp_path / "q", QUERIES[:1])
+    output_dir = tmp_path / "out"
+    output_dir.mkdir()
+    shutil.copy(finished / f"{QUERIES[0]}.nii.gz", output_dir)
+    (output_dir / "summary.json").write_text("[" * 100_000 + "]" * 100_000)
+    before = {path.name: path.read_bytes() for path in output_dir.iterdir()}
+    message = refused(batch_args(queries, output_dir), capsys)
+    assert "that no summary.json of this FateSAM describes" in message and "--overwrite" in message
+    assert {path.name: path.read_bytes() for path in output_dir.iterdir()} == before
