@@ -378,7 +378,7 @@ class EngineRun:
         self.cancel.raise_if_cancelled()
         tracker = self.ensure_tracker()
         queries = []
-        for (index, reverse), levels in zip(step, encoded):
+        for (index, reverse), levels in zip(step, encoded, strict=True):
             with self.clock.stage("retrieval"):
                 retrieved = top_k_slices(levels, self.support_features, self.options.top_k)
             support_memories = [self._support_memory(row) for row in retrieved]
@@ -391,7 +391,7 @@ class EngineRun:
         with self.clock.stage("memory_encoding"):
             tracker.remember(decoded, pending)
         _, height, width = self.query.shape
-        for index, prediction in zip(decoded.frames, decoded.predictions):
+        for index, prediction in zip(decoded.frames, decoded.predictions, strict=True):
             logits = logits_to_slice(prediction.logits[:, 0], height, width).cpu()
             if self.on_slice_logits is not None:
                 self.on_slice_logits(index, logits)

@@ -153,7 +153,7 @@ class SliceTracker:
         n = self.num_query_slices
         with torch.inference_mode(), compute_autocast(self.device):
             attended = []
-            for query, feats in zip(queries, feats_per_query):
+            for query, feats in zip(queries, feats_per_query, strict=True):
                 cond = {**query.corrected, **{n + j: memory for j, memory in enumerate(query.supports)}}
                 attended.append(
                     self.model._prepare_memory_conditioned_features(
@@ -167,8 +167,11 @@ class SliceTracker:
                         track_in_reverse=query.reverse,
                     )
                 )
-            feats = [torch.cat(level, dim=1) for level in zip(*feats_per_query)]
-            high_res = [x.permute(1, 2, 0).view(x.size(1), x.size(2), *size) for x, size in zip(feats[:-1], sizes[:-1])]
+            feats = [torch.cat(level, dim=1) for level in zip(*feats_per_query, strict=True)]
+            high_res = [
+                x.permute(1, 2, 0).view(x.size(1), x.size(2), *size)
+                for x, size in zip(feats[:-1], sizes[:-1], strict=True)
+            ]
             _, _, ious, low_res_masks, high_res_masks, obj_ptr, object_scores = self.model._forward_sam_heads(
                 backbone_features=torch.cat(attended),
                 high_res_features=high_res,
@@ -179,7 +182,7 @@ class SliceTracker:
         best_ious = ious.float().max(dim=-1).values.split(num_labels)
         return DecodedStep(
             frames=[query.frame_idx for query in queries],
-            predictions=[SlicePrediction(*outputs) for outputs in zip(logits, scores, best_ious)],
+            predictions=[SlicePrediction(*outputs) for outputs in zip(logits, scores, best_ious, strict=True)],
             feats=feats,
             high_res_masks=high_res_masks,
             object_scores=object_scores,

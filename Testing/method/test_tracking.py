@@ -57,7 +57,7 @@ def test_paired_directions_give_the_logits_of_one_slice_at_a_time(tiny_model):
     for paired in (True, False):
         logits: dict[int, torch.Tensor] = {}
         engine = FateSamEngine(tiny_model, EngineOptions(pair_directions=paired, encoder_batch_size=4))
-        result = segment_volume(engine, [support], query.image, on_slice_logits=lambda i, x: logits.__setitem__(i, x))
+        result = segment_volume(engine, [support], query.image, on_slice_logits=logits.__setitem__)
         runs[paired] = logits, sitk.GetArrayFromImage(result.labels)
     (paired_logits, paired_labels), (plain_logits, plain_labels) = runs[True], runs[False]
     num_slices = len(plain_logits)
