@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fills .whl/ (git-ignored) with every wheel the GPU machine lacks to run FateSAM and Testing/gpu/check.sh:
+# Fills .whl/ (git-ignored) with every wheel the GPU machine lacks to run FateSAM and Testing/gpu/check.sh, and
+# .gpu-data/ (git-ignored) with the few cases check.sh reads from ../shared/data (the device gets the repository only):
 # CPython 3.12, manylinux x86_64, its image already holding torch, torchvision, numpy, PyYAML, tqdm, Pillow,
 # packaging, portalocker, typing-extensions, click, h11, anyio and idna (see the device notes). Nothing here is
 # installed; torch is never downloaded.
@@ -54,7 +55,20 @@ for wheel in "$OUT"/*.whl; do
     *) echo "wheelhouse: $(basename "$wheel") does not fit CPython 3.12" >&2; exit 1 ;;
   esac
 done
-echo "wheelhouse: $(ls "$OUT" | wc -l) files, $(du -sm "$OUT" | cut -f1) MiB in $OUT"
+# The cases check.py reads (Testing/gpu/check.py: HIPPOCAMPUS, ABDOMEN), in the shared data's layout.
+DATA="$ROOT/.gpu-data"
+rm -rf "$DATA"
+for case in msd_task04_hippocampus/hippocampus_001 msd_task04_hippocampus/hippocampus_003 \
+  msd_task04_hippocampus/hippocampus_004 chaos_t2spir_abdomen/chaos_t2_01 chaos_t2spir_abdomen/chaos_t2_05; do
+  for kind in images labels; do
+    mkdir -p "$DATA/$(dirname "$case")/$kind"
+    cp "$ROOT/../shared/data/$(dirname "$case")/$kind/$(basename "$case").nii.gz" "$DATA/$(dirname "$case")/$kind/"
+  done
+done
+echo "wheelhouse: $(ls "$OUT" | wc -l) files, $(du -sm "$OUT" | cut -f1) MiB in $OUT; $(du -sm "$DATA" | cut -f1) MiB in $DATA"
+echo "wheelhouse: what travels (tracked and untracked files, .whl, .gpu-data): $(
+  { git ls-files -co --exclude-standard -z | du -cb --files0-from=- | tail -1 | cut -f1
+    du -sb "$OUT" "$DATA" | cut -f1; } | awk '{s += $1} END {printf "%.1f MiB of 64", s / 1048576}')"
 
 [[ -n "$VERIFY_PYTHON" ]] || exit 0
 # What the GPU machine's image already holds, of what FateSAM, sam2 and the server need (device notes, 2026-11-17).
