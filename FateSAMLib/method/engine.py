@@ -435,6 +435,23 @@ class FateSamEngine:
         """How runs obtain features: once each (``options.reuse_features``), else as the reference code does."""
         return ReuseFeatures(self.feature_cache) if self.options.reuse_features else ReferenceEncoding()
 
+    def encode_queries(self, stacks: list[np.ndarray], cancel: CancelToken | None = None) -> int:
+        """Encode the slices of several query stacks ((S, H, W), intensities in [0, 1]) in shared encoder batches into
+        the feature cache, so that their runs encode none of them: fuller batches where queries are short (a cohort
+        worker on a GPU). Slices already cached are skipped; returns how many were encoded. Needs a feature cache."""
+        if self.feature_cache is None:
+            raise ValueError("encode_queries fills the feature cache: give the engine one")
+        slices = [stack[i : i + 1] for stack in stacks for i in range(stack.shape[0])]
+        missing = [slice01 for slice01 in slices if self.feature_cache.load(slice01, self.device) is None]
+        encoder = SliceEncoder(self.model, self.device, self.options.encoder_batch_size)
+        for first in range(0, len(missing), encoder.batch_size):
+            chunk = missing[first : first + encoder.batch_size]
+            images = torch.cat([to_model_input(slice01, self.image_size) for slice01 in chunk])  # sizes may differ
+            features = encoder.encode(images, cancel or CancelToken())
+            for row, slice01 in enumerate(chunk):
+                self.feature_cache.save(slice01, features.select([row]))
+        return len(missing)
+
     def segment(
         self,
         query: np.ndarray,
