@@ -24,6 +24,7 @@ import argparse
 import importlib
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -323,7 +324,9 @@ def _service(data: Path, work: Path, device: torch.device, size: int, queries: i
     token = work / "token"
     token.write_text("gpu-check-token-0123456789\n")
     token.chmod(0o600)
-    port = 18765
+    with socket.socket() as probe:  # a free port on this machine
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     server = subprocess.Popen(
         [sys.executable, "-m", "FateSAMLib.cli", "serve", "--port", str(port), "--token-file", str(token), *model],
         cwd=ROOT,
@@ -509,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
                 for case in ("hippocampus", "abdomen")
             ],
         ),
-        ("service", lambda: service(data, device, small, queries)),
+        ("service", lambda: service(data, device, size, queries)),
     ]
     run_parts([(name, part) for name, part in parts if name in args.parts], report, args.out)
     (args.out / "check.md").write_text(markdown(report))
