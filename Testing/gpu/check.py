@@ -299,15 +299,12 @@ def write_case(data: Path, folder: Path, case: tuple, name: str) -> tuple[Path, 
 
 
 def fatesam(*arguments: str, timeout: float) -> float:
-    """Seconds one ``python -m FateSAMLib.cli`` command took; it must succeed."""
+    """Seconds one ``python -m FateSAMLib.cli`` command took; RuntimeError with its messages if it failed."""
     start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "FateSAMLib.cli", *arguments],
-        check=True,
-        timeout=timeout,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-    )
+    command = [sys.executable, "-m", "FateSAMLib.cli", *arguments]
+    done = subprocess.run(command, timeout=timeout, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"fatesam {arguments[0]} exited with {done.returncode}: {done.stderr[-2000:]}")
     return time.perf_counter() - start
 
 
@@ -333,33 +330,10 @@ def _service(data: Path, work: Path, device: torch.device, size: int, queries: i
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while True:
-            try:
-                fatesam(
-                    "segment",
-                    "--server",
-                    url,
-                    "--token-file",
-                    str(token),
-                    "--support",
-                    *map(str, support),
-                    "--query",
-                    str(query),
-                    "--output",
-                    str(work / "first.nii.gz"),
-                    "--overwrite",
-                    timeout=300,
-                )
-                break
-            except RuntimeError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(1)
-        warm = fatesam(
-            "segment",
+    url = f"http://127.0.0.1:{port}"
+
+    def job(output: str) -> float:
+        arguments = [
             "--server",
             url,
             "--token-file",
@@ -368,11 +342,20 @@ def _service(data: Path, work: Path, device: torch.device, size: int, queries: i
             *map(str, support),
             "--query",
             str(query),
-            "--output",
-            str(work / "warm.nii.gz"),
-            "--overwrite",
-            timeout=300,
-        )
+        ]
+        return fatesam("segment", *arguments, "--output", str(work / output), "--overwrite", timeout=300)
+
+    try:
+        deadline = time.time() + 60
+        while True:  # the first job, once the server answers: it uploads the support set
+            try:
+                job("first.nii.gz")
+                break
+            except RuntimeError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(1)
+        warm = job("warm.nii.gz")
     finally:
         server.terminate()
         server.wait(30)
