@@ -440,6 +440,20 @@ def timing_lines(timings: list[dict], bf16_tflops: float) -> list[str]:
             f"| {t['slices_per_s']:.1f} | {s['encode']:.2f} | {s['retrieval']:.2f} | {s['memory_encoding']:.2f} "
             f"| {s['attention_decoding']:.2f} | {peak} | {t['attention_tflops']:.2f} | {share} |"
         )
+    lines += [
+        "",
+        "Targets (issue 24): a 200-slice volume with SAM2-large at 1024 in under 5 s; memory attention at 50 % "
+        "or more of the card's bf16 rate.",
+        "",
+    ]
+    for t in timings:
+        per_200 = t["seconds"] * 200 / t["slices"]
+        share = t["attention_share_of_measured_bf16"] or 0.0
+        lines.append(
+            f"- {t['model']}, {t['labels']} labels: {per_200:.2f} s per 200 slices"
+            f"{' (under 5 s: ' + ('yes' if per_200 < 5 else 'no') + ')' if 'large' in t['model'] else ''}; "
+            f"attention at {share:.1%} of the measured bf16 rate ({'yes' if share >= 0.5 else 'no'})"
+        )
     return [*lines, ""]
 
 
