@@ -8,6 +8,8 @@ Cases (from ``../shared/data``, next to the repository):
 Configurations, each run in its own child process so that peak memories are not mixed:
 
 - ``engine``: the engine as shipped (``reuse_features=True``: every slice goes through the image encoder once);
+- ``unpaired``: the engine predicting one slice at a time (``pair_directions=False``), where it otherwise predicts
+  the downward and upward passes' slices in pairs once the downward pass is far enough ahead (same masks);
 - ``cached``: the engine with its support feature cache already filled (a saved support set used again): only the
   query slices are encoded. The cache is filled beforehand, outside the timings (``cache_warm_up`` in the JSON);
 - ``naive``: ``reuse_features=False``, the reference code's encoder passes: every query and support slice once for
@@ -103,7 +105,7 @@ from FateSAMLib.threads import THREAD_COUNT_SETTINGS, cgroup_cpu_limit, thread_e
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
-CONFIGS = ("engine", "cached", "naive", "encoder", "refine")
+CONFIGS = ("engine", "unpaired", "cached", "naive", "encoder", "refine")
 ROW_SETS = ("configs", "models", "threads")
 MODEL_ROWS = (("sam2.1-tiny", 1024), ("sam2.1-tiny", 512), ("medsam2", 512))
 # Engine stages shown in the table: (key in the engine's stats, column title).
@@ -228,6 +230,7 @@ def measure(spec: dict) -> dict:
         reuse_features=config != "naive",
         encoder_batch_size=batch,
         corrected_per_side=spec["corrected_per_side"],
+        pair_directions=config != "unpaired",
     )
     clock = StageClock(loaded.device, stages=("cache_warm_up",))
     cpu_started = _cpu_seconds()
@@ -371,6 +374,7 @@ def ratios(results: dict) -> dict:
     return {
         case: {
             "engine_over_encoder": _ratio(configs["engine"], configs["encoder"]),
+            "unpaired_over_engine": _ratio(configs["unpaired"], configs["engine"]),
             "naive_over_engine": _ratio(configs["naive"], configs["engine"]),
             "engine_over_cached": _ratio(configs["engine"], configs["cached"]),
             "refine_over_engine": _ratio(configs["refine"], configs["engine"]),

@@ -18,7 +18,7 @@ from ..models.devices import resolve_device
 from ..models.registry import ModelSpec
 from ..progress import CancelToken, ProgressCallback, ignore_progress
 from .encoder import SliceEncoder
-from .tracking import SliceTracker
+from .tracking import SliceQuery, SliceTracker
 
 ENCODER_PASSES = 2  # the fastest counts: the first also pays for allocations
 SUPPORTS, NEIGHBOURS, LABELS = 3, 6, 2
@@ -48,12 +48,14 @@ def _tracking_seconds(model: torch.nn.Module, device: torch.device, cancel: Canc
     masks = torch.zeros(LABELS, 1, size, size)
     masks[:, :, size // 4 : size // 2, size // 4 : size // 2] = 1
     support = tracker.encode_support(levels, masks)
-    _, out, feats = tracker.attend_and_decode(0, levels, [support] * SUPPORTS, reverse=False)  # warm-up
+    query = SliceQuery(0, levels, [support] * SUPPORTS, reverse=False)
+    step = tracker.attend_and_decode([query])  # warm-up, with no neighbour yet
     cancel.raise_if_cancelled()
-    memory = _seconds(lambda: tracker.remember(0, out, feats, pending={NEIGHBOURS}))
+    memory = _seconds(lambda: tracker.remember(step, pending={NEIGHBOURS}))
     tracker.predicted = dict.fromkeys(range(NEIGHBOURS), tracker.predicted[0])
     cancel.raise_if_cancelled()
-    track = _seconds(lambda: tracker.attend_and_decode(NEIGHBOURS, levels, [support] * SUPPORTS, reverse=False))
+    last = SliceQuery(NEIGHBOURS, levels, [support] * SUPPORTS, reverse=False)
+    track = _seconds(lambda: tracker.attend_and_decode([last]))
     return track / LABELS, memory / LABELS
 
 
