@@ -12,6 +12,26 @@ Subpackages by dependency tier (each may import the tiers above it, never those 
 - ``method``: the FATE-SAM method on SAM2's modules (encoder, retrieval, tracking, engine, pipeline); torch, sam2, io;
 - ``cohort``: many queries with one support set, on this machine or Ray actors (Ray only when asked); method, io;
 - ``cli``: the ``fatesam`` command line over all of it; ``metrics`` scores a result against a reference (io).
+
+The Python API, for notebooks and scripts, is :class:`FateSamPredictor` (``FateSAMLib.method.predictor``), exported
+here lazily: ``import FateSAMLib`` loads no torch, ``from FateSAMLib import FateSamPredictor`` does.
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
+
+_LAZY = {"FateSamPredictor": "FateSAMLib.method.predictor", "RunSettings": "FateSAMLib.options"}
+
+
+def __getattr__(name: str) -> Any:
+    """The lazily exported names (PEP 562): imported on first use."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'FateSAMLib' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_LAZY[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -11,7 +11,6 @@ from ..cohort.cases import find_cases
 from ..cohort.runner import SUMMARY_CSV, SUMMARY_JSON, run_cohort
 from ..cohort.worker import OUTPUT_FORMATS, CohortSettings
 from ..errors import InputError
-from ..method.pipeline import Normalization
 from ..progress import CancelToken
 from .arguments import add_model_arguments, add_support_argument, settings_from_args, support_pairs
 from .pools import add_pool_arguments, case_event_writer, case_pool
@@ -31,8 +30,6 @@ def run_batch(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken)
         output_dir=output_dir,
         output_format=args.format,
         segments=tuple(args.segments) if args.segments else None,
-        slice_axis=run.slice_axis,
-        normalization=Normalization.from_settings(run),
         overwrite=args.overwrite,
     )
     pool = case_pool(args, cohort, run, reporter, cancel)

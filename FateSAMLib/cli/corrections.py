@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-
-import SimpleITK as sitk
+from pathlib import Path
 
 from ..errors import InputError
-from ..io.geometry import choose_slice_axis
-from ..io.labels import read_labels_on_grid
 from ..method.pipeline import CorrectionInput
 
 AUTO = "auto"
@@ -40,9 +37,9 @@ def _slice_list(values: list[str]) -> list[int] | None:
         ) from None
 
 
-def corrections_from_args(args: argparse.Namespace, query: sitk.Image, slice_axis: str) -> CorrectionInput | None:
-    """The corrections the options give, read onto the query's grid (checked as a support's label map is) and
-    checked against the run's slices (``slice_axis`` as the options give it), before any model work."""
+def corrections_from_args(args: argparse.Namespace) -> CorrectionInput | None:
+    """The corrections the options give (None for a plain run); their files are read and checked against the query
+    and its slices with the query (:func:`~FateSAMLib.method.pipeline.prepare_query`), before any model work."""
     if args.corrections is None:
         if args.corrected_slices or args.previous:
             raise InputError(
@@ -56,10 +53,4 @@ def corrections_from_args(args: argparse.Namespace, query: sitk.Image, slice_axi
         raise InputError(
             "--corrected-slices auto needs the result the corrections were made on: pass --previous RESULT."
         )
-    labels, _ = read_labels_on_grid(args.corrections, query, f"{args.corrections} does not match the query")
-    previous = None
-    if slices is None:
-        previous, _ = read_labels_on_grid(args.previous, query, f"{args.previous} does not match the query")
-    corrections = CorrectionInput(labels, slices, previous)
-    corrections.on_stack(query, choose_slice_axis(query, slice_axis))  # refuses slice numbers out of range now
-    return corrections
+    return CorrectionInput(Path(args.corrections), slices, Path(args.previous) if slices is None else None)

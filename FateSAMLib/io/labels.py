@@ -17,7 +17,7 @@ from ..errors import InputError
 from ..formats import OUTPUT_SUFFIXES, SEGMENTATION_SUFFIX, is_segmentation_file, output_suffix
 from ..segments import MAX_LABEL_VALUE, Segment, default_segment
 from .geometry import (
-    from_slices,
+    SliceFrame,
     grid_mismatch_error,
     grids_match,
     ijk_to_lps,
@@ -45,7 +45,7 @@ def label_image(array_zyx: np.ndarray, reference: sitk.Image) -> sitk.Image:
     return image
 
 
-def _check_largest_label(value: int, path: Path) -> None:
+def _check_largest_label(value: int, path: str | Path) -> None:
     if value > MAX_LABEL_VALUE:
         raise InputError(
             f"{path} has the label value {value}, above {MAX_LABEL_VALUE}, the largest a (16-bit) label map can hold. "
@@ -53,7 +53,7 @@ def _check_largest_label(value: int, path: Path) -> None:
         )
 
 
-def _integer_labels(array: np.ndarray, path: Path) -> np.ndarray:
+def _integer_labels(array: np.ndarray, path: str | Path) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all() or not np.array_equal(array, np.round(array)):
             raise InputError(
@@ -150,8 +150,13 @@ def read_labels(path: str | Path) -> tuple[sitk.Image, list[Segment]]:
         raise InputError(f"{path} does not exist. Check the path of the label map.")
     if is_segmentation_file(path):
         return _read_segmentation(path)
-    image = read_volume(path)
-    array = _integer_labels(sitk.GetArrayFromImage(image), path)
+    return labels_of_image(read_volume(path), path)
+
+
+def labels_of_image(image: sitk.Image, name: str | Path) -> tuple[sitk.Image, list[Segment]]:
+    """A plain label map already in memory (``name`` in messages) as :func:`read_labels` returns one: checked as
+    integer values in 0..65535, with default segments."""
+    array = _integer_labels(sitk.GetArrayFromImage(image), name)
     values = [int(v) for v in np.unique(array) if v != 0]
     return label_image(array, image), [default_segment(v) for v in values]
 
@@ -197,14 +202,20 @@ def read_labels_on_grid(path: str | Path, reference: sitk.Image, what: str) -> t
 def read_label_map(path: str | Path, reference: sitk.Image) -> tuple[sitk.Image, list[Segment]]:
     """Read support labels onto ``reference``'s grid (see :func:`read_labels_on_grid`); refuses empty labels."""
     labels, segments = read_labels_on_grid(path, reference, f"{path} does not match its image")
-    if not segments:
-        raise InputError(f"{path}: the support labels are empty (no foreground voxel). Draw the structures first.")
+    require_segments(segments, path)
     return labels, segments
 
 
-def labels_on_grid(stack_labels: np.ndarray, reference: sitk.Image, axis: str) -> sitk.Image:
-    """A label stack back on ``reference``'s voxel grid (same size, spacing, origin, direction)."""
-    return label_image(from_slices(stack_labels, reference, axis), reference)
+def require_segments(segments: list[Segment], name: str | Path) -> None:
+    """InputError when support labels (``name`` in the message) hold no segment."""
+    if not segments:
+        raise InputError(f"{name}: the support labels are empty (no foreground voxel). Draw the structures first.")
+
+
+def labels_on_grid(stack_labels: np.ndarray, reference: sitk.Image, frame: SliceFrame) -> sitk.Image:
+    """A label stack in ``frame`` (the reference's) back on ``reference``'s voxel grid (same size, spacing, origin,
+    direction)."""
+    return label_image(frame.from_slices(stack_labels), reference)
 
 
 def segments_for_values(values: np.ndarray, segments: list[Segment]) -> list[Segment]:

@@ -10,7 +10,13 @@ from conftest import HIPPOCAMPUS, case_paths
 from FateSAMLib.errors import Cancelled, InputError
 from FateSAMLib.method.encoder import FeatureCache
 from FateSAMLib.method.engine import EngineOptions, FateSamEngine
-from FateSAMLib.method.pipeline import load_support, merge_segments, segment_volume, select_segments
+from FateSAMLib.method.pipeline import (
+    load_support,
+    merge_segments,
+    prepare_query,
+    segment_volume,
+    select_segments,
+)
 from FateSAMLib.progress import CancelToken
 from FateSAMLib.segments import Segment
 
@@ -50,7 +56,9 @@ def labelled_slices(case) -> int:
 def test_output_lies_on_the_query_grid_and_encodes_each_slice_once(tiny_model, hippocampus_cases):
     supports, query = hippocampus_cases
     fractions = []
-    result = segment_volume(make_engine(tiny_model), supports, query.image, progress=lambda f, m: fractions.append(f))
+    result = segment_volume(
+        make_engine(tiny_model), supports, prepare_query(query.image), progress=lambda f, m: fractions.append(f)
+    )
     labels = result.labels
     assert labels.GetSize() == query.image.GetSize()
     assert labels.GetSpacing() == query.image.GetSpacing()
@@ -72,8 +80,8 @@ def test_output_lies_on_the_query_grid_and_encodes_each_slice_once(tiny_model, h
 
 def test_cached_and_naive_modes_give_identical_masks(tiny_model, hippocampus_cases):
     supports, query = hippocampus_cases
-    cached = segment_volume(make_engine(tiny_model), supports[:1], query.image)
-    naive = segment_volume(make_engine(tiny_model, reuse_features=False), supports[:1], query.image)
+    cached = segment_volume(make_engine(tiny_model), supports[:1], prepare_query(query.image))
+    naive = segment_volume(make_engine(tiny_model, reuse_features=False), supports[:1], prepare_query(query.image))
     assert np.array_equal(sitk.GetArrayFromImage(cached.labels), sitk.GetArrayFromImage(naive.labels))
     # The naive mode repeats the reference's encoder passes: every query and support slice once for retrieval, then
     # per query slice the query slice again and each of its top-k support slices twice.
@@ -88,8 +96,8 @@ def test_feature_cache_makes_a_second_run_encode_nothing(tiny_model, hippocampus
     supports, query = hippocampus_cases
     cache = FeatureCache(tmp_path / "features", model_key="sam2.1-tiny/random-0/128")
     engine = FateSamEngine(tiny_model, EngineOptions(), cache)
-    first = segment_volume(engine, supports, query.image)
-    second = segment_volume(engine, supports, query.image)
+    first = segment_volume(engine, supports, prepare_query(query.image))
+    second = segment_volume(engine, supports, prepare_query(query.image))
     assert first.stats.encoder_passes == first.stats.query_slices + first.stats.support_slices_encoded
     assert second.stats.encoder_passes == 0  # support and query slices both cached by content
     assert second.stats.support_memories_encoded == 0  # and the support slices' memories
@@ -103,8 +111,8 @@ def test_feature_cache_makes_a_second_run_encode_nothing(tiny_model, hippocampus
 def test_reoriented_query_gives_the_same_labels_in_physical_space(tiny_model, hippocampus_cases):
     supports, query = hippocampus_cases
     engine = make_engine(tiny_model)
-    original = segment_volume(engine, supports[:1], query.image).labels
-    turned = segment_volume(engine, supports[:1], reoriented(query.image)).labels
+    original = segment_volume(engine, supports[:1], prepare_query(query.image)).labels
+    turned = segment_volume(engine, supports[:1], prepare_query(reoriented(query.image))).labels
     assert turned.GetDirection() != original.GetDirection()
     back = sitk.Resample(turned, original, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(original))
@@ -121,7 +129,9 @@ def test_cancel_stops_within_a_slice_and_returns_nothing(tiny_model, hippocampus
             cancel.cancel()
 
     with pytest.raises(Cancelled):
-        segment_volume(make_engine(tiny_model), supports[:1], query.image, progress=progress, cancel=cancel)
+        segment_volume(
+            make_engine(tiny_model), supports[:1], prepare_query(query.image), progress=progress, cancel=cancel
+        )
     assert messages[-1].startswith("Segmenting slice 2/")
 
 
@@ -148,4 +158,4 @@ def test_a_segment_empty_in_every_support_is_refused(tiny_model, hippocampus_cas
     case = supports[0]
     with_ghost = type(case)(case.image, case.labels, [*case.segments, Segment(9, "Ghost", (1, 1, 1))])
     with pytest.raises(InputError, match="empty in every support"):
-        segment_volume(make_engine(tiny_model), [with_ghost], query.image, segments=["Ghost"])
+        segment_volume(make_engine(tiny_model), [with_ghost], prepare_query(query.image), segments=["Ghost"])
