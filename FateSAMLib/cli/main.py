@@ -16,7 +16,7 @@ from ..errors import INTERRUPTED, Cancelled, FateSAMError, InputError
 from ..formats import OUTPUT_SUFFIXES, output_suffix
 from ..method.jobs import SegmentJob, run_job
 from ..method.predictor import FateSamPredictor
-from ..models.devices import is_allocation_failure, not_enough_memory, resolve_device
+from ..models.devices import allocation_error, resolve_device
 from ..progress import CancelToken
 from .arguments import add_model_arguments, add_support_argument, settings_from_args, support_pairs
 from .batch import add_batch_parser
@@ -27,6 +27,7 @@ from .models import add_models_parser
 from .remote import add_server_arguments, run_remote_segment
 from .reporting import Reporter
 from .serve import add_serve_parser
+from .users import add_users_parser
 
 
 def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> int:
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(subparsers)
     add_models_parser(subparsers)
     add_serve_parser(subparsers)
+    add_users_parser(subparsers)
     return parser
 
 
@@ -119,11 +121,10 @@ def _run(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> i
         with reporter.library_warnings():
             return args.func(args, reporter, cancel)
     except (MemoryError, RuntimeError) as error:
-        if not is_allocation_failure(error):
+        memory = allocation_error(error, resolve_device(getattr(args, "device", "auto")))
+        if memory is None:
             raise
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        device = resolve_device(getattr(args, "device", "auto"))
-        reporter.error(not_enough_memory(f"an allocation failed during the run ({reason[:200]})", device))
+        reporter.error(memory)
         return 1
     except Cancelled as error:
         reporter.error(error)

@@ -8,17 +8,13 @@ reporter's form (a line on stderr, or a JSON ``warning`` event).
 from __future__ import annotations
 
 import json
-import logging
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
 from ..errors import FateSAMError
-
-LIBRARY_LOGGER = logging.getLogger(__package__.partition(".")[0])
-"""The logger every library module warns through (module loggers are its children)."""
+from ..progress import thread_warnings
 
 
 class Reporter:
@@ -66,12 +62,8 @@ class Reporter:
 
         Commands run side by side in threads (the server's jobs) each see their own warnings only.
         """
-        handler = _ReporterHandler(self, threading.get_ident())
-        LIBRARY_LOGGER.addHandler(handler)
-        try:
+        with thread_warnings(self.warning):
             yield
-        finally:
-            LIBRARY_LOGGER.removeHandler(handler)
 
     def done(self, output: str) -> None:
         """The run finished and wrote ``output``."""
@@ -88,18 +80,3 @@ class Reporter:
         else:
             self._end_line()
             self.stderr.write(f"fatesam: error: {error}\n")
-
-
-class _ReporterHandler(logging.Handler):
-    """A logging handler that hands the warnings (and worse) logged by one thread to a :class:`Reporter`."""
-
-    def __init__(self, reporter: Reporter, thread: int) -> None:
-        super().__init__(logging.WARNING)
-        self.reporter = reporter
-        self.addFilter(lambda record: record.thread == thread)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.reporter.warning(self.format(record))
-        except Exception:  # logging's convention: a failing handler reports itself and never stops the program
-            self.handleError(record)

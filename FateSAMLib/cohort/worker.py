@@ -15,7 +15,7 @@ from ..io.dicom_seg import DICOM_SEG_SUFFIX, dicom_seg_writer
 from ..io.labels import label_map_writer, read_labels_on_grid
 from ..method.predictor import FateSamPredictor
 from ..metrics import evaluate_labels
-from ..models.devices import is_allocation_failure, not_enough_memory
+from ..models.devices import allocation_error
 from ..progress import CancelToken, ProgressCallback, ignore_progress
 from .cases import Case
 
@@ -80,11 +80,10 @@ class CaseWorker:
         except FateSAMError as error:
             return failed_record(case, str(error), time.perf_counter() - started)
         except (MemoryError, RuntimeError) as error:
-            if not is_allocation_failure(error):
+            memory = allocation_error(error, self.predictor.loaded.device, "on this case")
+            if memory is None:
                 raise
-            device = self.predictor.loaded.device
-            message = str(not_enough_memory(f"an allocation failed on this case ({error})", device))
-            return failed_record(case, message, time.perf_counter() - started)
+            return failed_record(case, str(memory), time.perf_counter() - started)
         record["seconds"] = time.perf_counter() - started
         return record
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -304,6 +305,21 @@ def result_on_query_grid(result: StackSegmentation, prepared: PreparedInputs, qu
     return SegmentationResult(label_image, prepared.segments, frame, doubtful, confidence, result.stats)
 
 
+def _slice_numbers(values: Sequence[int | str]) -> list[int] | None:
+    """Slice numbers from ``--corrected-slices`` values; None for ``auto``."""
+    if [str(value) for value in values] == ["auto"]:
+        return None
+    try:
+        return [
+            value if isinstance(value, int) and not isinstance(value, bool) else int(str(value)) for value in values
+        ]
+    except ValueError:
+        shown = " ".join(str(value) for value in values)
+        raise InputError(
+            f"--corrected-slices takes 'auto' or slice numbers (got {shown}); e.g. --corrected-slices 12 13."
+        ) from None
+
+
 @dataclass
 class CorrectionInput:
     """A reviewer's corrections of the query (a file or an image): ``labels``, vouched for on ``slices`` (indices
@@ -313,6 +329,30 @@ class CorrectionInput:
     labels: ImageInput
     slices: list[int] | None = None
     previous: ImageInput | None = None
+
+    @classmethod
+    def from_options(
+        cls, labels: ImageInput | None, slices: Sequence[int | str] | None, previous: ImageInput | None
+    ) -> CorrectionInput | None:
+        """The corrections ``--corrections``, ``--corrected-slices`` (numbers, or ``["auto"]``) and ``--previous``
+        give (as the command line and a server job take them); None for a plain run. InputError when they do not
+        go together."""
+        if labels is None:
+            if slices or previous is not None:
+                raise InputError(
+                    "--corrected-slices and --previous refine a result: pass the edited labels with --corrections."
+                )
+            return None
+        if not slices:
+            raise InputError(
+                "--corrections needs --corrected-slices: the slice numbers, or auto with --previous RESULT."
+            )
+        numbers = _slice_numbers(slices)
+        if numbers is None and previous is None:
+            raise InputError(
+                "--corrected-slices auto needs the result the corrections were made on: pass --previous RESULT."
+            )
+        return cls(labels, numbers, previous if numbers is None else None)
 
     def on_stack(self, query: sitk.Image, frame: SliceFrame) -> Corrections | None:
         """The corrections read onto the query's grid (checked as a support's labels are) in the stack layout of its

@@ -179,3 +179,14 @@ def not_enough_memory(detail: str, device: torch.device) -> ResourceError:
         f"Not enough memory on {device}: {detail}, but only {available / 1024**3:.1f} GB is free for this process. "
         "Use fewer or smaller supports, a smaller --image-size, or a machine with more memory."
     )
+
+
+def allocation_error(
+    error: BaseException, device: torch.device | None, during: str = "during the run"
+) -> ResourceError | None:
+    """The "not enough memory" error for ``error`` when it is an allocation failure (``device`` None: the default
+    one), else None."""
+    if not is_allocation_failure(error):
+        return None
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return not_enough_memory(f"an allocation failed {during} ({reason[:200]})", device or resolve_device("auto"))

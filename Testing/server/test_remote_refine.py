@@ -21,7 +21,8 @@ from FateSAMLib.cli.main import build_parser, main
 from FateSAMLib.errors import InputError
 from FateSAMLib.io.geometry import from_slices, to_slices
 from FateSAMLib.io.images import read_image
-from FateSAMLib.remote import FINISHED_STATES, CorrectionFiles
+from FateSAMLib.protocol import FINISHED_STATES
+from FateSAMLib.remote import CorrectionFiles
 
 EDITED_SLICE = 1
 
