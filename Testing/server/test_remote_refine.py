@@ -156,7 +156,7 @@ def test_the_command_line_reports_the_servers_refusal_and_writes_nothing(served,
     assert "missing.nii.gz is not a file" in capsys.readouterr().err and not output.exists()
 
 
-def test_a_refine_still_needs_the_token_and_its_values_never_become_options(
+def test_a_refine_still_needs_the_token_and_its_values_are_checked_as_slice_numbers(
     served, inputs, first, tmp_path, capsys, monkeypatch
 ):
     result, edited = first
@@ -167,7 +167,7 @@ def test_a_refine_still_needs_the_token_and_its_values_never_become_options(
     assert "Check the token" in capsys.readouterr().err and not output.exists()
     set_id = served.client().upload_support_set(inputs.supports)
     for slices in (["1", "--overwrite"], ["--stats-json", "/tmp/fatesam-evil.json"]):
-        with pytest.raises(InputError, match="would be read as an option"):
+        with pytest.raises(InputError, match="--corrected-slices takes 'auto' or slice numbers"):
             served.client().submit(inputs.query, set_id, corrections=CorrectionFiles(edited, slices))
     assert list(served.service.jobs_folder.iterdir()) == [] and not Path("/tmp/fatesam-evil.json").exists()
 

@@ -14,6 +14,7 @@ slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is needed f
 from FateSAMLib.errors import InputError  # noqa: E402
 from FateSAMLib.options import RunSettings  # noqa: E402
 from FateSAMLib.segments import Segment  # noqa: E402
+from FateSAMLib.server.users import SINGLE_USER  # noqa: E402
 from FateSAMLib.slicer.remote_run import RemoteRefineRun, RemoteSegmentationRun  # noqa: E402
 from FateSAMLib.slicer.review import ReviewSession, slice_array_axis  # noqa: E402
 from FateSAMLib.slicer.run import SupportPair  # noqa: E402
@@ -79,7 +80,7 @@ def test_cancel_stops_the_job_on_the_server_and_leaves_the_scene_unchanged(serve
     started = time.monotonic()
     wait_for(lambda: run.poll() is not None and run.finished, 30, "the cancel")
     assert run.state == "cancelled" and time.monotonic() - started < 15
-    assert served.service.queue.get(job_id).state == "cancelled"
+    assert served.service.queue.get(job_id, SINGLE_USER).state == "cancelled"
     assert scene.GetNumberOfNodes() == nodes and run.result is None
 
 
