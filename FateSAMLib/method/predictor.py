@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ..models.devices import available_memory_bytes
-from ..models.loading import LoadedModel, load_model
+from ..models.loading import RANDOM_WEIGHTS_WARNING, LoadedModel, load_model
 from ..options import RunSettings
 from ..progress import CancelToken, ProgressCallback, ignore_progress
 from ..support_sets import read_support_set
@@ -117,7 +117,10 @@ class FateSamPredictor:
 
     def load(self, progress: ProgressCallback = ignore_progress, cancel: CancelToken | None = None) -> LoadedModel:
         """Load the model (download, build, weights), once; later calls return it."""
-        return self._shared.load(self.settings, progress, cancel)
+        loaded, loaded_now = self._shared.load(self.settings, progress, cancel)
+        if loaded_now and loaded.random_weights:
+            self._warned.add(RANDOM_WEIGHTS_WARNING)  # load_model has just warned
+        return loaded
 
     @property
     def engine(self) -> FateSamEngine:
@@ -167,17 +170,23 @@ class FateSamPredictor:
             cancel=cancel,
             on_slice_logits=on_slice_logits,
         )
+        if self.load().random_weights:
+            self._warn_once(RANDOM_WEIGHTS_WARNING)  # also in a job on a model loaded before (a server's)
         self.warn_if_top_k_exceeds_candidates(result.stats.support_slices_retrievable)
         return result
 
     def warn_if_top_k_exceeds_candidates(self, candidates: int) -> None:
         """Warn (once per predictor) when fewer support slices than top-k show the chosen segments."""
         top_k = self.settings.top_k
-        message = (
-            f"--top-k {top_k} is more than the {candidates} support slices that show the chosen segments: every "
-            f"query slice used those {candidates}. Add supports, or lower --top-k to silence this warning."
-        )
-        if top_k > candidates and message not in self._warned:
+        if top_k > candidates:
+            self._warn_once(
+                f"--top-k {top_k} is more than the {candidates} support slices that show the chosen segments: every "
+                f"query slice used those {candidates}. Add supports, or lower --top-k to silence this warning."
+            )
+
+    def _warn_once(self, message: str) -> None:
+        """Warn through the ``FateSAMLib`` logger, once per predictor."""
+        if message not in self._warned:
             self._warned.add(message)
             logger.warning(message)
 
@@ -192,24 +201,28 @@ class _SharedModel:
         self.loads = 0
         self._lock = threading.Lock()
 
-    def load(self, settings: RunSettings, progress: ProgressCallback, cancel: CancelToken | None) -> LoadedModel:
+    def load(
+        self, settings: RunSettings, progress: ProgressCallback, cancel: CancelToken | None
+    ) -> tuple[LoadedModel, bool]:
+        """The loaded model, and whether this call loaded it (the other threads asking meanwhile wait for it)."""
         with self._lock:
-            if self.loaded is None:
-                if settings.threads:
-                    torch.set_num_threads(settings.threads)
-                loaded = load_model(
-                    name=settings.model,
-                    checkpoint=settings.checkpoint,
-                    random_weights=settings.random_weights,
-                    image_size=settings.image_size,
-                    device=settings.device,
-                    progress=progress,
-                    cancel=cancel,
-                )
-                if settings.feature_cache:
-                    self.feature_cache = FeatureCache(settings.feature_cache, model_identity(loaded))
-                elif self.keep_features:
-                    self.feature_cache = MemoryFeatureCache()
-                self.loaded = loaded
-                self.loads += 1
-            return self.loaded
+            if self.loaded is not None:
+                return self.loaded, False
+            if settings.threads:
+                torch.set_num_threads(settings.threads)
+            loaded = load_model(
+                name=settings.model,
+                checkpoint=settings.checkpoint,
+                random_weights=settings.random_weights,
+                image_size=settings.image_size,
+                device=settings.device,
+                progress=progress,
+                cancel=cancel,
+            )
+            if settings.feature_cache:
+                self.feature_cache = FeatureCache(settings.feature_cache, model_identity(loaded))
+            elif self.keep_features:
+                self.feature_cache = MemoryFeatureCache()
+            self.loaded = loaded
+            self.loads += 1
+            return loaded, True

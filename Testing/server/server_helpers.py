@@ -54,7 +54,8 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(**config: object) -> Iterator[Served]:
-    """Serve on a free loopback port until the block ends (uvicorn's shutdown then runs the lifespan's)."""
+    """Serve on a free loopback port, once its workers have loaded the model, until the block ends (uvicorn's
+    shutdown then runs the lifespan's)."""
     config = {"settings": SETTINGS, "token": TOKEN, **config}
     app = create_app(ServerConfig(**config))
     port = free_port()
@@ -64,7 +65,9 @@ def running_server(**config: object) -> Iterator[Served]:
     wait_for(lambda: server.started or not thread.is_alive(), 30, "the server to start")
     assert thread.is_alive(), "the server did not start"
     try:
-        yield Served(f"http://127.0.0.1:{port}", server, app)
+        served = Served(f"http://127.0.0.1:{port}", server, app)
+        wait_for(lambda: served.service.predictors.counts()["models_loaded"], 120, "the workers to load the model")
+        yield served
     finally:
         server.should_exit = True
         thread.join(60)

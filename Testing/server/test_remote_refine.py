@@ -20,7 +20,7 @@ from FateSAMLib.cli.corrections import corrections_from_args
 from FateSAMLib.cli.main import build_parser, main
 from FateSAMLib.errors import InputError
 from FateSAMLib.io.geometry import from_slices, to_slices
-from FateSAMLib.io.images import read_image
+from FateSAMLib.method.pipeline import prepare_query
 from FateSAMLib.protocol import FINISHED_STATES
 from FateSAMLib.remote import CorrectionFiles
 
@@ -106,7 +106,7 @@ def local_message(inputs, corrections: CorrectionFiles) -> str:
         arguments += ["--previous", str(corrections.previous)]
     args = build_parser().parse_args(arguments)
     with pytest.raises(InputError) as refused:
-        corrections_from_args(args, read_image(inputs.query), settings_from_args(args).slice_axis)
+        prepare_query(inputs.query, settings_from_args(args).slice_axis, corrections_from_args(args))
     message = str(refused.value)
     for path in (inputs.query, corrections.labels, corrections.previous):
         message = message.replace(str(path), path.name) if path else message
