@@ -100,3 +100,15 @@ def test_per_user_limits_on_unfinished_jobs_and_stored_support_sets(tmp_path):
         wait_for(lambda: as_bob.job(bob_job)["state"] in FINISHED_STATES, 120, "bob's job")
         assert as_bob.job(bob_job)["state"] == "succeeded"
         assert json.loads(json.dumps(as_alice.job(running)))["state"] == "cancelled"
+
+
+def test_serve_refuses_a_users_file_that_is_missing_shared_or_mixed_with_one_token(tmp_path, capsys):
+    users_file = tmp_path / "users.json"
+    assert main(["serve", "--users", str(users_file)]) == 1
+    assert "does not exist; add a user with 'fatesam users add" in capsys.readouterr().err
+    add_user(users_file, "alice")
+    assert main(["serve", "--users", str(users_file), "--no-auth"]) == 1
+    assert "--users replaces the one token" in capsys.readouterr().err
+    users_file.chmod(0o640)
+    assert main(["serve", "--users", str(users_file)]) == 1
+    assert "readable by other users" in capsys.readouterr().err

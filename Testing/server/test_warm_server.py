@@ -10,6 +10,7 @@ from server_helpers import ENGINE, SETTINGS, running_server, small_inputs, wait_
 from FateSAMLib.cli.main import main
 from FateSAMLib.method.predictor import FateSamPredictor
 from FateSAMLib.protocol import FINISHED_STATES
+from FateSAMLib.summary import RunSummary
 
 
 def test_five_sequential_jobs_load_the_model_once_and_every_door_writes_the_same_bytes(tmp_path):
@@ -39,6 +40,9 @@ def test_five_sequential_jobs_load_the_model_once_and_every_door_writes_the_same
             assert written(result) == written(local)
         health = client.health()
     assert health["model_loads"] == 1 and health["models_loaded"] == 1
+    summaries = [RunSummary.from_json(entry) for entry in stats]  # the typed schema reads what a job wrote
+    assert [summary.to_json() for summary in summaries] == stats
+    assert summaries[0].slice_axis == "axial" and summaries[0].doubtful_slices[0].axis == "axial"
     assert stats[0]["support_slices_encoded"] > 0
     assert all(entry["support_slices_encoded"] == 0 and entry["support_memories_encoded"] == 0 for entry in stats[1:])
     assert all(entry["seconds"]["model_load"] < 0.5 for entry in stats)  # no job loads the model
