@@ -2,7 +2,7 @@
 and ``fatesam crossval``).
 
 ``cases`` finds the queries (a folder or a CSV) and their references; ``worker`` segments one case after another
-with one loaded engine; ``runner`` skips finished cases, records failures and writes the summary atomically;
+with one predictor (its model loaded once); ``runner`` skips finished cases, records failures and writes the summary atomically;
 ``ray_pool`` runs the workers as Ray actors and shows their running cases' stages on the driver (Ray is imported
 only there, only when a Ray run is asked for).
 
