@@ -14,7 +14,14 @@ from ..formats import output_suffix
 from ..io.labels import label_map_writer
 from ..progress import CancelToken, ProgressCallback, StageProgress
 from ..summary import RunSummary, SegmentEntry
-from .pipeline import CorrectionInput, ImageInput, PreparedQuery, SegmentationResult
+from .pipeline import (
+    CorrectionInput,
+    ImageInput,
+    PreparedQuery,
+    SegmentationResult,
+    merge_segments,
+    select_segments,
+)
 from .predictor import FateSamPredictor, SupportsInput, read_supports
 
 
@@ -68,6 +75,7 @@ def run_job(
     started = time.perf_counter()
     progress(0.0, "Reading volumes")
     supports = read_supports(job.supports)
+    select_segments(merge_segments(supports)[0], job.segments)  # an unknown name is refused before the model loads
     query = predictor.prepare_query(job.query, job.corrections)
     read_seconds = time.perf_counter() - started
     predictor.load(StageProgress(progress, 0.01, 0.1), cancel)
