@@ -4,11 +4,15 @@ its predictors warm): the latency of 5 sequential jobs, and the share of it that
 Per model and input size, one small real case (``../shared/data``: a support cropped to 8 axial slices of
 ``hippocampus_001``, a query of 5 slices of ``hippocampus_004``):
 
-- ``warm``: a real server on 127.0.0.1 (uvicorn in a thread) with the model loaded at start-up; the support set is
-  uploaded once, then 5 jobs are submitted one after another; a job's latency runs from its submission to its
-  downloaded result;
-- ``per-job loading``: the same 5 jobs, each loading the model anew (a new ``FateSamPredictor``) and then running as
-  a server job does (``run_job``), with the server's shared feature cache, as the server ran its jobs before.
+- ``warm``: a real server on 127.0.0.1 (uvicorn in a thread) with the model loaded at start-up (``--max-models 1``);
+  the support set is uploaded once, then 5 jobs are submitted one after another; a job's latency runs from its
+  submission to its downloaded result (polled every 50 ms);
+- ``per-job loading``: the same on a server that loads the model for every job (``--max-models 0``), as the server
+  did before it kept its predictors warm.
+
+Both share their feature cache between jobs, as the server always did: the first job encodes the support and query
+slices, the next ones (the same query again) none, so from the second job on a job is memory attention, decoding
+and, per-job, the model's loading.
 
 Weights are random (timings do not depend on them; a real checkpoint adds its SHA-256 check to every load: 2.8 s for
 SAM2.1-large's 900 MB). Usage::
@@ -32,16 +36,14 @@ from pathlib import Path
 import SimpleITK as sitk
 import uvicorn
 
-from FateSAMLib.method.jobs import SegmentJob, run_job
-from FateSAMLib.method.predictor import FateSamPredictor
 from FateSAMLib.options import RunSettings
-from FateSAMLib.progress import CancelToken, ignore_progress
 from FateSAMLib.protocol import FINISHED_STATES
 from FateSAMLib.remote import ServerClient
 from FateSAMLib.server.app import ServerConfig, create_app
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "msd_task04_hippocampus"
 JOBS = 5
+POLL_S = 0.05
 TOKEN = "benchmark-token-0123456789"
 
 
@@ -56,19 +58,20 @@ def write_inputs(folder: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-def warm_server(settings: RunSettings, inputs: tuple[Path, Path, Path], folder: Path) -> dict:
-    """Latencies of ``JOBS`` sequential jobs on a server whose model was loaded at start-up."""
+def server_jobs(settings: RunSettings, inputs: tuple[Path, Path, Path], folder: Path, max_models: int) -> dict:
+    """Latencies of ``JOBS`` sequential jobs on a real server: warm (``max_models`` 1: the model loaded at start-up)
+    or loading the model for every job (``max_models`` 0, what the server did before)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = create_app(ServerConfig(settings=settings, token=TOKEN, work_dir=folder))
+    app = create_app(ServerConfig(settings=settings, token=TOKEN, work_dir=folder, max_models=max_models))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     started = time.perf_counter()
     thread.start()
     client = ServerClient(f"http://127.0.0.1:{port}", TOKEN, timeout_s=600)
     try:
-        while not server.started or not app.state.service.predictors.counts()["models_loaded"]:
+        while not server.started or (max_models and not app.state.service.predictors.counts()["models_loaded"]):
             time.sleep(0.05)
         start_up = time.perf_counter() - started
         set_id = client.upload_support_set([inputs[:2]])
@@ -77,28 +80,16 @@ def warm_server(settings: RunSettings, inputs: tuple[Path, Path, Path], folder: 
             submitted = time.perf_counter()
             job_id = client.submit(inputs[2], set_id)
             while client.job(job_id)["state"] not in FINISHED_STATES:
-                time.sleep(0.02)
-            client.download(job_id, folder / f"warm-{index}.seg.nrrd", folder / f"warm-{index}.json")
+                time.sleep(POLL_S)
+            result, stats = folder / f"job-{index}.seg.nrrd", folder / f"job-{index}.json"
+            client.download(job_id, result, stats)
             latencies.append(time.perf_counter() - submitted)
-            model_loads.append(json.loads((folder / f"warm-{index}.json").read_text())["seconds"]["model_load"])
+            model_loads.append(json.loads(stats.read_text())["seconds"]["model_load"])
         loads = client.health()["model_loads"]
     finally:
         server.should_exit = True
         thread.join(120)
     return {"start_up_s": start_up, "latencies_s": latencies, "model_load_s": model_loads, "model_loads": loads}
-
-
-def per_job_loading(settings: RunSettings, inputs: tuple[Path, Path, Path], folder: Path) -> dict:
-    """Latencies of ``JOBS`` sequential jobs that each load the model, sharing a feature cache (as before)."""
-    cached = RunSettings(**{**vars(settings), "feature_cache": folder / "features"})
-    latencies, model_loads = [], []
-    for index in range(JOBS):
-        started = time.perf_counter()
-        job = SegmentJob(inputs[2], [inputs[:2]], folder / f"cold-{index}.seg.nrrd", folder / f"cold-{index}.json")
-        run_job(FateSamPredictor(cached), job, ignore_progress, CancelToken())
-        latencies.append(time.perf_counter() - started)
-        model_loads.append(json.loads((folder / f"cold-{index}.json").read_text())["seconds"]["model_load"])
-    return {"latencies_s": latencies, "model_load_s": model_loads, "model_loads": JOBS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,22 +101,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.getLogger("FateSAMLib").setLevel(logging.ERROR)  # the random weights' warning, once per load
     results = []
-    print("| model | input | per-job loading: mean job | of it, model load | warm: mean job | warm / per-job | loads |")
+    print(
+        "| model | input | per-job loading: first job, next 4 (median) | model load per job (median) "
+        "| warm: first job, next 4 (median) | warm / per-job, next 4 | model loads |"
+    )
     print("|---|---|---|---|---|---|---|")
     for model in args.models:
         for size in args.image_sizes:
             settings = RunSettings(model=model, random_weights=True, image_size=size, device=args.device)
             with tempfile.TemporaryDirectory() as folder:
                 inputs = write_inputs(Path(folder))
-                cold = per_job_loading(settings, inputs, Path(folder) / "cold")
-                warm = warm_server(settings, inputs, Path(folder) / "warm")
-            cold_mean, warm_mean = statistics.mean(cold["latencies_s"]), statistics.mean(warm["latencies_s"])
-            load_share = statistics.mean(cold["model_load_s"]) / cold_mean
+                cold = server_jobs(settings, inputs, Path(folder) / "per-job", max_models=0)
+                warm = server_jobs(settings, inputs, Path(folder) / "warm", max_models=1)
+            cold_next, warm_next = (statistics.median(run["latencies_s"][1:]) for run in (cold, warm))
+            load = statistics.median(cold["model_load_s"])
             results.append({"model": model, "image_size": size, "per_job_loading": cold, "warm": warm})
             print(
-                f"| {model} | {size} | {cold_mean:.2f} s | {statistics.mean(cold['model_load_s']):.2f} s "
-                f"({load_share:.0%}) | {warm_mean:.2f} s | {warm_mean / cold_mean:.2f}x | "
-                f"{cold['model_loads']} vs {warm['model_loads']} |",
+                f"| {model} | {size} | {cold['latencies_s'][0]:.2f} s, {cold_next:.2f} s | {load:.2f} s "
+                f"({load / cold_next:.0%} of a next job) | {warm['latencies_s'][0]:.2f} s, {warm_next:.2f} s | "
+                f"{warm_next / cold_next:.2f}x | {cold['model_loads']} vs {warm['model_loads']} |",
                 flush=True,
             )
             if args.json:

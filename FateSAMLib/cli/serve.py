@@ -46,7 +46,10 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
         help="support sets a user may hold (16)",
     )
     serve.add_argument(
-        "--max-models", type=whole_number_type("--max-models"), default=2, help="models kept loaded at once (2)"
+        "--max-models",
+        type=whole_number_type("--max-models", minimum=0),
+        default=2,
+        help="models kept loaded between jobs (2; 0: each job loads its model)",
     )
     serve.add_argument("--no-auth", action="store_true", help="no token (refused unless --host is a loopback address)")
     serve.add_argument("--ssl-certfile", type=Path, help="TLS certificate (PEM) for https")

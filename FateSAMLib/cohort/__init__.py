@@ -2,9 +2,9 @@
 and ``fatesam crossval``).
 
 ``cases`` finds the queries (a folder or a CSV) and their references; ``worker`` segments one case after another
-with one predictor (its model loaded once); ``runner`` skips finished cases, records failures and writes the summary atomically;
-``ray_pool`` runs the workers as Ray actors and shows their running cases' stages on the driver (Ray is imported
-only there, only when a Ray run is asked for).
+with one predictor (its model loaded once); ``runner`` skips finished cases, records failures and writes the summary
+atomically; ``ray_pool`` runs the workers as Ray actors and shows their running cases' stages on the driver (Ray is
+imported only there, only when a Ray run is asked for).
 
 May import the top level, ``io``, ``models``, ``method`` and ``metrics``; never ``cli`` or ``slicer``.
 """

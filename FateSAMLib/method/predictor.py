@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -77,15 +77,21 @@ class FateSamPredictor:
 
     ``settings`` are the :class:`~FateSAMLib.options.RunSettings` of the command line (same defaults and checks).
     Encoded features are kept between calls in the ``feature_cache`` folder when the settings name one, else in
-    memory unless ``keep_features`` is False (a single run, as ``fatesam segment``, then keeps none). Loading is
-    thread-safe; :meth:`segment` may run in several threads at once (each call is its own engine run).
+    memory unless ``keep_features`` is False (a single run, as ``fatesam segment``, then keeps none). ``on_load`` is
+    called with the model once it is loaded. Loading is thread-safe; :meth:`segment` may run in several threads at
+    once (each call is its own engine run).
     """
 
     def __init__(
-        self, settings: RunSettings | None = None, keep_features: bool = True, *, _shared: _SharedModel | None = None
+        self,
+        settings: RunSettings | None = None,
+        keep_features: bool = True,
+        on_load: Callable[[LoadedModel], None] | None = None,
+        *,
+        _shared: _SharedModel | None = None,
     ) -> None:
         self.settings = settings or RunSettings()
-        self._shared = _shared or _SharedModel(keep_features)
+        self._shared = _shared or _SharedModel(keep_features, on_load)
         self.supports: list[SupportCase] = []
         self._warned: set[str] = set()
 
@@ -194,8 +200,9 @@ class FateSamPredictor:
 class _SharedModel:
     """The loaded model and feature cache that a predictor and those made by ``with_settings`` share."""
 
-    def __init__(self, keep_features: bool) -> None:
+    def __init__(self, keep_features: bool, on_load: Callable[[LoadedModel], None] | None) -> None:
         self.keep_features = keep_features
+        self.on_load = on_load
         self.loaded: LoadedModel | None = None
         self.feature_cache: FeatureCache | None = None
         self.loads = 0
@@ -225,4 +232,6 @@ class _SharedModel:
                 self.feature_cache = MemoryFeatureCache()
             self.loaded = loaded
             self.loads += 1
+            if self.on_load is not None:
+                self.on_load(loaded)
             return loaded, True
