@@ -6,12 +6,15 @@ instead of dictionaries. Standard library only, so that every tier reads it.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .json_input import parse_json
+
+STATS_BYTES = 64 * 1024**2
+"""The largest statistics JSON read (per slice and label confidence of a long volume is a few MB)."""
 
 
 @dataclass(frozen=True)
@@ -87,13 +90,10 @@ class RunSummary:
                 values[name] = [kind(**entry) for entry in values.get(name, [])]
             return cls(**values)
         except (TypeError, ValueError) as error:
-            raise InputError(f"{source} do not fit FateSAM's statistics ({error}); run again.") from None
+            raise InputError(f"{source} are malformed ({error}); run again.") from None
 
     @classmethod
     def read(cls, path: str | Path) -> RunSummary:
-        """The summary in a statistics JSON file; InputError when it is malformed."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise InputError(f"The statistics {path} cannot be read ({error}); run again.") from None
-        return cls.from_json(data, f"The statistics {path}")
+        """The summary in a statistics JSON file (read within bounds); InputError when it is malformed."""
+        what = f"The engine's statistics {path}"
+        return cls.from_json(parse_json(Path(path), what, "run again.", max_bytes=STATS_BYTES), what)

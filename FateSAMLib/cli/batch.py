@@ -8,9 +8,10 @@ from pathlib import Path
 
 from ..atomic import check_outputs
 from ..cohort.cases import find_cases
-from ..cohort.runner import SUMMARY_CSV, SUMMARY_JSON, run_cohort
-from ..cohort.worker import OUTPUT_FORMATS, CohortSettings
+from ..cohort.runner import SUMMARY_CSV, SUMMARY_JSON, check_resume, provenance, run_cohort
+from ..cohort.worker import OUTPUT_FORMATS, CohortSettings, check_cohort
 from ..errors import InputError
+from ..options import result_settings
 from ..progress import CancelToken
 from .arguments import add_model_arguments, add_support_argument, settings_from_args, support_pairs
 from .pools import add_pool_arguments, case_event_writer, case_pool
@@ -32,9 +33,13 @@ def run_batch(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken)
         segments=tuple(args.segments) if args.segments else None,
         overwrite=args.overwrite,
     )
+    reporter.progress(0.0, "Reading the supports and checking the queries")
+    check_cohort(cohort, cases)
+    origin = provenance(cohort, result_settings(run))
+    check_resume(cases, cohort, origin)
     pool = case_pool(args, cohort, run, reporter, cancel)
     try:
-        summary = run_cohort(cases, cohort, pool, reporter.progress, cancel, case_event_writer(reporter))
+        summary = run_cohort(cases, cohort, pool, reporter.progress, cancel, case_event_writer(reporter), origin)
     finally:
         pool.close()
     counts = summary["counts"]
@@ -50,10 +55,11 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
         "batch",
         help="segment a cohort of queries with one support set (resumable; on Ray with --ray)",
         description="Each query's segmentation is written to OUTPUT_DIR/<id><format>; a case whose output exists is "
-        "skipped (unless --overwrite), so an interrupted run resumes where it stopped. summary.csv and summary.json "
-        "list each case's status, error, seconds, encoder passes, lowest-confidence slices and, with --references, "
-        "Dice/HD95/ASSD per label and the cohort's means. Exit code 0: every case succeeded; 1: some failed; 130: "
-        "cancelled.",
+        "skipped (unless --overwrite), so an interrupted run resumes where it stopped; a rerun with other supports or "
+        "settings than summary.json records is refused (unless --overwrite). summary.csv and summary.json list each "
+        "case's status, error, seconds, encoder passes, lowest-confidence slices and, with --references, "
+        "Dice/HD95/ASSD per label and the cohort's means; summary.json also the supports' SHA-256 and the settings. "
+        "Exit code 0: every case succeeded; 1: some failed; 130: cancelled.",
     )
     add_support_argument(parser)
     parser.add_argument(

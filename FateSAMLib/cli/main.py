@@ -16,7 +16,7 @@ from ..errors import INTERRUPTED, Cancelled, FateSAMError, InputError
 from ..formats import OUTPUT_SUFFIXES, output_suffix
 from ..method.jobs import SegmentJob, run_job
 from ..method.predictor import FateSamPredictor
-from ..models.devices import allocation_error, resolve_device
+from ..models.devices import resolve_device, run_memory_error
 from ..progress import CancelToken
 from .arguments import add_model_arguments, add_support_argument, settings_from_args, support_pairs
 from .batch import add_batch_parser
@@ -121,7 +121,7 @@ def _run(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> i
         with reporter.library_warnings():
             return args.func(args, reporter, cancel)
     except (MemoryError, RuntimeError) as error:
-        memory = allocation_error(error, resolve_device(getattr(args, "device", "auto")))
+        memory = run_memory_error(error, resolve_device(getattr(args, "device", "auto")))
         if memory is None:
             raise
         reporter.error(memory)

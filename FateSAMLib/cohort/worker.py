@@ -11,11 +11,12 @@ from pathlib import Path
 from ..atomic import OutputFiles
 from ..errors import Cancelled, FateSAMError, InputError
 from ..formats import OUTPUT_SUFFIXES
-from ..io.dicom_seg import DICOM_SEG_SUFFIX, dicom_seg_writer
+from ..io.dicom_seg import DICOM_SEG_SUFFIX, check_seg_source, dicom_seg_writer
 from ..io.labels import label_map_writer, read_labels_on_grid
+from ..method.pipeline import load_support, merge_segments, select_segments
 from ..method.predictor import FateSamPredictor
 from ..metrics import evaluate_labels
-from ..models.devices import allocation_error
+from ..models.devices import run_memory_error
 from ..progress import CancelToken, ProgressCallback, ignore_progress
 from .cases import Case
 
@@ -43,6 +44,20 @@ class CohortSettings:
         return None if self.output_dir is None else self.output_dir / f"{case.id}{self.output_format}"
 
 
+def check_cohort(settings: CohortSettings, cases: list[Case]) -> None:
+    """Refuse (:class:`InputError`), before any model work, a cohort that would fail in every case or after its work:
+    a damaged support, a ``segments`` name that no support has, or a DICOM SEG output for a query it cannot reference
+    (the message names the case)."""
+    supports = [load_support(image, labels) for image, labels in settings.supports]
+    select_segments(merge_segments(supports)[0], list(settings.segments or ()))
+    if settings.output_dir is not None and settings.output_format == DICOM_SEG_SUFFIX:
+        for case in cases:
+            try:
+                check_seg_source(case.query)
+            except InputError as error:
+                raise InputError(f"Case '{case.id}': {error}") from None
+
+
 def failed_record(case: Case, message: str, seconds: float = 0.0) -> dict:
     """The summary record of a case that could not be segmented."""
     return {"id": case.id, "query": str(case.query), "status": "failed", "error": message, "seconds": seconds}
@@ -52,7 +67,8 @@ class CaseWorker:
     """Segments cases one after another with one predictor and one set of supports, both loaded by :meth:`start`.
 
     Support features are kept between cases (in memory, or in the predictor's disk cache when it has one), so the
-    supports are encoded for the first case only. A case's own failure becomes a ``failed`` record; cancelling raises.
+    supports are encoded for the first case only. A case's own failure (an input error, a file system error, too
+    little memory) becomes a ``failed`` record; cancelling raises.
     """
 
     def __init__(self, settings: CohortSettings, predictor_factory: PredictorFactory) -> None:
@@ -79,8 +95,11 @@ class CaseWorker:
             raise
         except FateSAMError as error:
             return failed_record(case, str(error), time.perf_counter() - started)
+        except OSError as error:  # the file system refused this case's files (a name too long, a file gone...)
+            message = f"{case.query}: {error}. Check this case's files (their names, that they are there and readable)."
+            return failed_record(case, message, time.perf_counter() - started)
         except (MemoryError, RuntimeError) as error:
-            memory = allocation_error(error, self.predictor.loaded.device, "on this case")
+            memory = run_memory_error(error, self.predictor.loaded.device, "on this case")
             if memory is None:
                 raise
             return failed_record(case, str(memory), time.perf_counter() - started)
@@ -90,11 +109,6 @@ class CaseWorker:
     def _segment(self, case: Case, progress: ProgressCallback, cancel: CancelToken) -> dict:
         settings = self.settings
         output = settings.output_path(case)
-        if output is not None and settings.output_format == DICOM_SEG_SUFFIX and not case.query.is_dir():
-            raise InputError(
-                f"{case.query} is not a DICOM series folder: DICOM SEG (--format .dcm) references the query's "
-                "series. Choose another --format for files that are not DICOM."
-            )
         progress(0.0, "reading")
         query = self.predictor.prepare_query(case.query)
         reference = None

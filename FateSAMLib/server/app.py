@@ -41,7 +41,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.config = config
-    app.add_middleware(AccessAndSizeLimit, max_bytes=config.max_upload_bytes, users=config.access)
+    app.add_middleware(
+        AccessAndSizeLimit, max_bytes=config.max_upload_bytes, users=config.access, timeout_s=config.upload_timeout_s
+    )
 
     @app.exception_handler(FateSAMError)
     async def engine_error(request: Request, error: FateSAMError) -> JSONResponse:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import Cancelled, FateSAMError
 from ..method.jobs import SegmentJob, run_job
-from ..models.devices import allocation_error
+from ..models.devices import run_memory_error
 from ..options import RunSettings
 from ..progress import CancelToken, thread_warnings
 from ..protocol import JobState
@@ -228,7 +228,7 @@ class JobQueue:
         except FateSAMError as error:
             job.fail(error)
         except Exception as error:  # a bug must end this job only, never the worker
-            memory = allocation_error(error, predictor.loaded.device if predictor and predictor.loaded else None)
+            memory = run_memory_error(error, predictor.loaded.device if predictor and predictor.loaded else None)
             if memory is not None:
                 job.fail(memory)
             else:

@@ -23,6 +23,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from .. import __version__
 from ..errors import FateSAMError, InputError
 from ..formats import OUTPUT_SUFFIXES, SEGMENTATION_SUFFIX
+from ..json_input import parse_json
 from ..method.jobs import SegmentJob
 from ..method.pipeline import CorrectionInput, prepare_query, select_segments
 from ..models.registry import get_model_spec, model_names
@@ -33,6 +34,8 @@ from .middleware import USER_KEY
 from .service import Service, private_folder
 from .store import SupportSet, Upload, client_message
 
+FORM_JSON_BYTES = 64 * 1024
+"""The largest JSON form field (settings, segments, corrected slices) a job may send."""
 bearer = HTTPBearer(auto_error=False, description="Your token, as 'fatesam serve' or 'fatesam users add' printed it.")
 
 
@@ -63,12 +66,12 @@ def _job_or_404(service: Service, job_id: str, user: str) -> Job:
 
 
 def _json_form(text: str | None, kind: type, what: str) -> Any:
-    try:
-        value = json.loads(text) if text else kind()
-    except ValueError:
-        value = None
+    expected = "a JSON object" if kind is dict else "a JSON array"
+    value = (
+        parse_json(text, f"The form field '{what}'", f"send {expected}.", max_bytes=FORM_JSON_BYTES) if text else kind()
+    )
     if not isinstance(value, kind):
-        raise InputError(f"The form field '{what}' must be a JSON {kind.__name__} (got {text!r}).")
+        raise InputError(f"The form field '{what}' must be {expected} (got {text[:80]!r}).")
     return value
 
 

@@ -6,7 +6,9 @@ query slice, so that a refine of a query the server has seen encodes nothing. It
 patient images, so, like every file the server writes while it runs, its files are the server user's only (mode
 0600, folders 0700, in the private folder), and each is removed ``keep_results_s`` after it was written (as a
 finished job's files are after it ended; a support set's features are then encoded again when next used). Shutting
-down cancels every job and deletes the folder: nothing the clients sent stays on the server.
+down cancels every job and deletes the folder: nothing the clients sent stays on the server; a killed server's
+folder is removed by the next server that starts in the same work root (``work_folder``). Each uploaded file's
+header must promise its own voxels, at most ``max_voxels`` (HTTP 422, before anything else reads it).
 """
 
 from __future__ import annotations
@@ -15,20 +17,21 @@ import contextlib
 import dataclasses
 import hashlib
 import os
-import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import InputError
+from ..errors import FateSAMError, InputError
+from ..io.integrity import check_header
 from ..options import RunSettings
 from ..protocol import CHUNK, UPLOAD_IMAGE_SUFFIXES, UPLOAD_LABEL_SUFFIXES, upload_suffix
-from .jobs import JobQueue, new_job_id
+from .jobs import LOG, JobQueue, new_job_id
+from .limits import DEFAULT_MAX_VOXELS, DEFAULT_UPLOAD_TIMEOUT_S
 from .predictors import WarmPredictors
-from .store import SupportSetStore, Upload
+from .store import SupportSetStore, Upload, client_message
 from .users import Users
+from .work_folder import WorkFolder
 
 PRIVATE_UMASK = 0o077
 """While a server runs, what it writes (results, statistics, cached features) is readable by its user only."""
@@ -54,6 +57,8 @@ class ServerConfig:
     abandon_after_s: float = 600.0
     work_dir: Path | None = None
     sweep_interval_s: float = 10.0
+    upload_timeout_s: float = DEFAULT_UPLOAD_TIMEOUT_S
+    max_voxels: int = DEFAULT_MAX_VOXELS
 
     @property
     def access(self) -> Users:
@@ -72,9 +77,10 @@ class Service:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        if config.work_dir is not None:
-            Path(config.work_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.folder = Path(tempfile.mkdtemp(prefix="fatesam-server-", dir=config.work_dir))  # mode 0700
+        self.work_folder = WorkFolder(config.work_dir)
+        for leftover in self.work_folder.removed:
+            LOG.warning("Removed %s, the files of a server that was stopped without closing.", leftover)
+        self.folder = self.work_folder.path
         self.uploads = private_folder(self.folder / "uploads")
         self.jobs_folder = private_folder(self.folder / "jobs")
         self.features = private_folder(self.folder / "features")
@@ -107,12 +113,13 @@ class Service:
         """Cancel every job, stop the workers and delete everything the clients sent."""
         self._stop.set()
         self.queue.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self.work_folder.close()
         os.umask(self._umask)
 
     def receive(self, stream: BinaryIO, name: str, suffixes: tuple[str, ...], folder: Path | None = None) -> Upload:
         """Copy an upload (its client-side file ``name``) to a server-chosen name (only its format suffix comes from
-        the client), hashing it."""
+        the client), hashing it, and check its header: it must hold its own voxels, at most ``max_voxels`` of them
+        (InputError, nothing kept)."""
         name = Path(name or "").name  # only ever shown in messages
         suffix = upload_suffix(name, suffixes)
         path = (folder or self.uploads) / f"{new_job_id()}{suffix}"
@@ -121,7 +128,13 @@ class Service:
             while chunk := stream.read(CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
-        return Upload(path, digest.hexdigest(), suffix, name)
+        received = Upload(path, digest.hexdigest(), suffix, name)
+        try:
+            check_header(path, own_data_only=True, max_voxels=self.config.max_voxels)
+        except FateSAMError as error:
+            path.unlink()
+            raise client_message(error, [received]) from None
+        return received
 
     def receive_pairs(
         self, images: list[tuple[BinaryIO, str]], labels: list[tuple[BinaryIO, str]]
