@@ -109,7 +109,7 @@ def test_a_remote_refine_keeps_the_edited_slice_and_encodes_nothing_on_the_serve
         wait_for(lambda: first.poll() is not None and first.finished, 240, "the remote run", interval_s=0.05)
         assert first.state == "succeeded", first.error
         result = first.result
-        axis = slice_array_axis(ijk_to_ras(target), first.stats["slice_axis"])
+        axis = slice_array_axis(ijk_to_ras(target), first.stats.slice_axis)
         edited = np.moveaxis(labels_of(result, target), axis, 0)  # a view: edits go into the array
         edited[1] = 0
         edited[1, 4:12, 6:14] = 1
@@ -123,7 +123,7 @@ def test_a_remote_refine_keeps_the_edited_slice_and_encodes_nothing_on_the_serve
         assert refine.state == "succeeded", refine.error
         refined = np.moveaxis(labels_of(refine.result, target), axis, 0)
         np.testing.assert_array_equal(refined[1], np.moveaxis(edited, axis, 0)[1])  # kept exactly
-        assert refine.stats["corrected_slices"] == [1] and refine.stats["encoder_passes"] == 0
+        assert refine.stats.corrected_slices == [1] and refine.stats.encoder_passes == 0
         assert not result.GetDisplayNode().GetVisibility() and refine.folder is None
         assert session.changes(refine.result).slices == []  # kept in the session: refine it again
         folder = session.folder
