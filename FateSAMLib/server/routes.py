@@ -108,9 +108,7 @@ def _support_set(
     raise InputError("A job needs supports: give a support_set id, or upload images and labels with it.")
 
 
-def _job(
-    service: Service, user: str, stored: SupportSet, settings: RunSettings, fields: dict, folder: Path, uploads: dict
-) -> Job:
+def _job(user: str, stored: SupportSet, settings: RunSettings, fields: dict, folder: Path, uploads: dict) -> Job:
     """The typed job of a submission: its query read and checked with its slice frame and corrections (the
     command line's checks and messages, with the client's file names), before it is queued."""
     query: Upload = uploads["query"]
@@ -205,7 +203,7 @@ def api_router() -> APIRouter:
             for name, upload in (("corrections", corrections), ("previous", previous)):
                 if upload is not None:
                     uploads[name] = service.receive(upload.file, upload.filename or "", UPLOAD_LABEL_SUFFIXES, folder)
-            job = _job(service, user, stored, run_settings, fields, folder, uploads)
+            job = _job(user, stored, run_settings, fields, folder, uploads)
             service.queue.submit(job)
         except QueueFull as full:
             shutil.rmtree(folder, ignore_errors=True)

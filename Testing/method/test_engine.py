@@ -114,19 +114,25 @@ def test_cache_entries_that_do_not_read_as_ours_are_recomputed(tiny_model, hippo
     supports, query = hippocampus_cases
     folder = tmp_path / "features"
     engine = FateSamEngine(tiny_model, EngineOptions(), FeatureCache(folder, model_key="sam2.1-tiny/random-0/128"))
-    first = segment_volume(engine, supports[:1], query.image)
+    prepared = prepare_query(query.image)
+    first = segment_volume(engine, supports[:1], prepared)
     files = sorted(folder.glob("*.pt"))
     foreign = [{"weights": torch.zeros(3)}, [torch.zeros(2, 3)], torch.zeros(4)]  # valid torch files, not our entries
     for index, path in enumerate(files):
         torch.save(foreign[index % len(foreign)], path)
     files[0].write_bytes(b"not a torch file")
-    second = segment_volume(engine, supports[:1], query.image)
+    second = segment_volume(engine, supports[:1], prepared)
     assert second.stats.encoder_passes == first.stats.encoder_passes  # every entry ignored and encoded again
     assert second.stats.support_memories_encoded == first.stats.support_memories_encoded
     assert np.array_equal(sitk.GetArrayFromImage(first.labels), sitk.GetArrayFromImage(second.labels))
-    assert segment_volume(engine, supports[:1], query.image).stats.encoder_passes == 0  # written again, as ours
+    assert (
+        segment_volume(engine, supports[:1], prepare_query(query.image)).stats.encoder_passes == 0
+    )  # written again, as ours
     monkeypatch.setattr(encoder, "__version__", "another version")  # another FateSAM: other keys, nothing reused
-    assert segment_volume(engine, supports[:1], query.image).stats.encoder_passes == first.stats.encoder_passes
+    assert (
+        segment_volume(engine, supports[:1], prepare_query(query.image)).stats.encoder_passes
+        == first.stats.encoder_passes
+    )
 
 
 def test_reoriented_query_gives_the_same_labels_in_physical_space(tiny_model, hippocampus_cases):
