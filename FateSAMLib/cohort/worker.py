@@ -13,6 +13,7 @@ from ..errors import Cancelled, FateSAMError, InputError
 from ..formats import OUTPUT_SUFFIXES
 from ..io.dicom_seg import DICOM_SEG_SUFFIX, check_seg_source, dicom_seg_writer
 from ..io.labels import label_map_writer, read_labels_on_grid
+from ..memory import is_allocation_failure
 from ..method.pipeline import load_support, merge_segments, select_segments
 from ..method.predictor import FateSamPredictor
 from ..metrics import evaluate_labels
@@ -38,6 +39,9 @@ class CohortSettings:
     output_format: str = ".nii.gz"
     segments: tuple[str, ...] | None = None
     overwrite: bool = False
+    queries_encoded_together: int = 1
+    """Queries whose slices share the image encoder's batches, encoded before their runs (fuller batches on a GPU
+    where queries are short; each query is then read twice). 1: each query is encoded in its own run."""
 
     def output_path(self, case: Case) -> Path | None:
         """Where ``case``'s segmentation is written: ``<output-dir>/<id><format>`` (None: it is not written)."""
@@ -84,6 +88,23 @@ class CaseWorker:
         predictor.prepare_supports(self.settings.supports)
         predictor.load()
         self.predictor = predictor
+
+    def encode_together(self, cases: list[Case], cancel: CancelToken) -> None:
+        """Encode the query slices of ``cases`` in shared encoder batches into the predictor's cache, so that their
+        runs encode none. A case that cannot be read, or a group that does not fit in memory, is left to the runs,
+        which encode (and record failures) as usual."""
+        self.start()
+        queries = []
+        for case in cases:
+            try:
+                queries.append(self.predictor.prepare_query(case.query))
+            except FateSAMError:
+                continue
+        try:
+            self.predictor.encode_queries(queries, cancel)
+        except (MemoryError, RuntimeError) as error:
+            if not is_allocation_failure(error):
+                raise
 
     def run(self, case: Case, progress: ProgressCallback = ignore_progress, cancel: CancelToken | None = None) -> dict:
         """Segment ``case`` and write its output atomically; its summary record (status ``done`` or ``failed``)."""

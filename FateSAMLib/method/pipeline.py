@@ -267,6 +267,11 @@ class PreparedInputs:
         return [s.value for s in self.segments]
 
 
+def query_stack(query: PreparedQuery, normalization: Normalization) -> np.ndarray:
+    """The query's normalised slices (S, H, W) in its frame."""
+    return query.frame.to_slices(normalization.apply(sitk.GetArrayFromImage(query.image)))
+
+
 def prepare_inputs(
     supports: list[SupportCase],
     query: PreparedQuery,
@@ -280,7 +285,7 @@ def prepare_inputs(
     chosen = select_segments(merged, segments)
     frame = query.frame
 
-    query_stack = frame.to_slices(normalization.apply(sitk.GetArrayFromImage(query.image)))
+    stack = query_stack(query, normalization)
     stacks = []
     for case, remap in zip(supports, remaps, strict=True):
         support_frame = SliceFrame.of(case.image, frame.axis)  # the labels lie on the image's grid exactly
@@ -294,7 +299,7 @@ def prepare_inputs(
     missing = [s.name for s in chosen if not any((stack.labels == s.value).any() for stack in stacks)]
     if missing:
         raise InputError(f"The segments {missing} are empty in every support; choose segments that are drawn.")
-    return PreparedInputs(query_stack, stacks, chosen, frame)
+    return PreparedInputs(stack, stacks, chosen, frame)
 
 
 def result_on_query_grid(result: StackSegmentation, prepared: PreparedInputs, query: sitk.Image) -> SegmentationResult:

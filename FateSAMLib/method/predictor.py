@@ -40,6 +40,7 @@ from .pipeline import (
     SupportCase,
     load_support,
     prepare_query,
+    query_stack,
     segment_volume,
 )
 
@@ -78,8 +79,9 @@ class FateSamPredictor:
     ``settings`` are the :class:`~FateSAMLib.options.RunSettings` of the command line (same defaults and checks).
     Encoded features are kept between calls in the ``feature_cache`` folder when the settings name one, else in
     memory unless ``keep_features`` is False (a single run, as ``fatesam segment``, then keeps none). ``on_load`` is
-    called with the model once it is loaded. Loading is thread-safe; :meth:`segment` may run in several threads at
-    once (each call is its own engine run).
+    called with the model once it is loaded; ``loaded``: a model loaded already (by ``models.loading.load_model``),
+    used instead of loading the one the settings name. Loading is thread-safe; :meth:`segment` may run in several
+    threads at once (each call is its own engine run).
     """
 
     def __init__(
@@ -87,11 +89,14 @@ class FateSamPredictor:
         settings: RunSettings | None = None,
         keep_features: bool = True,
         on_load: Callable[[LoadedModel], None] | None = None,
+        loaded: LoadedModel | None = None,
         *,
         _shared: _SharedModel | None = None,
     ) -> None:
         self.settings = settings or RunSettings()
         self._shared = _shared or _SharedModel(keep_features, on_load)
+        if loaded is not None:
+            self._shared.adopt(loaded, self.settings)
         self.supports: list[SupportCase] = []
         self._warned: set[str] = set()
 
@@ -149,6 +154,13 @@ class FateSamPredictor:
         if isinstance(query, PreparedQuery):
             return query
         return prepare_query(query, self.settings.slice_axis, corrections)
+
+    def encode_queries(self, queries: Sequence[ImageInput | PreparedQuery], cancel: CancelToken | None = None) -> int:
+        """Encode the slices of several queries in shared encoder batches into the feature cache, so that their
+        :meth:`segment` calls encode none (fuller batches where queries are short); returns how many were encoded."""
+        normalization = Normalization.from_settings(self.settings)
+        stacks = [query_stack(self.prepare_query(query), normalization) for query in queries]
+        return self.engine.encode_queries(stacks, cancel)
 
     def segment(
         self,
@@ -226,12 +238,16 @@ class _SharedModel:
                 progress=progress,
                 cancel=cancel,
             )
-            if settings.feature_cache:
-                self.feature_cache = FeatureCache(settings.feature_cache, model_identity(loaded))
-            elif self.keep_features:
-                self.feature_cache = MemoryFeatureCache()
-            self.loaded = loaded
+            self.adopt(loaded, settings)
             self.loads += 1
             if self.on_load is not None:
                 self.on_load(loaded)
             return loaded, True
+
+    def adopt(self, loaded: LoadedModel, settings: RunSettings) -> None:
+        """Hold ``loaded``, with the feature cache the settings ask for."""
+        if settings.feature_cache:
+            self.feature_cache = FeatureCache(settings.feature_cache, model_identity(loaded))
+        elif self.keep_features:
+            self.feature_cache = MemoryFeatureCache()
+        self.loaded = loaded
