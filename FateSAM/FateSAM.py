@@ -663,9 +663,10 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 item = qt.QListWidgetItem(text)
                 item.setData(qt.Qt.UserRole, list(doubtful.center_ras))
                 self.ui.doubtfulSlicesList.addItem(item)
-            for index in run.stats.get("corrected_slices", []):  # not in the list above: kept as drawn
+            corrected = run.stats.corrected_slices if run.stats else []
+            for index in corrected:  # not in the list above: kept as drawn
                 text = _("{axis} slice {index}: corrected (kept as you drew it)").format(
-                    axis=run.stats.get("slice_axis", ""), index=index
+                    axis=run.stats.slice_axis, index=index
                 )
                 self.ui.doubtfulSlicesList.addItem(qt.QListWidgetItem(text))
         elif run.state == "cancelled":

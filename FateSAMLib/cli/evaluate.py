@@ -7,10 +7,11 @@ import json
 
 import numpy as np
 
+from ..atomic import strict_json
 from ..io.labels import read_labels, read_labels_on_grid
 from ..metrics import METRICS, evaluate_labels
 from ..progress import CancelToken
-from .reporting import Reporter, strict_json
+from .reporting import Reporter
 
 
 def mean_scores(scores: dict[int, dict[str, float]]) -> dict[str, float]:

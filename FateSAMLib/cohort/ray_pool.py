@@ -14,7 +14,7 @@ from ..progress import CancelToken, ProgressCallback
 from ..threads import thread_environment
 from .cases import Case
 from .runner import RecordCallback
-from .worker import CaseWorker, CohortSettings, EngineFactory, failed_record
+from .worker import CaseWorker, CohortSettings, PredictorFactory, failed_record
 
 try:
     import ray
@@ -84,7 +84,7 @@ class RayPool:
     def __init__(
         self,
         settings: CohortSettings,
-        engine_factory: EngineFactory,
+        predictor_factory: PredictorFactory,
         address: str | None = None,
         workers: int | None = None,
         gpus_per_worker: float = 0.0,
@@ -101,7 +101,7 @@ class RayPool:
             runtime_env={"env_vars": thread_environment()},
         )(CaseWorker)
         self.settings = settings
-        self.engine_factory = engine_factory
+        self.predictor_factory = predictor_factory
         self.workers = workers or self._default_workers(gpus_per_worker, cpus_per_worker)
         self.actors: list = []
         self.spawned = 0
@@ -119,7 +119,7 @@ class RayPool:
         """A new worker, named ``fatesam-worker-<n>`` (n counts the workers this pool started)."""
         self.spawned += 1
         actor = self.actor_class.options(name=f"{ACTOR_PREFIX}{self.spawned - 1}")
-        return actor.remote(self.settings, self.engine_factory)
+        return actor.remote(self.settings, self.predictor_factory)
 
     def run(
         self, cases: list[Case], on_record: RecordCallback, progress: ProgressCallback, cancel: CancelToken

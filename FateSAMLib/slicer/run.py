@@ -20,6 +20,7 @@ import slicer
 from ..errors import Cancelled, FateSAMError, InputError
 from ..options import RunSettings
 from ..segments import Segment
+from ..summary import RunSummary
 from .exchange import RunInputs, export_inputs, import_result
 from .folders import RunFolder, remove_all_folders
 from .plan import SupportPair, SupportSegments
@@ -55,7 +56,7 @@ class SegmentationRun:
     :meth:`stop` ends it at once (module closed, scene closed, Slicer exiting). With a ``session``
     (:class:`~FateSAMLib.slicer.review.ReviewSession`) the engine uses the session's feature cache and its output is
     kept there on success, for a refine of the result (:class:`~FateSAMLib.slicer.review.RefineRun`); :attr:`stats`
-    is then the engine's stats JSON.
+    is then the engine's statistics (a :class:`~FateSAMLib.summary.RunSummary`).
     """
 
     def __init__(
@@ -87,7 +88,7 @@ class SegmentationRun:
         self.error: FateSAMError | None = None
         self.result: slicer.vtkMRMLSegmentationNode | None = None
         self.doubtful_slices: list[DoubtfulSlice] = []
-        self.stats: dict = {}
+        self.stats: RunSummary | None = None
         self.segments: list[Segment] = []
         self._export_warnings: list[str] = []
         self._folder: RunFolder | None = None
