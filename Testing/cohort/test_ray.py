@@ -137,7 +137,7 @@ def test_ray_workers_wait_passively_even_where_the_driver_did_not_say_so(monkeyp
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     ray.init(num_cpus=1, include_dashboard=False, logging_level="WARNING")  # its workers do not inherit a policy
     try:
-        pool = RayPool(CohortSettings(supports=(), output_dir=tmp_path), engine_factory=lambda: None, workers=1)
+        pool = RayPool(CohortSettings(supports=(), output_dir=tmp_path), predictor_factory=lambda: None, workers=1)
         actor = pool._new_actor()
         policy = ray.get(actor.__ray_call__.remote(lambda worker: os.environ.get("OMP_WAIT_POLICY")), timeout=120)
         assert policy == "PASSIVE"
