@@ -606,10 +606,10 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 name=run.result.GetName()
             )
             for doubtful in run.doubtful_slices:
-                text = _("{axis} slice {index}: confidence {score:.2f} ({labels})").format(
+                text = _("{axis} slice {index}: certainty {certainty:.2f} ({labels})").format(
                     axis=doubtful.axis,
                     index=doubtful.slice_index,
-                    score=doubtful.score,
+                    certainty=doubtful.certainty,
                     labels=", ".join(doubtful.labels),
                 )
                 item = qt.QListWidgetItem(text)

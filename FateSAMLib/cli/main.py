@@ -17,10 +17,12 @@ from ..errors import INTERRUPTED, Cancelled, FateSAMError, InputError
 from ..formats import OUTPUT_SUFFIXES, output_suffix
 from ..io.images import read_image
 from ..io.labels import label_map_writer
+from ..io.probabilities import probability_suffix, probability_writer
 from ..method.pipeline import Normalization, load_support, segment_volume
 from ..models.devices import is_allocation_failure, not_enough_memory, resolve_device
 from ..progress import CancelToken, StageProgress
 from .arguments import (
+    add_label_names_argument,
     add_model_arguments,
     add_support_argument,
     engine_from_settings,
@@ -41,17 +43,20 @@ from .serve import add_serve_parser
 def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> int:
     """``fatesam segment``: read, segment, write the label volume (and stats) atomically."""
     if args.server:
+        if args.probabilities or args.label_names:
+            raise InputError("--probabilities and --label-names run locally only: leave out --server to use them.")
         return run_remote_segment(args, reporter, cancel)
     started = time.perf_counter()
     output = Path(args.output)
     if not output_suffix(output):
         raise InputError(f"Unsupported output '{output}'. Use one of: {', '.join(OUTPUT_SUFFIXES)}.")
-    check_outputs([output, args.stats_json], args.overwrite)
+    probabilities_suffix = probability_suffix(args.probabilities) if args.probabilities else ""
+    check_outputs([output, args.stats_json, args.probabilities], args.overwrite)
     settings = settings_from_args(args)
     pairs = support_pairs(args, settings, reporter)
 
     reporter.progress(0.0, "Reading volumes")
-    supports = [load_support(image, labels) for image, labels in pairs]
+    supports = [load_support(image, labels, args.label_names) for image, labels in pairs]
     query = read_image(args.query)
     corrections = corrections_from_args(args, query, settings.slice_axis)
     read_seconds = time.perf_counter() - started
@@ -68,12 +73,15 @@ def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToke
         progress=StageProgress(reporter.progress, 0.1, 0.98),
         cancel=cancel,
         corrections=corrections,
+        probabilities=bool(args.probabilities),
     )
     cancel.raise_if_cancelled()
     warn_if_top_k_exceeds_candidates(settings.top_k, vars(result.stats), reporter)
     write_started = time.perf_counter()
     with OutputFiles(args.overwrite) as outputs:
         outputs.add(output, label_map_writer(result.labels, output, result.segments), output_suffix(output))
+        if args.probabilities:
+            outputs.add(args.probabilities, probability_writer(result.probabilities), probabilities_suffix)
         seconds = {
             "read": read_seconds,
             "model_load": model_seconds,
@@ -120,7 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--query", required=True, help="the volume to segment (NIfTI, NRRD, MHA or a DICOM folder)")
     segment.add_argument("--output", required=True, help="output label volume: .nii.gz, .nrrd, .mha or .seg.nrrd")
     segment.add_argument("--segments", nargs="+", metavar="NAME_OR_VALUE", help="only these segments (default all)")
-    segment.add_argument("--stats-json", type=Path, help="write counts, timings and per-slice confidence here")
+    segment.add_argument(
+        "--stats-json", type=Path, help="write counts, timings, volumes, per-slice certainty and provenance here"
+    )
+    segment.add_argument(
+        "--probabilities",
+        type=Path,
+        help="also write each segment's probability on the query's grid here (.nrrd, .nii.gz, .nii, .mha): one uint8 "
+        "component per segment, 0..255; >= 128 where the segment's logit is above 0",
+    )
+    add_label_names_argument(segment)
     segment.add_argument("--json-progress", action="store_true", help="one JSON object per line on stdout")
     segment.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_model_arguments(segment)

@@ -136,15 +136,18 @@ def json_writer(data: object) -> Callable[[Path], None]:
 
 def segment_stats(result: SegmentationResult, seconds: dict[str, float], run: dict[str, object]) -> dict:
     """The ``--stats-json`` of a segmentation: the engine's counts, ``seconds`` (every step of the command), the slice
-    axis and segments, ``run`` (the model and settings it ran with), the doubtful slices and per-slice confidence."""
+    axis and segments, ``run`` (the model and settings it ran with), each segment's volume, the doubtful slices,
+    per-slice certainty and each slice's provenance (the support slices it was predicted from)."""
     return {
         **asdict(result.stats),
         "seconds": seconds,
         "slice_axis": result.slice_axis,
         "segments": [{"value": s.value, "name": s.name, "color": list(s.color)} for s in result.segments],
         **run,
+        "volumes": [asdict(volume) for volume in result.volumes],
         "doubtful_slices": [asdict(doubtful) for doubtful in result.doubtful_slices],
         "confidence": [asdict(entry) for entry in result.confidence],
+        "provenance": [asdict(entry) for entry in result.provenance],
     }
 
 

@@ -5,7 +5,8 @@ colours; label values are integers in 0..65535 (the 16-bit label maps that are w
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from dataclasses import replace
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from .geometry import (
 )
 from .images import read_volume
 from .integrity import check_file_integrity
+from .label_names import label_names_for
 
 _PLAIN_LABELS_NOTE = (
     "A plain label map must be on exactly its image's grid (only a Slicer .seg.nrrd may cover a cropped part of it).\n"
@@ -138,10 +140,11 @@ def _read_segmentation(path: Path) -> tuple[sitk.Image, list[Segment]]:
     return image, sorted(segments, key=lambda s: s.value)
 
 
-def read_labels(path: str | Path) -> tuple[sitk.Image, list[Segment]]:
+def read_labels(path: str | Path, names: Mapping[int, str] | None = None) -> tuple[sitk.Image, list[Segment]]:
     """Read a label map or a Slicer .seg.nrrd as an integer (z, y, x) image and its non-empty segments by value.
 
-    Plain label maps get :func:`default_segment` names and colours; a .seg.nrrd keeps its names and colours.
+    Plain label maps get :func:`default_segment` colours and names, but the names of a ``dataset.json`` beside them
+    and, above those, ``names`` (see :mod:`.label_names`); a .seg.nrrd keeps its own names and colours.
     Raises :class:`InputError` for a missing, unreadable or truncated file, non-integer, negative or too large
     (above 65535) values, or overlapping segments.
     """
@@ -153,7 +156,9 @@ def read_labels(path: str | Path) -> tuple[sitk.Image, list[Segment]]:
     image = read_volume(path)
     array = _integer_labels(sitk.GetArrayFromImage(image), path)
     values = [int(v) for v in np.unique(array) if v != 0]
-    return label_image(array, image), [default_segment(v) for v in values]
+    named = label_names_for(path, names)
+    segments = [default_segment(v) for v in values]
+    return label_image(array, image), [replace(s, name=named.get(s.value, s.name)) for s in segments]
 
 
 def _paste_subgrid(labels: sitk.Image, reference: sitk.Image) -> sitk.Image | None:
@@ -184,19 +189,23 @@ def on_reference_grid(labels: sitk.Image, reference: sitk.Image, what: str, *, c
     return placed
 
 
-def read_labels_on_grid(path: str | Path, reference: sitk.Image, what: str) -> tuple[sitk.Image, list[Segment]]:
+def read_labels_on_grid(
+    path: str | Path, reference: sitk.Image, what: str, names: Mapping[int, str] | None = None
+) -> tuple[sitk.Image, list[Segment]]:
     """Read a label map or .seg.nrrd onto ``reference``'s grid (``what`` names the pair in a mismatch message).
 
     A plain label map must be on the reference's grid; a .seg.nrrd on a cropped but aligned sub-grid of it (as Slicer
     may save) is padded with background. Raises :class:`InputError` as :func:`read_labels` does, and for another grid.
     """
-    labels, segments = read_labels(path)
+    labels, segments = read_labels(path, names)
     return on_reference_grid(labels, reference, what, cropped=is_segmentation_file(path)), segments
 
 
-def read_label_map(path: str | Path, reference: sitk.Image) -> tuple[sitk.Image, list[Segment]]:
+def read_label_map(
+    path: str | Path, reference: sitk.Image, names: Mapping[int, str] | None = None
+) -> tuple[sitk.Image, list[Segment]]:
     """Read support labels onto ``reference``'s grid (see :func:`read_labels_on_grid`); refuses empty labels."""
-    labels, segments = read_labels_on_grid(path, reference, f"{path} does not match its image")
+    labels, segments = read_labels_on_grid(path, reference, f"{path} does not match its image", names)
     if not segments:
         raise InputError(f"{path}: the support labels are empty (no foreground voxel). Draw the structures first.")
     return labels, segments

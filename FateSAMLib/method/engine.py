@@ -66,6 +66,16 @@ class EngineOptions:
         )
 
 
+@dataclass(frozen=True)
+class Retrieved:
+    """A support slice a query slice was predicted from: its support, its index in that support's stack, and its
+    feature distance to the query slice (the retrieval's, see ``retrieval.feature_distances``)."""
+
+    support: int
+    slice_index: int
+    distance: float
+
+
 SliceLogitsCallback = Callable[[int, torch.Tensor], None]
 """Called with a query slice's index and its (L, H, W) mask logits at the slice's size, once it is predicted."""
 
@@ -93,6 +103,7 @@ class StackSegmentation:
     ious: np.ndarray  # (S, L)
     label_values: list[int]
     stats: RunStats
+    retrieved: dict[int, list[Retrieved]] = field(default_factory=dict)  # per predicted slice, closest first
 
 
 class StageClock:
@@ -287,6 +298,7 @@ class EngineRun:
         self.labels = np.zeros(query.shape, dtype=np.int64)
         self.object_scores = np.zeros((num_slices, num_labels), dtype=np.float32)
         self.ious = np.zeros((num_slices, num_labels), dtype=np.float32)
+        self.retrieved: dict[int, list[Retrieved]] = {}
 
     def encode(self, slices01: np.ndarray, progress: ProgressCallback | None = None, label: str = "") -> StackFeatures:
         """Encoder features of (S, H, W) slices with intensities in [0, 1], counted in the encoder's passes."""
@@ -328,7 +340,9 @@ class EngineRun:
             corrected_slices=list(corrected),
             support_memories_encoded=self.support_memories_encoded,
         )
-        return StackSegmentation(self.labels, self.object_scores, self.ious, list(self.label_values), stats)
+        return StackSegmentation(
+            self.labels, self.object_scores, self.ious, list(self.label_values), stats, dict(self.retrieved)
+        )
 
     def ensure_tracker(self) -> SliceTracker:
         """The run's tracker (it encodes memories and predicts slices), made on first use."""
@@ -370,7 +384,8 @@ class EngineRun:
         tracker = self.ensure_tracker()
         with self.clock.stage("retrieval"):
             retrieved = top_k_slices(encoded, self.support_features, self.options.top_k)
-        support_memories = [self._support_memory(row) for row in retrieved]
+        self.retrieved[index] = [Retrieved(*self.refs[row], distance) for row, distance in retrieved]
+        support_memories = [self._support_memory(row) for row, _ in retrieved]
         levels = self.policy.query_levels(self, index, encoded)
         _, height, width = self.query.shape
         attended = nearest_corrected(index, list(self.corrected_memories), self.options.corrected_per_side)

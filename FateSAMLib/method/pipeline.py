@@ -11,9 +11,10 @@ import SimpleITK as sitk
 import torch
 
 from ..errors import InputError
-from ..io.geometry import choose_slice_axis, slice_centers, to_slices
+from ..io.geometry import choose_slice_axis, ijk_to_lps, slice_centers, to_slices
 from ..io.images import read_image
 from ..io.labels import labels_on_grid, read_label_map
+from ..measurements import SegmentVolume, segment_volumes
 from ..models.devices import available_memory_bytes, not_enough_memory
 from ..options import RunSettings
 from ..progress import CancelToken, ProgressCallback, StageProgress, ignore_progress
@@ -21,6 +22,8 @@ from ..segments import MAX_LABEL_VALUE, Segment, segment_key
 from .corrections import Corrections, changed_slices, check_slice_indices
 from .engine import FateSamEngine, RunStats, SliceLogitsCallback, StackSegmentation, SupportStack
 from .normalization import normalize_intensities
+from .probabilities import ProbabilityCollector
+from .provenance import SliceProvenance, slice_provenance
 
 DOUBTFUL_SLICES_LISTED = 10
 
@@ -68,19 +71,21 @@ class SliceConfidence:
 
 @dataclass(frozen=True)
 class DoubtfulSlice:
-    """A query slice to review first: its index along ``axis``, its centre (LPS, mm), its lowest certainty, and
-    the label that has it."""
+    """A query slice to review first: its index along ``axis``, its centre (LPS, mm), its certainty (the lowest of
+    its labels'), and the label that has it."""
 
     slice_index: int
     axis: str
     center_lps: list[float]
-    score: float
+    certainty: float
     labels: list[str]
 
 
 @dataclass
 class SegmentationResult:
-    """The label volume on the query's grid, its segments, what a reviewer needs to check it, and the run's counts."""
+    """The label volume on the query's grid, its segments, what a reviewer needs to check it (certainty, the support
+    slices each slice came from, the segments' volumes), the run's counts and, when asked for, the probabilities
+    (:mod:`.probabilities`)."""
 
     labels: sitk.Image
     segments: list[Segment]
@@ -88,12 +93,19 @@ class SegmentationResult:
     doubtful_slices: list[DoubtfulSlice]
     confidence: list[SliceConfidence]
     stats: RunStats
+    provenance: list[SliceProvenance]
+    volumes: list[SegmentVolume]
+    probabilities: sitk.Image | None = None
 
 
-def load_support(image_path: str | Path, labels_path: str | Path) -> SupportCase:
-    """Read a support image and its label map (plain label map or Slicer .seg.nrrd) and check they match."""
+def load_support(
+    image_path: str | Path, labels_path: str | Path, label_names: dict[int, str] | None = None
+) -> SupportCase:
+    """Read a support image and its label map (plain label map or Slicer .seg.nrrd) and check they match.
+
+    ``label_names`` name a plain label map's values (see ``io.label_names``; a .seg.nrrd keeps its own names)."""
     image = read_image(image_path)
-    labels, segments = read_label_map(labels_path, image)
+    labels, segments = read_label_map(labels_path, image, label_names)
     return SupportCase(image=image, labels=labels, segments=segments, name=Path(image_path).name)
 
 
@@ -204,7 +216,7 @@ def _review_lists(
             slice_index=int(i),
             axis=axis,
             center_lps=[float(c) for c in centers[i]],
-            score=float(certainty[i].min()),
+            certainty=float(certainty[i].min()),
             labels=[names[j] for j in np.argsort(certainty[i])[:1]],
         )
         for i in [i for i in np.argsort(certainty.min(axis=1), kind="stable") if i not in corrected][
@@ -222,6 +234,8 @@ class PreparedInputs:
     supports: list[SupportStack]
     segments: list[Segment]
     slice_axis: str
+    support_names: list[str]
+    support_centers: list[np.ndarray]  # per support, (S, 3) LPS centre of each of its slices
 
     @property
     def label_values(self) -> list[int]:
@@ -255,15 +269,23 @@ def prepare_inputs(
     missing = [s.name for s in chosen if not any((stack.labels == s.value).any() for stack in stacks)]
     if missing:
         raise InputError(f"The segments {missing} are empty in every support; choose segments that are drawn.")
-    return PreparedInputs(query_stack, stacks, chosen, axis)
+    centers = [slice_centers(case.image, axis) for case in supports]
+    return PreparedInputs(query_stack, stacks, chosen, axis, [case.name for case in supports], centers)
 
 
 def result_on_query_grid(result: StackSegmentation, prepared: PreparedInputs, query: sitk.Image) -> SegmentationResult:
-    """The engine's labels back on the query's voxel grid, with the confidence and review lists."""
+    """The engine's labels back on the query's voxel grid, with the confidence and review lists, the provenance of
+    each slice and the segments' volumes."""
     axis = prepared.slice_axis
     label_image = labels_on_grid(result.labels, query, axis)
     confidence, doubtful = _review_lists(result, prepared.segments, slice_centers(query, axis), axis)
-    return SegmentationResult(label_image, prepared.segments, axis, doubtful, confidence, result.stats)
+    provenance = slice_provenance(
+        result.retrieved, prepared.supports, prepared.support_names, prepared.support_centers, prepared.segments
+    )
+    volumes = segment_volumes(sitk.GetArrayViewFromImage(label_image), ijk_to_lps(query), prepared.segments)
+    return SegmentationResult(
+        label_image, prepared.segments, axis, doubtful, confidence, result.stats, provenance, volumes
+    )
 
 
 @dataclass
@@ -300,24 +322,36 @@ def segment_volume(
     cancel: CancelToken | None = None,
     corrections: CorrectionInput | None = None,
     on_slice_logits: SliceLogitsCallback | None = None,
+    probabilities: bool = False,
 ) -> SegmentationResult:
     """Segment ``query`` from ``supports``; the returned label volume lies exactly on the query's voxel grid.
 
     With ``corrections``, the corrected slices come back exactly as given and the others are predicted from them too.
     ``on_slice_logits`` sees each predicted slice's logits (stack layout; see :class:`FateSamEngine`).
+    ``probabilities``: also return each segment's probabilities on the query's grid (:mod:`.probabilities`).
     """
     prepared = prepare_inputs(supports, query, segments, slice_axis, normalization)
     stack_corrections = corrections.on_stack(query, prepared.slice_axis) if corrections else None
     # Support features stay for the whole run; query slices are encoded a batch at a time and dropped.
     kept_slices = sum(s.image.shape[0] for s in prepared.supports) + engine.options.encoder_batch_size
     check_memory(kept_slices, engine.image_size, engine.device)
+    collector = ProbabilityCollector(prepared.query.shape, len(prepared.segments)) if probabilities else None
+    watchers = [watch for watch in (collector, on_slice_logits) if watch is not None]
+
+    def watch_logits(index: int, logits: torch.Tensor) -> None:
+        for watch in watchers:
+            watch(index, logits)
+
     result = engine.segment(
         prepared.query,
         prepared.supports,
         prepared.label_values,
         StageProgress(progress, 0.0, 0.98),
         cancel,
-        on_slice_logits,
+        watch_logits if watchers else None,
         stack_corrections,
     )
-    return result_on_query_grid(result, prepared, query)
+    segmentation = result_on_query_grid(result, prepared, query)
+    if collector is not None:
+        segmentation.probabilities = collector.on_grid(result, query, prepared.slice_axis)
+    return segmentation

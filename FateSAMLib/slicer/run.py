@@ -163,7 +163,7 @@ class DoubtfulSlice:
     slice_index: int
     axis: str
     center_ras: tuple[float, float, float]
-    score: float
+    certainty: float
     labels: tuple[str, ...]
 
 
@@ -181,7 +181,7 @@ def read_run_stats(stats_path: Path) -> dict:
 
 
 def read_doubtful_slices(stats_path: Path, stats: dict | None = None) -> list[DoubtfulSlice]:
-    """The ``doubtful_slices`` of the engine's stats JSON, lowest score first, with centres converted LPS -> RAS.
+    """The ``doubtful_slices`` of the engine's stats JSON, lowest certainty first, with centres converted LPS -> RAS.
 
     ``stats``: the file's content when it was read already (:func:`read_run_stats`), so it is not read again.
     """
@@ -193,14 +193,14 @@ def read_doubtful_slices(stats_path: Path, stats: dict | None = None) -> list[Do
                 slice_index=int(entry["slice_index"]),
                 axis=str(entry["axis"]),
                 center_ras=lps_to_ras(entry["center_lps"]),
-                score=float(entry["score"]),
+                certainty=float(entry["certainty"]),
                 labels=tuple(str(label) for label in entry.get("labels", [])),
             )
             for entry in entries
         ]
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
         raise InputError(f"The engine's statistics {stats_path} are malformed ({error}); run again.") from error
-    return sorted(slices, key=lambda doubtful: doubtful.score)
+    return sorted(slices, key=lambda doubtful: doubtful.certainty)
 
 
 def jump_to(scene: slicer.vtkMRMLScene, node: slicer.vtkMRMLTransformableNode, point_ras: Sequence[float]) -> tuple:

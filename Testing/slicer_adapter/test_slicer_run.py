@@ -163,8 +163,8 @@ def test_doubtful_slices_are_converted_to_ras_and_sorted(tmp_path):
         json.dumps(
             {
                 "doubtful_slices": [
-                    {"slice_index": 7, "axis": "axial", "center_lps": [1, 2, 3], "score": 0.6, "labels": ["Liver"]},
-                    {"slice_index": 2, "axis": "axial", "center_lps": [-4, 5, -6], "score": 0.1, "labels": []},
+                    {"slice_index": 7, "axis": "axial", "center_lps": [1, 2, 3], "certainty": 0.6, "labels": ["Liver"]},
+                    {"slice_index": 2, "axis": "axial", "center_lps": [-4, 5, -6], "certainty": 0.1, "labels": []},
                 ]
             }
         )
@@ -350,7 +350,7 @@ def test_a_whole_run_imports_a_named_coloured_result_and_cleans_up(scene):
     assert labels.shape == (3, 32, 32)
     added = [scene.GetNodeByID(node_id) for node_id, *_ in scene_snapshot(scene) if node_id not in before]
     assert [node.GetID() for node in added if node.IsA("vtkMRMLSegmentationNode")] == [result.GetID()]
-    scores = [doubtful.score for doubtful in run.doubtful_slices]
+    scores = [doubtful.certainty for doubtful in run.doubtful_slices]
     assert scores and scores == sorted(scores)
     assert {label for doubtful in run.doubtful_slices for label in doubtful.labels} <= {"Ball", "Box"}
 
