@@ -33,7 +33,9 @@ def voxel_volume_ml(index_to_physical: np.ndarray) -> float:
     return float(abs(np.linalg.det(matrix))) / MM3_PER_ML
 
 
-def segment_volumes(labels: np.ndarray, index_to_physical: np.ndarray, segments: Sequence[Segment]) -> list[SegmentVolume]:
+def segment_volumes(
+    labels: np.ndarray, index_to_physical: np.ndarray, segments: Sequence[Segment]
+) -> list[SegmentVolume]:
     """Voxel count and volume of each of ``segments`` (by label value) in the label array ``labels``."""
     voxel_ml = voxel_volume_ml(index_to_physical)
     values, counts = np.unique(np.asarray(labels), return_counts=True)

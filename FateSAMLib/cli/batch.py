@@ -13,7 +13,13 @@ from ..cohort.worker import OUTPUT_FORMATS, CohortSettings
 from ..errors import InputError
 from ..method.pipeline import Normalization
 from ..progress import CancelToken
-from .arguments import add_model_arguments, add_support_argument, settings_from_args, support_pairs
+from .arguments import (
+    add_label_names_argument,
+    add_model_arguments,
+    add_support_argument,
+    settings_from_args,
+    support_pairs,
+)
 from .pools import add_pool_arguments, case_event_writer, case_pool
 from .reporting import Reporter
 
@@ -34,6 +40,7 @@ def run_batch(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken)
         slice_axis=run.slice_axis,
         normalization=Normalization.from_settings(run),
         overwrite=args.overwrite,
+        label_names=args.label_names,
     )
     pool = case_pool(args, cohort, run, reporter, cancel)
     try:
@@ -54,8 +61,9 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
         help="segment a cohort of queries with one support set (resumable; on Ray with --ray)",
         description="Each query's segmentation is written to OUTPUT_DIR/<id><format>; a case whose output exists is "
         "skipped (unless --overwrite), so an interrupted run resumes where it stopped. summary.csv and summary.json "
-        "list each case's status, error, seconds, encoder passes, lowest-confidence slices and, with --references, "
-        "Dice/HD95/ASSD per label and the cohort's means. Exit code 0: every case succeeded; 1: some failed; 130: "
+        "list each case's status, error, seconds, encoder passes, lowest-certainty slices, each segment's volume "
+        "(mL) and voxel count and, with --references, Dice/HD95/ASSD per label, with the cohort's means; "
+        "summary.json also lists each slice's provenance. Exit code 0: every case succeeded; 1: some failed; 130: "
         "cancelled.",
     )
     add_support_argument(parser)
@@ -70,6 +78,7 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--references", type=Path, help="folder of <id>.nii.gz (.nrrd, .seg.nrrd...) to score against")
     parser.add_argument("--segments", nargs="+", metavar="NAME_OR_VALUE", help="only these segments (default all)")
     parser.add_argument("--overwrite", action="store_true", help="segment every case again, replacing its output")
+    add_label_names_argument(parser)
     parser.add_argument("--json-progress", action="store_true", help="one JSON object per line on stdout")
     add_pool_arguments(parser)
     add_model_arguments(parser)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..atomic import OutputFiles
@@ -42,6 +42,7 @@ class CohortSettings:
     slice_axis: str = "auto"
     normalization: Normalization = Normalization()
     overwrite: bool = False
+    label_names: dict[int, str] | None = None  # names of plain label maps' values (``io.label_names``)
 
     def output_path(self, case: Case) -> Path | None:
         """Where ``case``'s segmentation is written: ``<output-dir>/<id><format>`` (None: it is not written)."""
@@ -70,7 +71,8 @@ class CaseWorker:
         """Read the supports and load the model (once; later calls do nothing)."""
         if self.engine is not None:
             return
-        self.supports = [load_support(image, labels) for image, labels in self.settings.supports]
+        names = self.settings.label_names
+        self.supports = [load_support(image, labels, names) for image, labels in self.settings.supports]
         engine = self.engine_factory()
         engine.feature_cache = engine.feature_cache or MemoryFeatureCache()
         self.engine = engine
@@ -106,7 +108,7 @@ class CaseWorker:
         reference = None
         if case.reference is not None:
             what = f"The reference {case.reference} does not match the query {case.query}"
-            reference, _ = read_labels_on_grid(case.reference, query, what)
+            reference, _ = read_labels_on_grid(case.reference, query, what, settings.label_names)
         result = segment_volume(
             self.engine,
             self.supports,
@@ -136,6 +138,10 @@ class CaseWorker:
             "support_memories_encoded": result.stats.support_memories_encoded,
             "doubtful_slices": [entry.slice_index for entry in result.doubtful_slices],
             "segments": {str(s.value): s.name for s in result.segments},
+            "volumes": {
+                str(v.value): {"name": v.name, "voxels": v.voxels, "volume_ml": v.volume_ml} for v in result.volumes
+            },
+            "provenance": [asdict(entry) for entry in result.provenance],
         }
         if reference is not None:
             scores = evaluate_labels(result.labels, reference, [s.value for s in result.segments])

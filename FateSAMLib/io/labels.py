@@ -5,8 +5,8 @@ colours; label values are integers in 0..65535 (the 16-bit label maps that are w
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np

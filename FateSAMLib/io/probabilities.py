@@ -12,7 +12,7 @@ from ..formats import PROBABILITY_SUFFIXES, suffix_of
 
 
 def probability_suffix(path: str | Path) -> str:
-    """The format suffix of a probabilities path; :class:`InputError` for any other than :data:`PROBABILITY_SUFFIXES`."""
+    """The format suffix of a probabilities path; :class:`InputError` for one not in :data:`PROBABILITY_SUFFIXES`."""
     suffix = suffix_of(path, PROBABILITY_SUFFIXES)
     if not suffix or suffix_of(path) != suffix:  # e.g. .seg.nrrd is a segmentation, not a plain .nrrd
         raise InputError(
