@@ -70,7 +70,7 @@ def format_table(summary: dict[str, dict[str, float]], names: dict[int, str], su
     if not summary:
         return "No query was scored."
     lines = [
-        f"{queries} queries segmented from {len(supports)} supports ({', '.join(supports)}); mean ± {SPREAD}",
+        f"mean ± {SPREAD}; queries scored: {queries}; supports: {', '.join(supports)}",
         f"{'label':<24}{'Dice':>16}{'HD95 mm':>18}{'ASSD mm':>18}",
     ]
     for label, entry in summary.items():

@@ -10,6 +10,7 @@ out). Value 0 is the background and never named.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from ..errors import InputError
 from ..segments import MAX_LABEL_VALUE
 
 DATASET_JSON = "dataset.json"
+logger = logging.getLogger(__name__)
 
 
 def _label_value(text: object, where: str) -> int:
@@ -46,16 +48,13 @@ def parse_label_names(items: Iterable[str]) -> dict[int, str]:
 
 def read_dataset_json(path: Path) -> dict[int, str]:
     """The label names of a ``dataset.json`` file (see the module docstring); :class:`InputError` if it is unreadable
-    or has no ``labels`` block."""
+    or has no ``labels`` block of value/name pairs."""
     try:
         labels = json.loads(path.read_text(encoding="utf-8"))["labels"]
+        if not isinstance(labels, Mapping):
+            raise TypeError("'labels' is not an object")
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise InputError(
-            f"{path} has no readable 'labels' block ({error}); fix the file, or move it away and name the labels "
-            "with --label-names."
-        ) from None
-    if not isinstance(labels, Mapping):
-        raise InputError(f"{path}: 'labels' is not an object of value/name pairs; fix it or use --label-names.")
+        raise InputError(f"{path} has no readable 'labels' block ({error}).") from None
     names = {}
     for key, entry in labels.items():
         if isinstance(entry, str):  # MSD: "1": "Anterior"
@@ -72,6 +71,13 @@ def dataset_json_beside(label_map: Path) -> Path | None:
 
 
 def label_names_for(label_map: Path, given: Mapping[int, str] | None = None) -> dict[int, str]:
-    """The names of a plain label map's values: those of a ``dataset.json`` beside it, overridden by ``given``."""
+    """The names of a plain label map's values: those of a ``dataset.json`` beside it, overridden by ``given``.
+
+    A ``dataset.json`` that cannot be read as one (another tool's file of that name) is warned about and left out."""
     found = dataset_json_beside(label_map)
-    return {**(read_dataset_json(found) if found else {}), **(given or {})}
+    try:
+        beside = read_dataset_json(found) if found else {}
+    except InputError as error:
+        logger.warning("%s Its label names are not used: fix it, or name the labels with --label-names.", error)
+        beside = {}
+    return {**beside, **(given or {})}
