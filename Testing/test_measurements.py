@@ -14,7 +14,7 @@ from FateSAMLib.segments import Segment
 
 def test_volumes_of_an_anisotropic_oblique_label_map_match_a_hand_computation():
     image = oblique_labels()  # spacing 0.5 x 0.75 x 3 mm, rotated 20 degrees and flipped: 1.125 mm^3 per voxel
-    segments = [Segment(2, "kidney", (1.0, 0.0, 0.0)), Segment(7, "dot", (0.0, 1.0, 0.0)), Segment(9, "none", (0, 0, 1))]
+    segments = [Segment(value, name, (1.0, 0.0, 0.0)) for value, name in ((2, "kidney"), (7, "dot"), (9, "none"))]
     volumes = segment_volumes(sitk.GetArrayViewFromImage(image), ijk_to_lps(image), segments)
     # label 2 fills [1:3, 2:4, 1:5] = 2 x 2 x 4 = 16 voxels = 18 mm^3; label 7 one voxel; label 9 none
     assert [(v.value, v.name, v.voxels) for v in volumes] == [(2, "kidney", 16), (7, "dot", 1), (9, "none", 0)]

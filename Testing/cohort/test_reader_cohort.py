@@ -48,4 +48,3 @@ def test_label_names_reach_a_dicom_seg(tmp_path):
     assert main(batch_args(queries, output_dir, "--format", ".dcm", *names)) == 0
     seg = pydicom.dcmread(output_dir / "patient1.dcm")
     assert [s.SegmentLabel for s in seg.SegmentSequence] == ["anterior", "posterior"]
-

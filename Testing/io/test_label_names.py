@@ -14,7 +14,8 @@ from FateSAMLib.io.labels import read_labels
 
 
 def test_label_names_are_value_name_pairs():
-    assert parse_label_names(["1=anterior", " 2 = posterior hippocampus "]) == {1: "anterior", 2: "posterior hippocampus"}
+    names = parse_label_names(["1=anterior", " 2 = posterior hippocampus "])
+    assert names == {1: "anterior", 2: "posterior hippocampus"}
 
 
 @pytest.mark.parametrize("item", ["anterior", "0=background", "x=liver", "1=", "70000=big", "-1=minus"])
