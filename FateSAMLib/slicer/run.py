@@ -25,7 +25,10 @@ from ..errors import Cancelled, FateSAMError, InputError
 from ..formats import NRRD_SUFFIX, SEGMENTATION_SUFFIX
 from ..options import RunSettings
 from ..segments import Segment, segment_key
+from .apply_result import KeptSegments, apply_result, untouched_segments
+from .probabilities import place_probabilities, read_probabilities
 from .process import BackgroundJob, EngineEvent, EngineProcess, engine_command, poll_until_finished, segment_arguments
+from .provenance import SupportSliceRef, read_provenance
 from .scene import (
     add_to_scene,
     check_same_frame,
@@ -34,7 +37,6 @@ from .scene import (
     lps_to_ras,
     node_label,
     read_segmentation,
-    replace_segments,
     save_segmentation,
     save_volume,
     segment_infos,
@@ -120,6 +122,7 @@ class RunInputs:
     output: Path
     stats: Path
     warnings: list[str] = field(default_factory=list)
+    pairs: list[SupportPair] = field(default_factory=list)  # the supports exported, in order (as the stats number)
 
 
 def export_inputs(
@@ -133,7 +136,7 @@ def export_inputs(
     if not supports:
         raise InputError("No support: add at least one (volume, segmentation) pair that shows the structures.")
     by_key = {segment_key(segment.name): segment for segment in segments}
-    exported, warnings = [], []
+    exported, warnings, pairs = [], [], []
     for index, pair in enumerate(supports, start=1):
         check_same_frame(pair.segmentation, pair.volume)
         chosen = [info for info in segment_infos(pair.segmentation) if segment_key(info.name) in by_key]
@@ -150,10 +153,12 @@ def export_inputs(
                 save_segmentation(label_node, folder / f"support-{index}{SEGMENTATION_SUFFIX}"),
             )
         )
+        pairs.append(pair)
     if not exported:
         raise InputError("None of the supports has the chosen segments; check other segments or add supports.")
     query = save_volume(target, folder / f"query{NRRD_SUFFIX}")
-    return RunInputs(exported, query, folder / f"result{SEGMENTATION_SUFFIX}", folder / "stats.json", warnings)
+    result, stats = folder / f"result{SEGMENTATION_SUFFIX}", folder / "stats.json"
+    return RunInputs(exported, query, result, stats, warnings, pairs)
 
 
 @dataclass(frozen=True)
@@ -242,11 +247,14 @@ def import_result(
     target: slicer.vtkMRMLScalarVolumeNode,
     output_node: slicer.vtkMRMLSegmentationNode | None = None,
     terminologies: Mapping[str, str] | None = None,
+    keeping: KeptSegments | None = None,
 ) -> slicer.vtkMRMLSegmentationNode:
     """Put the engine's ``.seg.nrrd`` into ``output_node``, or a new node "<target> FateSAM"; returns the node.
 
     The result keeps its segment names and colours, takes the supports' terminology by name, lies under the target's
     parent transform and refers to the target as its reference geometry. The scene changes only once the file read.
+    In ``output_node`` only the run's segments are replaced, as ``keeping`` says (:func:`apply_result`: locked and
+    hand-edited segments are kept; its ``warnings`` say which).
     """
     if not scene.IsNodePresent(target):
         raise InputError("The target volume was removed from the scene during the run; select it again and rerun.")
@@ -261,7 +269,8 @@ def import_result(
         result.SetName(scene.GenerateUniqueName(f"{node_label(target)}{RESULT_SUFFIX}"))
         output_node = add_to_scene(scene, result)
     else:
-        replace_segments(output_node, result)
+        keeping = keeping or KeptSegments()
+        keeping.warnings += apply_result(output_node, result, keeping.locked, keeping.untouched, keeping.replace_edited)
     output_node.SetReferenceImageGeometryParameterFromVolumeNode(target)
     output_node.SetAndObserveTransformNodeID(target.GetTransformNodeID())
     return output_node
@@ -330,6 +339,8 @@ class SegmentationRun:
         python: str | None = None,
         environment: Mapping[str, str] | None = None,
         session: ReviewSession | None = None,
+        keeping: KeptSegments | None = None,
+        probabilities: bool = False,
     ) -> None:
         self.scene = scene
         self.target = target
@@ -350,6 +361,10 @@ class SegmentationRun:
         self.doubtful_slices: list[DoubtfulSlice] = []
         self.stats: dict = {}
         self.segments: list[Segment] = []
+        self.keeping = keeping or KeptSegments()
+        self.probabilities = probabilities
+        self.probability_volumes: list[slicer.vtkMRMLScalarVolumeNode] = []
+        self.provenance: dict[int, list[SupportSliceRef]] = {}
         self._export_warnings: list[str] = []
         self._folder: RunFolder | None = None
         self._inputs: RunInputs | None = None
@@ -373,7 +388,13 @@ class SegmentationRun:
     @property
     def warnings(self) -> list[str]:
         """What the export and the engine warned about."""
-        return self._export_warnings + (self._job.warnings if self._job is not None else [])
+        job_warnings = self._job.warnings if self._job is not None else []
+        return self._export_warnings + job_warnings + self.keeping.warnings
+
+    @property
+    def used_supports(self) -> list[SupportPair]:
+        """The supports the engine was given (those with a chosen segment), as the stats' provenance numbers them."""
+        return self._inputs.pairs if self._inputs is not None else []
 
     def start(self) -> None:
         """Export the inputs and start the engine; on an input error nothing is left behind and it is raised."""
@@ -399,6 +420,8 @@ class SegmentationRun:
     def _start_job(self, inputs: RunInputs) -> BackgroundJob:
         """Start the engine process on the exported files (a remote run submits them to a server instead)."""
         arguments = segment_arguments(inputs.supports, inputs.query, inputs.output, self.options, inputs.stats)
+        if self.probabilities:
+            arguments += ["--probabilities", str(self._probabilities_path(inputs))]
         return BackgroundJob(engine_command(arguments, self.python), self.environment)
 
     def poll(self) -> list[EngineEvent]:
@@ -414,15 +437,25 @@ class SegmentationRun:
     def _finish(self) -> None:
         try:
             if self._job.state == "succeeded" and self._job.done_output:
+                if self.output_node is not None:  # as the node is now: the user may have edited it during the run
+                    self.keeping.untouched = untouched_segments(self.output_node, self.session)
+                self.stats = read_run_stats(self._inputs.stats)
+                self.provenance = read_provenance(self.stats)
+                if self.probabilities:  # read before the scene changes
+                    names = [str(segment["name"]) for segment in self.stats.get("segments", [])]
+                    path = self._probabilities_path(self._inputs)
+                    self.probability_volumes = read_probabilities(path, self.target, names)
                 self.result = import_result(
                     self.scene,
                     Path(self._job.done_output),
                     self.target,
                     self.output_node,
                     self._segments.terminologies,
+                    self.keeping,
                 )
-                self.stats = read_run_stats(self._inputs.stats)
                 self.doubtful_slices = read_doubtful_slices(self._inputs.stats, self.stats)
+                if self.probability_volumes:
+                    place_probabilities(self.scene, self.probability_volumes, self.target)
                 if self.session is not None:
                     self.session.keep(self, Path(self._job.done_output))
                 self.state, self.fraction, self.message = "succeeded", 1.0, "Done"
@@ -443,6 +476,10 @@ class SegmentationRun:
             self._folder.remove()
             self._folder = None
             _LIVE_RUNS.discard(self)
+
+    @staticmethod
+    def _probabilities_path(inputs: RunInputs) -> Path:
+        return inputs.output.with_name(f"probabilities{NRRD_SUFFIX}")
 
     def cancel(self) -> None:
         """Ask the engine to stop; the run ends as "cancelled" at a later :meth:`poll` (see :meth:`stop`)."""
