@@ -15,7 +15,6 @@ from test_slicer_run import FAST, finish, small_supports
 
 from FateSAMLib.segments import Segment
 from FateSAMLib.slicer.apply_result import apply_result, plan_apply
-from FateSAMLib.slicer.provenance import leaned_on, show_support_slice
 from FateSAMLib.slicer.review import ReviewSession, slice_array_axis
 from FateSAMLib.slicer.run import SegmentationRun
 from FateSAMLib.slicer.scene import (
@@ -26,7 +25,9 @@ from FateSAMLib.slicer.scene import (
     register_segmentation_converters,
     segment_infos,
     segmentation_to_label_array,
+    to_world,
 )
+from FateSAMLib.slicer.support_view import from_world, leaned_on, show_support_slice, stack_index
 from FateSAMLib.slicer.volumes import segmentation_volumes
 
 
@@ -195,6 +196,9 @@ def test_a_second_run_into_an_edited_result_keeps_the_edits_and_shows_its_proven
         np.testing.assert_array_equal(box[alone], (box_probability >= 128)[alone])
         assert all(scene.IsNodePresent(node) for node in second.probability_volumes)
 
+        # the engine's slice numbers, found back from a point of the slice (as the views' centre is)
+        for doubtful in second.doubtful_slices:
+            assert stack_index(target, second.stats["slice_axis"], doubtful.center_ras) == doubtful.slice_index
         # provenance: the support slice the middle slice leaned on, shown in a second view
         middle = len(second.provenance) // 2
         used = leaned_on(second.provenance, middle)
@@ -229,3 +233,29 @@ def slicer_array(volume) -> np.ndarray:
     image = volume.GetImageData()
     columns, rows, slices = image.GetDimensions()
     return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(slices, rows, columns)
+
+
+@pytest.mark.parametrize("angles", [(0, 0, 0), (17, -8, 25), (0, 90, 0), (180, 0, 90)])
+def test_a_point_of_the_views_gives_the_engines_slice_number_through_the_transforms(scene, angles):
+    volume, _, _ = make_case(scene, "case", geometry=oblique_geometry(angles=angles))
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "moved")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(0, 3, 40.0)
+    for row, column, value in ((1, 1, 0.0), (1, 2, -1.0), (2, 1, 1.0), (2, 2, 0.0)):  # a quarter turn about x
+        matrix.SetElement(row, column, value)
+    transform.SetMatrixTransformToParent(matrix)
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    for axis in ("axial", "coronal", "sagittal"):
+        array_axis = slice_array_axis(ijk_to_ras(volume), axis)
+        count = (9, 14, 12)[array_axis]
+        # the engine's stack runs superior / posterior / left: the RAS coordinate of slice centres sorts them
+        centres = []
+        for index in range(count):
+            ijk = np.array([6.0, 7.0, 4.5, 1.0])  # the middle of the (i, j, k) grid, then one slice moved
+            ijk[2 - array_axis] = index
+            centres.append((ijk_to_ras(volume) @ ijk)[:3])
+        ras_axis, sign = {"axial": (2, 1), "coronal": (1, -1), "sagittal": (0, -1)}[axis]
+        order = np.argsort([sign * centre[ras_axis] for centre in centres])
+        for stack, index in enumerate(order):
+            world = to_world(volume, centres[index])
+            assert stack_index(volume, axis, from_world(volume, world)) == stack
