@@ -74,13 +74,14 @@ from FateSAMLib.slicer.run import SegmentationRun, SupportPair, display_result, 
 from FateSAMLib.slicer.scene import (  # noqa: E402
     add_to_scene,
     array_to_volume,
+    from_world,
     label_array_to_segmentation,
     register_segmentation_converters,
     segment_infos,
     segmentation_to_label_array,
 )
 from FateSAMLib.slicer.support_set import load_support_set, save_support_set  # noqa: E402
-from FateSAMLib.slicer.support_view import from_world, leaned_on, show_support_slice, stack_index  # noqa: E402
+from FateSAMLib.slicer.support_view import leaned_on, show_support_slice, stack_index  # noqa: E402
 from FateSAMLib.slicer.volumes import segmentation_volumes  # noqa: E402
 
 POLL_INTERVAL_MS = 200

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import slicer
-import vtk
 
 from ..errors import InputError
 from .provenance import SupportSliceRef
@@ -62,16 +61,6 @@ def leaned_on(provenance: dict[int, list[SupportSliceRef]], slice_index: int) ->
     if not used:
         raise InputError(f"Slice {slice_index} was not predicted from a support (a corrected slice?); pick another.")
     return used[0]
-
-
-def from_world(node: slicer.vtkMRMLTransformableNode, point_world: Sequence[float]) -> tuple[float, float, float]:
-    """A world RAS point (e.g. where a slice view is) in ``node``'s own coordinates: the inverse of ``to_world``."""
-    transform_node = node.GetParentTransformNode()
-    if transform_node is None:
-        return tuple(float(value) for value in point_world)
-    from_world_transform = vtk.vtkGeneralTransform()
-    transform_node.GetTransformFromWorld(from_world_transform)
-    return tuple(float(v) for v in from_world_transform.TransformPoint([float(v) for v in point_world]))
 
 
 def stack_index(volume: slicer.vtkMRMLScalarVolumeNode, slice_axis: str, point_ras: Sequence[float]) -> int:

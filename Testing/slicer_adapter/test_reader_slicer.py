@@ -11,7 +11,7 @@ import pytest
 import vtk
 from scene_helpers import KIDNEY, LIVER, SPLEEN, make_case, oblique_geometry, slicer
 from test_refine_run import edit_slice, labels_of
-from test_slicer_run import FAST, finish, small_supports
+from test_slicer_run import FAST, small_supports, succeeded
 
 from FateSAMLib.segments import Segment
 from FateSAMLib.slicer.apply_result import apply_result, plan_apply
@@ -19,6 +19,7 @@ from FateSAMLib.slicer.review import ReviewSession, slice_array_axis
 from FateSAMLib.slicer.run import SegmentationRun
 from FateSAMLib.slicer.scene import (
     BINARY_LABELMAP,
+    from_world,
     ijk_to_ras,
     label_array_to_segmentation,
     lps_to_ras,
@@ -27,7 +28,7 @@ from FateSAMLib.slicer.scene import (
     segmentation_to_label_array,
     to_world,
 )
-from FateSAMLib.slicer.support_view import from_world, leaned_on, show_support_slice, stack_index
+from FateSAMLib.slicer.support_view import leaned_on, show_support_slice, stack_index
 from FateSAMLib.slicer.volumes import segmentation_volumes
 
 
@@ -141,10 +142,7 @@ def test_a_second_run_into_an_edited_result_keeps_the_edits_and_shows_its_proven
     target, pairs, _ = small_supports(scene)
     session = ReviewSession()
     try:
-        first = SegmentationRun(scene, target, pairs, options=FAST, python=sys.executable, session=session)
-        first.start()
-        finish(first)
-        assert first.state == "succeeded", first.error
+        first = succeeded(SegmentationRun(scene, target, pairs, options=FAST, python=sys.executable, session=session))
         result = first.result
         measured = {v.name: v for v in segmentation_volumes(result, target)}
         for stats_volume in first.stats["volumes"]:  # the module measures the result as the engine did
@@ -163,19 +161,8 @@ def test_a_second_run_into_an_edited_result_keeps_the_edits_and_shows_its_proven
         before = segment_state(result)
         edited_ball = labels_of_named(result, target, "Ball")
 
-        second = SegmentationRun(
-            scene,
-            target,
-            pairs,
-            options=FAST,
-            output_node=result,
-            python=sys.executable,
-            session=session,
-            probabilities=True,
-        )
-        second.start()
-        finish(second)
-        assert second.state == "succeeded", second.error
+        into_result = {"output_node": result, "python": sys.executable, "session": session, "probabilities": True}
+        second = succeeded(SegmentationRun(scene, target, pairs, options=FAST, **into_result))
         assert second.result is result
         assert [info.name for info in segment_infos(result)] == ["Ball", "Box", "Note", "Ball FateSAM"]
         after = segment_state(result)

@@ -333,6 +333,14 @@ def finish(run: SegmentationRun, timeout_s: float = 240) -> list:
     return events
 
 
+def succeeded(run: SegmentationRun) -> SegmentationRun:
+    """``run`` started and followed to its end, which must be a success."""
+    run.start()
+    finish(run)
+    assert run.state == "succeeded", run.error
+    return run
+
+
 def test_a_whole_run_imports_a_named_coloured_result_and_cleans_up(scene):
     target, pairs, segments = small_supports(scene)
     before = {node_id for node_id, *_ in scene_snapshot(scene)}
