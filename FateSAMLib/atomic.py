@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .errors import InputError, ResourceError
+from .formats import check_file_name
 
 
 def _exists_error(path: Path) -> InputError:
@@ -32,9 +33,11 @@ def _nearest_existing(path: Path) -> Path:
 def check_output_location(path: str | Path, overwrite: bool) -> None:
     """Refuse (:class:`InputError`) an output path that cannot be written, before any work is done.
 
-    A folder, an existing file without ``overwrite``, a parent path that is a file, and a folder in which no file can
-    be created (checked by creating and removing a probe file in the nearest existing folder) are refused.
+    A path that is not UTF-8 text (see :func:`~FateSAMLib.formats.check_file_name`), a folder, an existing file
+    without ``overwrite``, a parent path that is a file, and a folder in which no file can be created (checked by
+    creating and removing a probe file in the nearest existing folder) are refused.
     """
+    check_file_name(path)
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path} is a folder; give a file name in it, e.g. {path / 'labels.nii.gz'}.")
@@ -135,7 +138,10 @@ class OutputFiles:
             self._discard()
 
     def add(self, path: str | Path, write: Callable[[Path], None], suffix: str = "") -> None:
-        """Write ``path``'s content now, through ``write(temporary_path)``; ``suffix`` ends the temporary name."""
+        """Write ``path``'s content now, through ``write(temporary_path)``; ``suffix`` ends the temporary name.
+
+        A path that is not UTF-8 text is refused first (:func:`~FateSAMLib.formats.check_file_name`)."""
+        check_file_name(path)
         path = Path(path)
         if os.path.lexists(path) and not self.overwrite:
             raise _exists_error(path)

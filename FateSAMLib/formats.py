@@ -7,7 +7,10 @@ segmentation, not a plain ``.nrrd``).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+from .errors import InputError
 
 SEGMENTATION_SUFFIX = ".seg.nrrd"
 NRRD_SUFFIX = ".nrrd"
@@ -51,3 +54,20 @@ def file_stem(path: str | Path, suffixes: tuple[str, ...] = LABEL_SUFFIXES) -> s
     name = Path(path).name
     suffix = suffix_of(name, suffixes)
     return (name[: len(name) - len(suffix)] if suffix else Path(name).stem) or name
+
+
+def check_file_name(path: str | bytes | os.PathLike) -> None:
+    """Refuse (:class:`InputError`) a path that is not UTF-8 text, e.g. a Linux file name saved in Latin-1: the image
+    libraries take UTF-8 paths only (SimpleITK aborts the process on any other). Other non-ASCII names are fine."""
+    text = os.fsdecode(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            shown = os.fsencode(text).decode("utf-8", "backslashreplace")  # b"case\xff" shows as case\xff
+        except UnicodeEncodeError:  # a surrogate that no file system name decodes to
+            shown = text.encode("utf-8", "backslashreplace").decode()
+        raise InputError(
+            f"{shown}: this path is not UTF-8 text (a file or folder name in another encoding), which FateSAM's image "
+            "libraries cannot open. Rename the file or folder with UTF-8 characters, then try again."
+        ) from None

@@ -24,10 +24,12 @@ from .models.registry import check_image_size as _check_model_image_size
 T = TypeVar("T")
 
 
-def check_whole_number(option: str, value: int, minimum: int = 1) -> None:
-    """:class:`InputError` unless ``value`` is a whole number of at least ``minimum``."""
+def check_whole_number(option: str, value: int, minimum: int = 1, maximum: int | None = None) -> None:
+    """:class:`InputError` unless ``value`` is a whole number of at least ``minimum`` (and at most ``maximum``)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InputError(f"{option} must be a whole number of at least {minimum} (got {value!r}).")
+    if maximum is not None and value > maximum:
+        raise InputError(f"{option} must be a whole number from {minimum} to {maximum} (got {value!r}).")
 
 
 def check_image_size(value: int) -> None:
@@ -45,6 +47,13 @@ def check_finite(option: str, value: float) -> None:
     """:class:`InputError` unless ``value`` is a finite number."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InputError(f"{option} must be a finite number (got {value!r}).")
+
+
+def check_positive(option: str, value: float) -> None:
+    """:class:`InputError` unless ``value`` is a finite number above 0."""
+    check_finite(option, value)
+    if value <= 0:
+        raise InputError(f"{option} must be above 0 (got {value:g}).")
 
 
 def check_percentile(value: float) -> None:
@@ -90,14 +99,19 @@ def _argument_type(parse: Callable[[str], T], check: Callable[[T], None]) -> Cal
     return convert
 
 
-def whole_number_type(option: str, minimum: int = 1) -> Callable[[str], int]:
-    """argparse type: a whole number of at least ``minimum`` for ``option``."""
-    return _argument_type(int, lambda value: check_whole_number(option, value, minimum))
+def whole_number_type(option: str, minimum: int = 1, maximum: int | None = None) -> Callable[[str], int]:
+    """argparse type: a whole number of at least ``minimum`` (and at most ``maximum``) for ``option``."""
+    return _argument_type(int, lambda value: check_whole_number(option, value, minimum, maximum))
 
 
 def finite_float_type(option: str) -> Callable[[str], float]:
     """argparse type: a finite number (no nan or inf) for ``option``."""
     return _argument_type(float, lambda value: check_finite(option, value))
+
+
+def positive_number_type(option: str) -> Callable[[str], float]:
+    """argparse type: a finite number above 0 for ``option``."""
+    return _argument_type(float, lambda value: check_positive(option, value))
 
 
 image_size_type = _argument_type(int, check_image_size)

@@ -26,6 +26,7 @@ from typing import Any
 from . import errors
 from .errors import Cancelled, FateSAMError, InputError, ResourceError
 from .formats import IMAGE_SUFFIXES, LABEL_SUFFIXES, SEGMENTATION_SUFFIX, suffix_of
+from .json_input import parse_json
 from .options import SETTINGS, RunSettings, option_arguments
 
 API = "/v1"
@@ -227,8 +228,8 @@ class ServerClient:
 
     def _error(self, error: urllib.error.HTTPError) -> FateSAMError:
         try:
-            detail = json.loads(error.read() or b"{}")
-        except ValueError:
+            detail = parse_json(error.read() or b"{}", "The server's answer", "", error=ServerError)
+        except ServerError:
             detail = {}
         message = detail.get("detail") if isinstance(detail, dict) else None
         if not isinstance(message, str):
@@ -238,12 +239,17 @@ class ServerClient:
         if error.code == 503:
             retry = float(error.headers.get("Retry-After") or 10)
             return ServerBusy(message, retry)
-        kind = _ERROR_CLASSES.get(detail.get("kind", ""))
+        kind_name = detail.get("kind") if isinstance(detail, dict) else None
+        kind = _ERROR_CLASSES.get(kind_name) if isinstance(kind_name, str) else None
         return (kind or (InputError if error.code == 422 else ServerError))(message)
 
     def _json(self, method: str, path: str, **options: Any) -> dict:
         data, _ = self._request(method, path, **options)
-        return json.loads(data)
+        fix = "check that the URL is a FateSAM server's, and that both run the same FateSAM version."
+        answer = parse_json(data, f"The answer of {self.url} to {method} {path}", fix, error=ServerError)
+        if not isinstance(answer, dict):
+            raise ServerError(f"The answer of {self.url} to {method} {path} is not a JSON object; {fix}")
+        return answer
 
     def health(self) -> dict:
         """The server's version and queue (no token needed)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
+from .json_input import parse_json
 
 MANIFEST_NAME = "fatesam-support-set.json"
 FORMAT = "fatesam-support-set"
@@ -96,10 +97,7 @@ def read_support_set(folder: str | Path) -> SupportSet:
     path = folder / MANIFEST_NAME
     if not path.is_file():
         raise InputError(f"{folder} is not a FateSAM support set (no {MANIFEST_NAME}); choose the set's folder.")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise _manifest_error(path, f"cannot be read ({error})") from error
+    manifest = parse_json(path, f"The support set manifest {path}", "save the support set again from FateSAM.")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise _manifest_error(path, f"is not a {FORMAT} manifest")
     if manifest.get("version") != VERSION:

@@ -4,6 +4,7 @@ and small files (label maps, segmentations, damaged copies) that tests in severa
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,40 @@ def cut_short(path: Path, missing: int | float) -> None:
     """Drop the last ``missing`` bytes of a file (or that fraction of it), as an interrupted copy does."""
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - (missing if isinstance(missing, int) else int(len(data) * missing))])
+
+
+def write_dicom_series(
+    image: sitk.Image,
+    folder: Path,
+    series_uid: str,
+    slices: Iterable[int] | None = None,
+    change: Callable[[int, dict[str, str]], None] | None = None,
+    copy: int = 0,
+) -> None:
+    """One DICOM file per slice (those in ``slices``, default all), with the position and orientation tags a scanner
+    writes; ``change(k, tags)`` may alter slice k's tags; ``copy`` > 0 writes other files (other names and UIDs)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    d = image.GetDirection()
+    for k in range(image.GetDepth()) if slices is None else slices:
+        slice_image = image[:, :, k]
+        tags = {
+            "0008|0060": "MR",
+            "0020|000e": series_uid,
+            "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
+            "0008|0018": f"{series_uid}.{k + 1}" + (f".{copy}" if copy else ""),
+            "0020|0013": str(k + 1),
+            "0020|0037": "\\".join(str(v) for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
+            "0020|0032": "\\".join(str(v) for v in image.TransformIndexToPhysicalPoint((0, 0, k))),
+            "0028|0030": f"{image.GetSpacing()[1]}\\{image.GetSpacing()[0]}",
+        }
+        if change is not None:
+            change(k, tags)
+        for tag, value in tags.items():
+            slice_image.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{f'copy{copy}_' if copy else ''}{series_uid}_{k:03d}.dcm"))
+        writer.Execute(slice_image)
 
 
 def write_support_set(folder: Path, pairs: list[tuple[Path, Path]], model_hints: dict | None = None) -> Path:

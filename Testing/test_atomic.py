@@ -3,12 +3,13 @@ is published whole, never replacing one that appeared meanwhile unless asked."""
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from FateSAMLib.atomic import OutputFiles, staged_folder
+from FateSAMLib.atomic import OutputFiles, check_outputs, staged_folder, write_file_atomically
 from FateSAMLib.errors import Cancelled, InputError
 
 
@@ -75,3 +76,16 @@ def test_a_folder_that_appears_meanwhile_is_never_replaced_unless_asked(tmp_path
     with staged_folder(folder, overwrite=True) as staging:
         (staging / "new.txt").write_text("new")
     assert [p.name for p in folder.iterdir()] == ["new.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["set"]
+
+
+def test_a_path_that_is_not_utf8_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    folder = Path(os.fsdecode(bytes(tmp_path) + b"/r\xe9sultats"))
+    for attempt in (
+        lambda: check_outputs([folder / "labels.nii.gz"], overwrite=False),
+        lambda: write_file_atomically(folder / "labels.nii.gz", lambda target: target.write_text("x")),
+    ):
+        with pytest.raises(InputError, match=r"r\\xe9sultats/labels.nii.gz: this path is not UTF-8 text"):
+            attempt()
+    assert list(tmp_path.iterdir()) == []
+    write_file_atomically(tmp_path / "résultats_脑" / "labels.txt", lambda target: target.write_text("x"))
+    assert (tmp_path / "résultats_脑" / "labels.txt").read_text() == "x"

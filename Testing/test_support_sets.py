@@ -90,11 +90,27 @@ def test_an_unreadable_or_missing_manifest_and_a_missing_folder(folder, tmp_path
     with pytest.raises(InputError, match=f"not a FateSAM support set \\(no {MANIFEST_NAME}\\)"):
         read_support_set(tmp_path)
     (folder / MANIFEST_NAME).write_text("{ not json")
-    with pytest.raises(InputError, match="cannot be read.*save the support set again"):
+    with pytest.raises(InputError, match="is not valid JSON.*; save the support set again"):
         read_support_set(folder)
     (folder / MANIFEST_NAME).write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(InputError, match="cannot be read"):
+    with pytest.raises(InputError, match="is not UTF-8 text; save the support set again"):
         read_support_set(folder)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"format": "fatesam-support-set", "model_hints": ' + "[" * 100_000, "more than 32 levels deep; save"),
+        ('{"format": "fatesam-support-set", "name": "' + "x" * 2 * 1024**2 + '"}', "is too large (over 1048576 bytes"),
+    ],
+    ids=["nested", "huge"],
+)
+def test_a_deeply_nested_or_huge_manifest_is_one_message_before_it_is_parsed(folder, text, message):
+    (folder / MANIFEST_NAME).write_text(text)
+    with pytest.raises(InputError, match=re.escape(message)) as refused:
+        read_support_set(folder)
+    assert str(refused.value).startswith(f"The support set manifest {folder / MANIFEST_NAME} ")
+    assert str(refused.value).count("\n") == 0 and len(str(refused.value)) < 400
 
 
 def test_reading_a_set_imports_no_third_party_module(folder):

@@ -18,8 +18,9 @@ from ..formats import OUTPUT_SUFFIXES, output_suffix
 from ..io.images import read_image
 from ..io.labels import label_map_writer
 from ..io.probabilities import probability_suffix, probability_writer
+from ..memory import is_allocation_failure
 from ..method.pipeline import Normalization, load_support, segment_volume
-from ..models.devices import is_allocation_failure, not_enough_memory, resolve_device
+from ..models.devices import not_enough_memory, resolve_device
 from ..progress import CancelToken, StageProgress
 from .arguments import (
     add_label_names_argument,

@@ -3,39 +3,108 @@
 from __future__ import annotations
 
 import argparse
+import os
+import socket
+import ssl
 from pathlib import Path
 
 from ..errors import InputError
-from ..options import SETTINGS
+from ..options import SETTINGS, positive_number_type, whole_number_type
 from ..progress import CancelToken
 from ..remote import settings_arguments
+from ..server.limits import DEFAULT_MAX_VOXELS, DEFAULT_UPLOAD_TIMEOUT_S, SECONDS_PER_UPLOADED_MB, SHUTDOWN_GRACE_S
 from ..server.tokens import is_loopback, load_or_create_token
+from ..server.work_folder import prepare_root
 from .arguments import add_model_arguments, settings_from_args
 from .reporting import Reporter
 
 DEFAULT_PORT = 8765
+BACKLOG = 2048
+"""Connections waiting to be accepted (uvicorn's default)."""
 
 
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``fatesam serve``."""
     serve = subparsers.add_parser("serve", help="run jobs for remote clients (Slicer, 'segment --server') over HTTP")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default this computer only)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
-    serve.add_argument("--workers", type=int, default=1, help="jobs run at once (default 1: one GPU)")
-    serve.add_argument("--queue-size", type=int, default=8, help="jobs that may wait; more are refused (503)")
-    serve.add_argument("--max-upload-mb", type=float, default=2048, help="largest request body (default 2048 MB)")
-    serve.add_argument("--keep-results-minutes", type=float, default=60, help="finished jobs' results kept (60)")
-    serve.add_argument("--keep-support-sets-hours", type=float, default=24, help="unused support sets kept (24)")
     serve.add_argument(
-        "--abandon-minutes", type=float, default=10, help="cancel a job no client asked about for this long (10)"
+        "--port", type=whole_number_type("--port", 1, 65535), default=DEFAULT_PORT, help=f"TCP port ({DEFAULT_PORT})"
     )
+    serve.add_argument("--workers", type=whole_number_type("--workers"), default=1, help="jobs run at once (1)")
+    serve.add_argument(
+        "--queue-size", type=whole_number_type("--queue-size"), default=8, help="jobs that may wait; more get 503 (8)"
+    )
+    serve.add_argument(
+        "--max-upload-mb", type=positive_number_type("--max-upload-mb"), default=2048, help="largest body (2048 MB)"
+    )
+    serve.add_argument(
+        "--max-voxels",
+        type=whole_number_type("--max-voxels"),
+        default=DEFAULT_MAX_VOXELS,
+        help=f"most voxels an uploaded volume may hold (default {DEFAULT_MAX_VOXELS}: 2000 slices of 512 x 512)",
+    )
+    serve.add_argument(
+        "--upload-timeout-seconds",
+        type=positive_number_type("--upload-timeout-seconds"),
+        default=DEFAULT_UPLOAD_TIMEOUT_S,
+        help=f"cut an upload not done in this long plus {SECONDS_PER_UPLOADED_MB:g} s per MB (60)",
+    )
+    for flag, default, what in (
+        ("--keep-results-minutes", 60, "finished jobs' results kept"),
+        ("--keep-support-sets-hours", 24, "unused support sets kept"),
+        ("--abandon-minutes", 10, "cancel a job no client asked about for this long"),
+    ):
+        serve.add_argument(flag, type=positive_number_type(flag), default=default, help=f"{what} ({default})")
     serve.add_argument("--token-file", type=Path, help="token file (default: server-token in the config folder)")
     serve.add_argument("--no-auth", action="store_true", help="no token (refused unless --host is a loopback address)")
     serve.add_argument("--ssl-certfile", type=Path, help="TLS certificate (PEM) for https")
     serve.add_argument("--ssl-keyfile", type=Path, help="TLS private key (PEM) for https")
-    serve.add_argument("--work-dir", type=Path, help="where the private folder of uploads goes (default temp)")
+    serve.add_argument(
+        "--work-dir", type=Path, help="where the server's private folder goes (default the temporary folder)"
+    )
     add_model_arguments(serve)
     serve.set_defaults(func=run_serve, reporting=True)
+
+
+def check_tls(certfile: Path | None, keyfile: Path | None) -> None:
+    """InputError unless both or neither are given, and the certificate and key load as a pair."""
+    if (certfile is None) != (keyfile is None):
+        raise InputError("--ssl-certfile and --ssl-keyfile go together; give both for https, or neither.")
+    if certfile is None:
+        return
+    for flag, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
+        if not Path(path).is_file():
+            raise InputError(f"{flag} {path} is not a file; give the path of the PEM file.")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as error:
+        raise InputError(
+            f"The TLS certificate {certfile} and key {keyfile} cannot be used ({error.strerror or error}); give a "
+            "PEM certificate and its unencrypted private key."
+        ) from None
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port`` for the server; InputError when the address cannot be used."""
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        listening = socket.socket(family, kind, protocol)
+    except OSError as error:
+        raise InputError(f"Cannot listen on {host}:{port} ({error.strerror or error}); check --host.") from None
+    try:
+        if os.name != "nt":
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(address)
+        listening.listen(BACKLOG)  # clients may connect from now on; they are answered once the server has started
+    except OSError as error:
+        listening.close()
+        raise InputError(
+            f"Cannot listen on {host}:{port} ({error.strerror or error}); choose another --port (or stop what uses "
+            "it), or an address of this computer as --host."
+        ) from None
+    return listening
 
 
 def engine_arguments(args: argparse.Namespace) -> tuple[str, ...]:
@@ -51,11 +120,8 @@ def engine_arguments(args: argparse.Namespace) -> tuple[str, ...]:
 
 def run_serve(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> int:
     """Check the options, load or create the token, and serve until Ctrl+C or SIGTERM (which cancels every job)."""
-    if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
-        raise InputError("--ssl-certfile and --ssl-keyfile go together; give both for https, or neither.")
-    for option in ("workers", "queue_size"):
-        if getattr(args, option) < 1:
-            raise InputError(f"--{option.replace('_', '-')} must be at least 1 (got {getattr(args, option)}).")
+    check_tls(args.ssl_certfile, args.ssl_keyfile)
+    prepare_root(args.work_dir)
     token = None
     if args.no_auth:
         if not is_loopback(args.host):
@@ -95,15 +161,20 @@ def run_serve(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken)
         keep_support_sets_s=args.keep_support_sets_hours * 3600,
         abandon_after_s=args.abandon_minutes * 60,
         work_dir=args.work_dir,
+        upload_timeout_s=args.upload_timeout_seconds,
+        max_voxels=args.max_voxels,
     )
+    listening = listening_socket(args.host, args.port)
     reporter.stderr.write(f"FateSAM server on {scheme}://{args.host}:{args.port} (API docs at /docs)\n")
     reporter.stderr.flush()
-    uvicorn.run(
-        create_app(config),
-        host=args.host,
-        port=args.port,
-        ssl_certfile=args.ssl_certfile,
-        ssl_keyfile=args.ssl_keyfile,
-        log_level="info",
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config),
+            ssl_certfile=args.ssl_certfile,
+            ssl_keyfile=args.ssl_keyfile,
+            log_level="info",
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        )
     )
-    return 0
+    server.run(sockets=[listening])
+    return 0 if server.started else 1

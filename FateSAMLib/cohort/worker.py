@@ -14,11 +14,12 @@ from ..formats import OUTPUT_SUFFIXES
 from ..io.dicom_seg import DICOM_SEG_SUFFIX, dicom_seg_writer
 from ..io.images import read_image
 from ..io.labels import label_map_writer, read_labels_on_grid
+from ..memory import is_allocation_failure
 from ..method.encoder import MemoryFeatureCache
 from ..method.engine import FateSamEngine
 from ..method.pipeline import Normalization, SupportCase, load_support, segment_volume
 from ..metrics import evaluate_labels
-from ..models.devices import is_allocation_failure, not_enough_memory
+from ..models.devices import not_enough_memory
 from ..progress import CancelToken, ProgressCallback, ignore_progress
 from .cases import Case
 

@@ -1,21 +1,22 @@
 """Reading images (NIfTI, NRRD, MHA, DICOM series): complete, scalar, 3D, finite, not blank.
 
-Every file is first checked for completeness (:mod:`.integrity`).
+Every file's header is checked first, before any voxel is read (:mod:`.integrity`: data files only beside it, a
+size that fits in memory, complete), every DICOM series for one regular grid of slices (:mod:`.dicom_series`), and
+every path for UTF-8 text.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import InputError
-from ..formats import IMAGE_SUFFIXES, suffix_of
-from .integrity import check_file_integrity, non_finite_error
-
-logger = logging.getLogger(__name__)
+from ..errors import InputError, ResourceError
+from ..formats import IMAGE_SUFFIXES, check_file_name, suffix_of
+from ..memory import host_memory_bytes, is_allocation_failure, not_enough_memory_error
+from .dicom_series import series_files
+from .integrity import check_image_file, non_finite_error
 
 
 def _check_volume(image: sitk.Image, path: Path) -> None:
@@ -44,25 +45,19 @@ def _check_intensities(image: sitk.Image, path: Path) -> None:
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise InputError(
-            f"{folder} is a folder without a DICOM series. Pass a folder of DICOM files, or a NIfTI/NRRD/MHA file."
-        )
-    files = {uid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid) for uid in series}
-    chosen = max(series, key=lambda uid: len(files[uid]))
-    if len(series) > 1:
-        logger.warning(
-            f"{folder} holds {len(series)} DICOM series; reading the largest ({chosen}, {len(files[chosen])} files). "
-            "To use another one, put its files in a folder of their own and pass that folder."
-        )
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files[chosen])
+    reader.SetFileNames(series_files(folder))
     return reader.Execute()
+
+
+def allocation_error(path: Path) -> ResourceError:
+    """The error for a reader that could not allocate a file's voxels: not enough memory, not a damaged file."""
+    return not_enough_memory_error(f"reading {path} failed to allocate its voxels", "this machine", host_memory_bytes())
 
 
 def read_volume(path: Path) -> sitk.Image:
     """A scalar 3D volume from a complete file or a DICOM series folder (intensities not checked)."""
+    check_file_name(path)
     if not path.exists():
         raise InputError(f"{path} does not exist. Check the path (and that the disk or share is mounted).")
     try:
@@ -74,9 +69,11 @@ def read_volume(path: Path) -> sitk.Image:
                 "(in 3D Slicer: right-click the volume > Export to file... > .nrrd)."
             )
         else:
-            check_file_integrity(path)
+            check_image_file(path)
             image = sitk.ReadImage(str(path))
     except RuntimeError as error:
+        if is_allocation_failure(error):
+            raise allocation_error(path) from None
         raise InputError(
             f"{path} could not be read ({str(error).strip().splitlines()[-1]}). Check that the file is complete and "
             "in one of the supported formats, e.g. by opening it in 3D Slicer."
@@ -88,8 +85,10 @@ def read_volume(path: Path) -> sitk.Image:
 def read_image(path: str | Path) -> sitk.Image:
     """Read a scalar 3D volume: NIfTI, NRRD, MHA/MHD, or a DICOM series folder (its largest series, with a warning).
 
-    Raises :class:`InputError` for a missing, unreadable or truncated file, a 2D image, a colour/vector image, NaN or
-    infinite values, or a blank volume (one intensity everywhere).
+    Raises :class:`InputError` for a missing, unreadable or truncated file, a header naming a data file elsewhere
+    than beside it, a DICOM series that is not one regular grid, a path that is not UTF-8, a 2D image, a
+    colour/vector image, NaN or infinite values, or a blank volume (one intensity everywhere); and
+    :class:`~FateSAMLib.errors.ResourceError` when its voxels would not fit in memory.
     """
     path = Path(path)
     image = read_volume(path)

@@ -4,6 +4,7 @@ colours; label values are integers in 0..65535 (the 16-bit label maps that are w
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -15,7 +16,8 @@ import slicerio
 
 from ..atomic import write_file_atomically
 from ..errors import InputError
-from ..formats import OUTPUT_SUFFIXES, SEGMENTATION_SUFFIX, is_segmentation_file, output_suffix
+from ..formats import OUTPUT_SUFFIXES, SEGMENTATION_SUFFIX, check_file_name, is_segmentation_file, output_suffix
+from ..memory import is_allocation_failure
 from ..segments import MAX_LABEL_VALUE, Segment, default_segment
 from .geometry import (
     from_slices,
@@ -26,9 +28,16 @@ from .geometry import (
     lps_to_index,
     set_ijk_to_lps,
 )
-from .images import read_volume
-from .integrity import check_file_integrity
+from .images import allocation_error, read_volume
+from .integrity import check_image_file
 from .label_names import label_names_for
+
+logger = logging.getLogger(__name__)
+
+# More label values than this in a support's label map is more likely an image passed as labels than a label map (a
+# whole-body atlas has about 120 structures: such a map gets the warning and is used all the same).
+MANY_LABEL_VALUES = 64
+_SWAPPED_HINT = "Were the image and its labels swapped? --support takes IMAGE LABELS, in that order."
 
 _PLAIN_LABELS_NOTE = (
     "A plain label map must be on exactly its image's grid (only a Slicer .seg.nrrd may cover a cropped part of it).\n"
@@ -59,8 +68,8 @@ def _integer_labels(array: np.ndarray, path: Path) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all() or not np.array_equal(array, np.round(array)):
             raise InputError(
-                f"{path} holds non-integer values, so it is not a label map. Save the segmentation as a label map "
-                "(integer voxels, 0 = background), or as a .seg.nrrd from 3D Slicer."
+                f"{path} holds non-integer values, so it is not a label map. {_SWAPPED_HINT} Otherwise save the "
+                "segmentation as a label map (integer voxels, 0 = background), or as a .seg.nrrd from 3D Slicer."
             )
         array = array.astype(np.int64)
     if np.issubdtype(array.dtype, np.signedinteger) and array.size and array.min() < 0:
@@ -103,11 +112,32 @@ def _write_utf8_names(path: Path, names: dict[str, str]) -> None:
     path.write_bytes(header + data[end:])
 
 
+def _usable_segments(path: Path, entries: list[dict], layers: int) -> list[dict]:
+    """A .seg.nrrd's segment entries without those of label value 0 (a warning each), once every one is known to lie
+    on one of the file's ``layers`` (else :class:`InputError`)."""
+    for entry in entries:
+        name = entry.get("name", entry.get("id"))
+        if entry.get("layer", 0) not in range(layers):
+            raise InputError(
+                f"{path}: its segment '{name}' is on layer {entry.get('layer')}, but the file holds {layers} layer(s). "
+                "The file is damaged or was edited by hand: save the segmentation again from 3D Slicer."
+            )
+        if entry.get("labelValue", 1) == 0:
+            logger.warning(
+                f"{path}: the segment '{name}' has the label value 0, the background's, so it would cover every "
+                "unlabelled voxel; it is left out. In 3D Slicer, give it a value of 1 or more (or export the "
+                "segmentation again), then save it."
+            )
+    return [entry for entry in entries if entry.get("labelValue", 1) != 0]
+
+
 def _read_segmentation(path: Path) -> tuple[sitk.Image, list[Segment]]:
-    check_file_integrity(path)
+    check_image_file(path)
     try:
         segmentation = slicerio.read_segmentation(str(path))
     except Exception as error:  # slicerio/pynrrd raise several exception types for broken files
+        if is_allocation_failure(error):
+            raise allocation_error(path) from None
         raise InputError(
             f"{path} could not be read as a Slicer segmentation ({error}). Save it again from 3D Slicer as .seg.nrrd."
         ) from error
@@ -117,6 +147,7 @@ def _read_segmentation(path: Path) -> tuple[sitk.Image, list[Segment]]:
     if any(not line.isascii() for line in _header_lines(path)):
         names = _utf8_segment_names(path)
         entries = [{**entry, "name": names[entry["id"]]} if names.get(entry.get("id")) else entry for entry in entries]
+    entries = _usable_segments(path, entries, len(layers))
     masks = [layers[entry.get("layer", 0)] == entry.get("labelValue", 1) for entry in entries]
     if len(masks) > 1 and (np.sum(masks, axis=0) > 1).any():
         raise InputError(
@@ -149,6 +180,7 @@ def read_labels(path: str | Path, names: Mapping[int, str] | None = None) -> tup
     (above 65535) values, or overlapping segments.
     """
     path = Path(path)
+    check_file_name(path)
     if not path.is_file():
         raise InputError(f"{path} does not exist. Check the path of the label map.")
     if is_segmentation_file(path):
@@ -204,10 +236,16 @@ def read_labels_on_grid(
 def read_label_map(
     path: str | Path, reference: sitk.Image, names: Mapping[int, str] | None = None
 ) -> tuple[sitk.Image, list[Segment]]:
-    """Read support labels onto ``reference``'s grid (see :func:`read_labels_on_grid`); refuses empty labels."""
+    """Read support labels onto ``reference``'s grid (see :func:`read_labels_on_grid`); refuses empty labels, and
+    warns (``FateSAMLib`` logger) when there are more than ``MANY_LABEL_VALUES`` values: an image passed as labels?"""
     labels, segments = read_labels_on_grid(path, reference, f"{path} does not match its image", names)
     if not segments:
         raise InputError(f"{path}: the support labels are empty (no foreground voxel). Draw the structures first.")
+    if len(segments) > MANY_LABEL_VALUES:
+        logger.warning(
+            f"{path} holds {len(segments)} different label values, more than a label map usually has (an image's "
+            f"intensities?). {_SWAPPED_HINT} Each value is used as a structure of its own."
+        )
     return labels, segments
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .. import __version__
 from ..atomic import write_file_atomically
 from ..errors import InputError, ResourceError
 from ..progress import CancelToken, ProgressCallback
@@ -145,11 +146,12 @@ class SliceEncoder:
 class FeatureCache:
     """Encoder features and support memories saved on disk, keyed by the model and the exact model input.
 
-    The key is the model's identity (name, input size, weights) and the normalised slices (for a support memory, also
-    its masks and how memories are stored), so it follows the files' content, not their names. A second run with the
-    same supports (a saved support set) loads their features and memories instead of encoding them; a refine run
-    loads the query's features too. The cache is an optimisation: a folder that cannot be written is warned about once
-    (the ``FateSAMLib`` logger) and the run goes on without saving.
+    The key is the FateSAM version, the model's identity (name, input size, weights) and the normalised slices (for a
+    support memory, also its masks and how memories are stored), so it follows the files' content, not their names. A
+    second run with the same supports (a saved support set) loads their features and memories instead of encoding
+    them; a refine run loads the query's features too. The cache is an optimisation: a folder that cannot be written
+    is warned about once (the ``FateSAMLib`` logger) and the run goes on without saving, and an entry that does not
+    read as one this cache wrote for that key, with the structure its use needs, is ignored (and written again).
     """
 
     def __init__(self, folder: Path, model_key: str) -> None:
@@ -158,22 +160,26 @@ class FeatureCache:
         self.writable = True
 
     def _key(self, kind: str, *arrays: np.ndarray) -> str:
-        digest = hashlib.sha256(self.model_key.encode())
+        digest = hashlib.sha256(f"FateSAM {__version__}\0{self.model_key}".encode())
         digest.update(kind.encode())
         for array in arrays:
             digest.update(str((array.shape, array.dtype.str)).encode())
             digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()[:32]
 
-    def _read(self, key: str, device: torch.device) -> object | None:
-        """The entry stored under ``key``, or None (also when its file is unreadable)."""
+    def _read(self, key: str, device: torch.device, valid: Callable[[object], bool]) -> object | None:
+        """The value stored under ``key``, or None: no entry, or one that does not read as ours (unreadable, not
+        written by this cache under this key, or a value that ``valid`` refuses)."""
         path = self.folder / f"{key}.pt"
         if not path.is_file():
             return None
         try:
-            return torch.load(path, map_location=device, weights_only=True)
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+            entry = torch.load(path, map_location=device, weights_only=True)
+        except Exception:  # whatever a damaged or foreign file makes torch raise: not our entry
             return None
+        if not (isinstance(entry, dict) and entry.get("entry") == _ENTRY and entry.get("key") == key):
+            return None
+        return entry["value"] if valid(entry.get("value")) else None
 
     def _write(self, key: str, value: object) -> None:
         """Store ``value`` (tensors, in lists and dicts) under ``key`` atomically (:func:`write_file_atomically`).
@@ -184,8 +190,9 @@ class FeatureCache:
             return
         on_cpu = _tensors_to_cpu(value)
         try:
+            entry = {"entry": _ENTRY, "key": key, "value": on_cpu}
             write_file_atomically(
-                self.folder / f"{key}.pt", lambda temporary: torch.save(on_cpu, temporary), overwrite=True
+                self.folder / f"{key}.pt", lambda temporary: torch.save(entry, temporary), overwrite=True
             )
         except (InputError, ResourceError, OSError) as error:  # the folder cannot be made, written or renamed into
             self.writable = False
@@ -196,7 +203,7 @@ class FeatureCache:
 
     def load(self, slices01: np.ndarray, device: torch.device) -> StackFeatures | None:
         """The cached features of these normalised slices, or None."""
-        levels = self._read(self._key("features", slices01), device)
+        levels = self._read(self._key("features", slices01), device, lambda value: _is_levels(value, len(slices01)))
         return None if levels is None else StackFeatures(levels=levels)
 
     def save(self, slices01: np.ndarray, features: StackFeatures) -> None:
@@ -210,7 +217,8 @@ class FeatureCache:
         self, slice01: np.ndarray, masks: torch.Tensor, memory_dtype: torch.dtype, device: torch.device
     ) -> dict | None:
         """The cached conditioning memory of a support slice with these (L, 1, size, size) masks, or None."""
-        return self._read(self._memory_key(slice01, masks, memory_dtype), device)
+        key = self._memory_key(slice01, masks, memory_dtype)
+        return self._read(key, device, lambda value: _is_memory(value, masks.shape[0]))
 
     def save_memory(self, slice01: np.ndarray, masks: torch.Tensor, memory_dtype: torch.dtype, memory: dict) -> None:
         """Store the conditioning memory of a support slice with these masks."""
@@ -225,11 +233,38 @@ class MemoryFeatureCache(FeatureCache):
         super().__init__(Path(), model_key="this process's model")
         self._entries: dict[str, object] = {}
 
-    def _read(self, key: str, device: torch.device) -> object | None:
+    def _read(self, key: str, device: torch.device, valid: Callable[[object], bool]) -> object | None:
         return self._entries.get(key)
 
     def _write(self, key: str, value: object) -> None:
         self._entries[key] = value
+
+
+_ENTRY = "FateSAM feature cache entry"
+
+
+def _is_levels(value: object, slices: int) -> bool:
+    """Whether ``value`` is a list of feature levels of ``slices`` slices, (S, HW, C) tensors."""
+    return (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(isinstance(t, torch.Tensor) and t.ndim == 3 and t.shape[0] == slices for t in value)
+    )
+
+
+def _is_memory(value: object, labels: int) -> bool:
+    """Whether ``value`` is a support slice's conditioning memory for ``labels`` labels (see ``SliceTracker``)."""
+    if not isinstance(value, dict) or set(value) != {"maskmem_features", "maskmem_pos_enc", "obj_ptr"}:
+        return False
+    features, pos_enc, pointer = value["maskmem_features"], value["maskmem_pos_enc"], value["obj_ptr"]
+    return (
+        isinstance(features, torch.Tensor)
+        and isinstance(pointer, torch.Tensor)
+        and features.ndim == 4
+        and features.shape[0] == pointer.shape[0] == labels
+        and isinstance(pos_enc, list)
+        and all(isinstance(t, torch.Tensor) for t in pos_enc)
+    )
 
 
 def _tensors_to_cpu(value: object) -> object:

@@ -17,6 +17,7 @@ import torch
 
 from ..atomic import publish_new, temporary_sibling, write_file_atomically
 from ..errors import CheckpointError, ResourceError
+from ..json_input import parse_json
 from ..progress import CancelToken, ProgressCallback, ignore_progress
 from .architecture import build_architecture
 from .registry import ModelSpec, cache_dir, cached_checkpoint_path, model_matching
@@ -51,13 +52,11 @@ def recorded_digests() -> dict[str, str]:
     path = cache_dir() / DIGESTS_FILE
     if not path.is_file():
         return {}
-    try:
-        return dict(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError) as error:
-        raise CheckpointError(
-            f"The digest record {path} cannot be read ({error}). Delete it; checkpoints without a pinned digest "
-            "are then checked again by loading them."
-        ) from error
+    fix = "delete it; checkpoints without a pinned digest are then checked again by loading them."
+    digests = parse_json(path, f"The digest record {path}", fix, error=CheckpointError)
+    if not isinstance(digests, dict) or not all(isinstance(value, str) for value in digests.values()):
+        raise CheckpointError(f"The digest record {path} is not a JSON object of digests; {fix}")
+    return digests
 
 
 def expected_sha256(spec: ModelSpec) -> str | None:

@@ -1,9 +1,11 @@
 """The FastAPI application of ``fatesam serve``: routes under ``/v1``, the token check, upload limits, the lifecycle.
 
 Every route but ``/v1/health`` (and the OpenAPI docs) needs ``Authorization: Bearer TOKEN``, checked before any
-byte of the body is read. Uploads get server-chosen names in a private folder (0700) and count against
-``max_upload_bytes`` while they stream (HTTP 413, nothing kept). A job's inputs are read by the same readers as
-``fatesam segment`` and refused with its messages (HTTP 422); a full queue answers 503 with Retry-After. A job may
+byte of the body is read. Uploads get server-chosen names in a private folder (0700), count against
+``max_upload_bytes`` while they stream (HTTP 413, nothing kept) and are cut when they stall (HTTP 408). Each
+uploaded file's header must promise its own voxels, at most ``max_voxels`` (HTTP 422, before anything else reads
+it). A job's inputs are read by the same readers as ``fatesam segment`` and refused with its messages (HTTP 422);
+JSON form fields are bounded (``json_input``); a full queue answers 503 with Retry-After. A job may
 be a refine: the query's labels with corrected slices (``corrections``), which slices (``corrected_slices``) and,
 for ``["auto"]``, the result they were edited from (``previous``), checked as the command line checks them.
 
@@ -12,18 +14,18 @@ query slice, so that a refine of a query the server has seen encodes nothing. It
 patient images, so, like every file the server writes while it runs, its files are the server user's only (mode
 0600, folders 0700, in the private folder), and each is removed ``keep_results_s`` after it was written (as a
 finished job's files are after it ended; a support set's features are then encoded again when next used). Shutting
-down cancels every job and deletes the folder: nothing the clients sent stays on the server.
+down cancels every job and deletes the folder: nothing the clients sent stays on the server; a killed server's
+folder is removed by the next server that starts in the same work root (``work_folder``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -43,6 +45,8 @@ from ..cli.main import build_parser
 from ..errors import FateSAMError, InputError, ResourceError
 from ..formats import OUTPUT_SUFFIXES, SEGMENTATION_SUFFIX
 from ..io.images import read_image
+from ..io.integrity import check_header
+from ..json_input import parse_json
 from ..models.registry import model_names
 from ..remote import (
     API,
@@ -54,11 +58,15 @@ from ..remote import (
     settings_arguments,
 )
 from ..remote import upload_suffix as _upload_suffix
-from .jobs import Job, JobQueue, QueueFull, new_job_id
+from .jobs import LOG, Job, JobQueue, QueueFull, new_job_id
+from .limits import DEFAULT_MAX_VOXELS, DEFAULT_UPLOAD_TIMEOUT_S, SECONDS_PER_UPLOADED_MB
 from .store import SupportSetStore, Upload, client_message
 from .tokens import tokens_match
+from .work_folder import WorkFolder
 
 ERROR_STATUS = {InputError: 422, ResourceError: 507}
+FORM_JSON_BYTES = 64 * 1024
+"""The largest JSON form field (settings, segments, corrected slices) a job may send."""
 PRIVATE_UMASK = 0o077
 """While a server runs, what it writes (results, statistics, cached features) is readable by its user only."""
 
@@ -77,6 +85,8 @@ class ServerConfig:
     abandon_after_s: float = 600.0
     work_dir: Path | None = None
     sweep_interval_s: float = 10.0
+    upload_timeout_s: float = DEFAULT_UPLOAD_TIMEOUT_S
+    max_voxels: int = DEFAULT_MAX_VOXELS
 
 
 def _private_folder(path: Path) -> Path:
@@ -89,9 +99,10 @@ class Service:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        if config.work_dir is not None:
-            Path(config.work_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.folder = Path(tempfile.mkdtemp(prefix="fatesam-server-", dir=config.work_dir))  # mode 0700
+        self.work_folder = WorkFolder(config.work_dir)
+        for leftover in self.work_folder.removed:
+            LOG.warning("Removed %s, the files of a server that was stopped without closing.", leftover)
+        self.folder = self.work_folder.path
         self.uploads = _private_folder(self.folder / "uploads")
         self.jobs_folder = _private_folder(self.folder / "jobs")
         self.features = _private_folder(self.folder / "features")
@@ -120,11 +131,12 @@ class Service:
         """Cancel every job, stop the workers and delete everything the clients sent."""
         self._stop.set()
         self.queue.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self.work_folder.close()
         os.umask(self._umask)
 
     def receive(self, upload: UploadFile, suffixes: tuple[str, ...], folder: Path | None = None) -> Upload:
-        """Copy an upload to a server-chosen name (only its format suffix comes from the client), hashing it."""
+        """Copy an upload to a server-chosen name (only its format suffix comes from the client), hashing it, and
+        check its header: it must hold its own voxels, at most ``max_voxels`` of them (InputError, nothing kept)."""
         name = Path(upload.filename or "").name  # only ever shown in messages
         suffix = _upload_suffix(name, suffixes)
         path = (folder or self.uploads) / f"{new_job_id()}{suffix}"
@@ -133,7 +145,13 @@ class Service:
             while chunk := upload.file.read(CHUNK):
                 digest.update(chunk)
                 stream.write(chunk)
-        return Upload(path, digest.hexdigest(), suffix, name)
+        received = Upload(path, digest.hexdigest(), suffix, name)
+        try:
+            check_header(path, own_data_only=True, max_voxels=self.config.max_voxels)
+        except FateSAMError as error:
+            path.unlink()
+            raise client_message(error, [received]) from None
+        return received
 
     def receive_pairs(self, images: list[UploadFile], labels: list[UploadFile]) -> list[tuple[Upload, Upload]]:
         """Uploaded (image, labels) pairs, in order."""
@@ -155,13 +173,21 @@ class Service:
 
 
 class UploadLimit:
-    """ASGI middleware: refuse a request whose body is over ``max_bytes`` (declared or while it streams) with 413,
-    and one without the token before its body is read (401)."""
+    """ASGI middleware: refuse a request without the token before its body is read (401), one whose body is over
+    ``max_bytes`` (declared or while it streams) with 413, and cut one whose body arrives slower than
+    ``timeout_s`` plus :data:`SECONDS_PER_UPLOADED_MB` per MB received (408), so that no client holds the server."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, token: str | None, timeout_s: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.token = token
+        self.timeout_s = timeout_s
+
+    def _too_slow(self) -> str:
+        return (
+            f"The upload stalled or arrived too slowly (this server allows {self.timeout_s:g} s plus "
+            f"{SECONDS_PER_UPLOADED_MB:g} s per MB); nothing of it was kept. Check the network, and send it again."
+        )
 
     def _too_large(self) -> str:
         return (
@@ -181,10 +207,19 @@ class UploadLimit:
         if declared.isdigit() and int(declared) > self.max_bytes:
             return await JSONResponse({"detail": self._too_large()}, status_code=413)(scope, receive, send)
         received = 0
+        started = time.monotonic()
+        body_done = False
 
         async def limited() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # later calls wait for the client to disconnect (while a response streams): unbounded
+                return await receive()
+            deadline = started + self.timeout_s + received / 1024**2 * SECONDS_PER_UPLOADED_MB
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                raise HTTPException(408, self._too_slow(), headers={"Connection": "close"}) from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
             received += len(message.get("body", b""))
             if received > self.max_bytes:
                 raise HTTPException(413, self._too_large())
@@ -234,12 +269,12 @@ def _job_or_404(service: Service, job_id: str) -> Job:
 
 
 def _json_form(text: str | None, kind: type, what: str) -> Any:
-    try:
-        value = json.loads(text) if text else kind()
-    except ValueError:
-        value = None
+    expected = "a JSON object" if kind is dict else "a JSON array"
+    value = (
+        parse_json(text, f"The form field '{what}'", f"send {expected}.", max_bytes=FORM_JSON_BYTES) if text else kind()
+    )
     if not isinstance(value, kind):
-        raise InputError(f"The form field '{what}' must be a JSON {kind.__name__} (got {text!r}).")
+        raise InputError(f"The form field '{what}' must be {expected} (got {text[:80]!r}).")
     return value
 
 
@@ -289,7 +324,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.config = config
-    app.add_middleware(UploadLimit, max_bytes=config.max_upload_bytes, token=config.token)
+    app.add_middleware(
+        UploadLimit, max_bytes=config.max_upload_bytes, token=config.token, timeout_s=config.upload_timeout_s
+    )
 
     @app.exception_handler(FateSAMError)
     async def engine_error(request: Request, error: FateSAMError) -> JSONResponse:

@@ -37,8 +37,8 @@ class SupportSet:
 def client_message(error: FateSAMError, uploads: list[Upload]) -> FateSAMError:
     """``error`` with the server's file names replaced by the client's, so that the message names the user's file."""
     message = str(error)
-    for upload in uploads:
-        message = message.replace(str(upload.path), upload.client_name)
+    for upload in uploads:  # the whole path first, then a message's file name alone
+        message = message.replace(str(upload.path), upload.client_name).replace(upload.path.name, upload.client_name)
     return type(error)(message)
 
 

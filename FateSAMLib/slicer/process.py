@@ -9,7 +9,6 @@ dependencies are installed.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import shutil
@@ -24,7 +23,8 @@ from pathlib import Path
 from typing import IO
 
 from .. import errors
-from ..errors import Cancelled, FateSAMError
+from ..errors import Cancelled, FateSAMError, InputError
+from ..json_input import parse_json
 from ..options import SETTINGS, RunSettings, option_arguments
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # this file is FateSAMLib/slicer/process.py
@@ -115,8 +115,8 @@ def parse_event(line: str) -> EngineEvent:
     """The event a stdout line of ``--json-progress`` carries; any other line is a "log" event with its text."""
     text = line.rstrip("\r\n")
     try:
-        data = json.loads(text)
-    except ValueError:
+        data = parse_json(text, "An engine line", "it is shown as a log line.")
+    except InputError:
         return EngineEvent("log", text)
     if not isinstance(data, dict) or data.get("event") not in ("progress", "warning", "done", "error"):
         return EngineEvent("log", text)

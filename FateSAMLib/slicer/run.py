@@ -11,7 +11,6 @@ removed in every ending: success, failure, cancel, :meth:`SegmentationRun.stop`,
 from __future__ import annotations
 
 import atexit
-import json
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +22,7 @@ import slicer
 
 from ..errors import Cancelled, FateSAMError, InputError
 from ..formats import NRRD_SUFFIX, SEGMENTATION_SUFFIX
+from ..json_input import parse_json
 from ..options import RunSettings
 from ..segments import Segment, segment_key
 from .apply_result import KeptSegments, apply_result, untouched_segments
@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from .review import ReviewSession
 
 RESULT_SUFFIX = " FateSAM"
+STATS_BYTES = 64 * 1024**2
+"""The largest statistics JSON read (per slice and label confidence of a long volume is a few MB)."""
 
 
 @dataclass(frozen=True)
@@ -176,10 +178,7 @@ def read_run_stats(stats_path: Path) -> dict:
     """The engine's stats JSON (``{}`` when it wrote none); :class:`InputError` when it is not a JSON object."""
     if not Path(stats_path).is_file():
         return {}
-    try:
-        stats = json.loads(Path(stats_path).read_text())
-    except ValueError as error:
-        raise InputError(f"The engine's statistics {stats_path} are malformed ({error}); run again.") from error
+    stats = parse_json(Path(stats_path), f"The engine's statistics {stats_path}", "run again.", max_bytes=STATS_BYTES)
     if not isinstance(stats, dict):
         raise InputError(f"The engine's statistics {stats_path} are not a JSON object; run again.")
     return stats

@@ -140,7 +140,11 @@ DAMAGED = {
     ),
     "manifest not JSON": (
         lambda folder: (folder / MANIFEST_NAME).write_text('{"format": '),
-        "cannot be read (",
+        "is not valid JSON (",
+    ),
+    "manifest nested too deep": (
+        lambda folder: (folder / MANIFEST_NAME).write_text('{"format": "fatesam-support-set", "cases": ' + "[" * 10**5),
+        "nests arrays or objects more than 32 levels deep; save the support set again from FateSAM",
     ),
     "manifest of another format": (
         lambda folder: _rewrite(folder, lambda manifest: manifest.update(format="other")),

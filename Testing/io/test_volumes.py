@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import HIPPOCAMPUS, SEGMENT, assert_same_image, case_paths, cut_short, write_seg_nrrd
+from conftest import HIPPOCAMPUS, SEGMENT, assert_same_image, case_paths, cut_short, write_dicom_series, write_seg_nrrd
 
 from FateSAMLib.errors import InputError
 from FateSAMLib.io.geometry import check_same_geometry
@@ -101,31 +101,6 @@ def test_a_damaged_gzip_stream_is_refused(tmp_path: Path) -> None:
     (tmp_path / "damaged.nii.gz").write_bytes(bytes(data))
     with pytest.raises(InputError, match=r"damaged.nii.gz is damaged: its compressed data cannot be decompressed"):
         read_image(tmp_path / "damaged.nii.gz")
-
-
-def write_dicom_series(image: sitk.Image, folder: Path, series_uid: str) -> None:
-    """One DICOM file per slice, with the position and orientation tags a scanner writes."""
-    folder.mkdir(parents=True, exist_ok=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    direction = image.GetDirection()
-    orientation = "\\".join(str(v) for v in (direction[0], direction[3], direction[6], direction[1], direction[4]))
-    orientation += "\\" + str(direction[7])
-    for k in range(image.GetDepth()):
-        slice_image = image[:, :, k]
-        for tag, value in {
-            "0008|0060": "MR",
-            "0020|000e": series_uid,
-            "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
-            "0008|0018": f"{series_uid}.{k + 1}",
-            "0020|0013": str(k + 1),
-            "0020|0037": orientation,
-            "0020|0032": "\\".join(str(v) for v in image.TransformIndexToPhysicalPoint((0, 0, k))),
-            "0028|0030": f"{image.GetSpacing()[1]}\\{image.GetSpacing()[0]}",
-        }.items():
-            slice_image.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"{series_uid}_{k:03d}.dcm"))
-        writer.Execute(slice_image)
 
 
 def test_reads_a_dicom_series_folder(tmp_path: Path) -> None:

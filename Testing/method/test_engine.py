@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 from conftest import HIPPOCAMPUS, case_paths
 
 from FateSAMLib.errors import Cancelled, InputError
+from FateSAMLib.method import encoder
 from FateSAMLib.method.encoder import FeatureCache
 from FateSAMLib.method.engine import EngineOptions, FateSamEngine
 from FateSAMLib.method.pipeline import load_support, merge_segments, segment_volume, select_segments
@@ -98,6 +100,25 @@ def test_feature_cache_makes_a_second_run_encode_nothing(tiny_model, hippocampus
     files = len(list((tmp_path / "features").glob("*.pt")))
     assert files == len(supports) + first.stats.query_slices + first.stats.support_memories_encoded
     assert np.array_equal(sitk.GetArrayFromImage(first.labels), sitk.GetArrayFromImage(second.labels))
+
+
+def test_cache_entries_that_do_not_read_as_ours_are_recomputed(tiny_model, hippocampus_cases, tmp_path, monkeypatch):
+    supports, query = hippocampus_cases
+    folder = tmp_path / "features"
+    engine = FateSamEngine(tiny_model, EngineOptions(), FeatureCache(folder, model_key="sam2.1-tiny/random-0/128"))
+    first = segment_volume(engine, supports[:1], query.image)
+    files = sorted(folder.glob("*.pt"))
+    foreign = [{"weights": torch.zeros(3)}, [torch.zeros(2, 3)], torch.zeros(4)]  # valid torch files, not our entries
+    for index, path in enumerate(files):
+        torch.save(foreign[index % len(foreign)], path)
+    files[0].write_bytes(b"not a torch file")
+    second = segment_volume(engine, supports[:1], query.image)
+    assert second.stats.encoder_passes == first.stats.encoder_passes  # every entry ignored and encoded again
+    assert second.stats.support_memories_encoded == first.stats.support_memories_encoded
+    assert np.array_equal(sitk.GetArrayFromImage(first.labels), sitk.GetArrayFromImage(second.labels))
+    assert segment_volume(engine, supports[:1], query.image).stats.encoder_passes == 0  # written again, as ours
+    monkeypatch.setattr(encoder, "__version__", "another version")  # another FateSAM: other keys, nothing reused
+    assert segment_volume(engine, supports[:1], query.image).stats.encoder_passes == first.stats.encoder_passes
 
 
 def test_reoriented_query_gives_the_same_labels_in_physical_space(tiny_model, hippocampus_cases):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +24,9 @@ from conftest import HIPPOCAMPUS, TEST_IMAGE_SIZE, case_paths  # noqa: E402
 
 from FateSAMLib.remote import ServerClient  # noqa: E402
 from FateSAMLib.server.app import ServerConfig, Service, create_app  # noqa: E402
+from FateSAMLib.server.work_folder import LOCK_NAME  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-0123456789"
 ENGINE = ("--random-weights", "--image-size", str(TEST_IMAGE_SIZE), "--device", "cpu", "--slice-axis", "axial")
 """The server's options: those of the local runs the tests compare with."""
@@ -65,6 +70,46 @@ def running_server(**config: object) -> Iterator[Served]:
         server.should_exit = True
         thread.join(60)
         assert not thread.is_alive(), "the server did not stop"
+
+
+@dataclass
+class ServeProcess:
+    """``fatesam serve`` running as its own process: the process, its address and its start-up lines."""
+
+    process: subprocess.Popen
+    url: str
+    token: str
+    lines: list[str]
+
+    def client(self) -> ServerClient:
+        return ServerClient(self.url, self.token, timeout_s=60)
+
+
+@contextmanager
+def serve_process(folder: Path, *options: str) -> Iterator[ServeProcess]:
+    """``fatesam serve`` in a process of its own on a free loopback port, with its config folder and ``TMPDIR`` in
+    ``folder``, answering once the block starts; killed at the end if still running."""
+    port = free_port()
+    environment = {**os.environ, "FATESAM_CONFIG_DIR": str(folder / "config"), "TMPDIR": str(folder)}
+    command = [sys.executable, "-m", "FateSAMLib.cli", "serve", "--port", str(port), *ENGINE, *options]
+    process = subprocess.Popen(command, cwd=REPO, env=environment, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in process.stderr:
+            lines.append(line)
+            if "FateSAM server on" in line or len(lines) > 50:
+                break
+        assert process.poll() is None, "".join(lines)
+        # keep reading what it logs (a line per request), or a full pipe would stop it
+        threading.Thread(target=lines.extend, args=(process.stderr,), name="serve-log", daemon=True).start()
+        token = (folder / "config" / "server-token").read_text().strip()
+        served = ServeProcess(process, f"http://127.0.0.1:{port}", token, lines)
+        wait_for(lambda: served.client().health()["status"] == "ok", 60, "the server to answer")
+        yield served
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
 
 
 def wait_for(condition: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.02) -> object:
@@ -113,5 +158,5 @@ def written(path: Path) -> bytes:
 
 
 def files_under(folder: Path) -> list[Path]:
-    """Every file below ``folder``."""
-    return sorted(path for path in folder.rglob("*") if path.is_file())
+    """Every file below ``folder`` but a server's lock file (which holds nothing a client sent)."""
+    return sorted(path for path in folder.rglob("*") if path.is_file() and path.name != LOCK_NAME)

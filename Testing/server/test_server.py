@@ -2,31 +2,29 @@
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import os
 import signal
 import stat
-import subprocess
-import sys
 import time
 import urllib.parse
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import cut_short
-from server_helpers import ENGINE, TOKEN, files_under, running_server, small_inputs, wait_for, written
+from server_helpers import ENGINE, TOKEN, files_under, running_server, serve_process, small_inputs, wait_for, written
 
 from FateSAMLib.cli.main import main
 from FateSAMLib.errors import InputError
 from FateSAMLib.io.images import read_image
 from FateSAMLib.method.pipeline import load_support
-from FateSAMLib.remote import ServerBusy, ServerError
+from FateSAMLib.remote import CorrectionFiles, ServerBusy, ServerError
 from FateSAMLib.server.tokens import load_or_create_token
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -217,6 +215,74 @@ def test_a_jobs_values_never_become_options_of_the_servers_command_line(served, 
     assert list(served.service.jobs_folder.iterdir()) == []
 
 
+def detached_headers(folder: Path, query: Path) -> dict[str, Path]:
+    """Headers on the query's grid (3 axial slices) that name another file as their voxels' (an attack on uploads)."""
+    x, y, z = sitk.ReadImage(str(query)).GetSize()
+    nrrd = "NRRD0004\ntype: uint8\ndimension: 3\nsizes: {} {} {}\nencoding: raw\ndata file: {}\n\n"
+    meta = "ObjectType = Image\nNDims = 3\nDimSize = {} {} {}\nElementType = MET_UCHAR\nElementDataFile = {}\n"
+    files = {
+        "absolute.nrrd": nrrd.format(x, y, z, "/etc/passwd"),
+        "relative.seg.nrrd": nrrd.format(x, y, z, "../" * 12 + "etc/passwd"),
+        "elsewhere.mha": meta.format(x, y, z, "/etc/passwd"),
+    }
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return {name: folder / name for name in files}
+
+
+def test_an_upload_that_names_another_data_file_is_refused_and_nothing_of_that_file_is_read(served, inputs, tmp_path):
+    client = served.client()
+    set_id = client.upload_support_set(inputs.supports)
+    for name, header in detached_headers(tmp_path, inputs.query).items():
+        attempts = [
+            partial(client.upload_support_set, [(inputs.image, header)]),
+            partial(client.submit, inputs.query, set_id, corrections=CorrectionFiles(header, [0, 1, 2])),
+        ]
+        if not name.endswith(".seg.nrrd"):
+            attempts += [
+                partial(client.upload_support_set, [(header, inputs.labels)]),
+                partial(client.submit, header, set_id),
+            ]
+        for attempt in attempts:
+            with pytest.raises(InputError, match="detached header: it names another file that holds its voxels") as no:
+                attempt()
+            assert no.value.status == 422 and name in str(no.value) and str(served.service.folder) not in str(no.value)
+    passwd = Path("/etc/passwd").read_bytes()[:32]
+    assert list(served.service.jobs_folder.iterdir()) == [] and list(served.service.uploads.iterdir()) == []
+    assert not any(passwd in path.read_bytes() for path in files_under(served.service.folder))
+
+
+def test_an_upload_promising_more_voxels_than_the_limit_is_refused_before_it_is_read(served, inputs, tmp_path):
+    bomb = tmp_path / "bomb.nrrd"  # 2 KB on the wire, 512 MiB of voxels once inflated
+    header = b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 1024 1024 512\nencoding: gzip\n\n"
+    bomb.write_bytes(header + gzip.compress(b"\0" * 1024**2))
+    assert bomb.stat().st_size < 4096
+    client = served.client()
+    for attempt in (lambda: client.submit(bomb, client.upload_support_set(inputs.supports)),
+                    lambda: client.upload_support_set([(bomb, inputs.labels)])):  # fmt: skip
+        with pytest.raises(InputError, match="bomb.nrrd: its header promises 536870912 voxel values") as refused:
+            attempt()
+        assert refused.value.status == 422 and f"at most {512 * 512 * 2000} voxel values" in str(refused.value)
+    assert list(served.service.jobs_folder.iterdir()) == [] and list(served.service.uploads.iterdir()) == []
+
+
+@pytest.mark.parametrize("field", ["settings", "segments", "corrected_slices"])
+def test_nested_or_huge_json_in_a_form_field_is_422_with_one_message(served, inputs, field):
+    set_id = served.client().upload_support_set(inputs.supports)
+    for text, problem in (
+        ("[" * 10_000, "nests arrays or objects more than 32 levels deep"),
+        ("1" * 70_000, "is too large"),
+    ):
+        body, headers = multipart(
+            [("query", "q.nii.gz", inputs.query.read_bytes())], {"support_set": set_id, field: text}
+        )
+        status, answer, _ = request(served, "POST", "/jobs", body, headers)
+        assert (
+            status == 422 and answer["detail"].startswith(f"The form field '{field}' ") and problem in answer["detail"]
+        )
+    assert list(served.service.jobs_folder.iterdir()) == []
+
+
 def test_unknown_jobs_are_404_with_a_message(served):
     status, answer, _ = request(served, "GET", "/jobs/0123abcd", headers={"Authorization": f"Bearer {TOKEN}"})
     assert status == 404 and "Unknown job 0123abcd" in answer["detail"] and "restarted" in answer["detail"]
@@ -257,31 +323,13 @@ def test_a_full_queue_answers_503_with_retry_after_and_shutdown_leaves_no_files(
 
 
 def test_the_serve_command_creates_a_private_token_serves_and_stops_on_sigterm(tmp_path):
-    from server_helpers import free_port
-
-    port = free_port()
-    environment = {**os.environ, "FATESAM_CONFIG_DIR": str(tmp_path / "config"), "TMPDIR": str(tmp_path)}
-    command = [sys.executable, "-m", "FateSAMLib.cli", "serve", "--port", str(port), *ENGINE]
-    process = subprocess.Popen(command, cwd=REPO, env=environment, stderr=subprocess.PIPE, text=True)
-    try:
-        lines = []
-        for line in process.stderr:
-            lines.append(line)
-            if "Uvicorn running" in line or len(lines) > 50:
-                break
+    with serve_process(tmp_path) as served:
         token_file = tmp_path / "config" / "server-token"
-        token = token_file.read_text().strip()
-        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600 and token in "".join(lines)
-        from FateSAMLib.remote import ServerClient
-
-        client = ServerClient(f"http://127.0.0.1:{port}", token)
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600 and served.token in "".join(served.lines)
+        client = served.client()
         assert client.health()["status"] == "ok" and client.models()["defaults"]["random_weights"] is True
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(30) == 0
     assert not [path for path in tmp_path.iterdir() if path.name.startswith("fatesam-server-")]
 
 
