@@ -6,14 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import ABDOMEN, HIPPOCAMPUS, case_paths
+import torch
+from conftest import ABDOMEN, HIPPOCAMPUS, case_paths, oblique_labels
 
-from FateSAMLib.io.geometry import ijk_to_lps, slice_centers
+from FateSAMLib.io.geometry import ijk_to_lps, slice_centers, to_slices
 from FateSAMLib.method.encoder import SliceEncoder, StackFeatures
-from FateSAMLib.method.engine import EngineOptions, FateSamEngine, support_candidates
+from FateSAMLib.method.engine import EngineOptions, FateSamEngine, RunStats, StackSegmentation, support_candidates
 from FateSAMLib.method.normalization import to_model_input
 from FateSAMLib.method.pipeline import load_support, prepare_inputs, segment_volume
-from FateSAMLib.method.probabilities import PRESENT_FROM
+from FateSAMLib.method.probabilities import PRESENT_FROM, ProbabilityCollector, quantized_probabilities
 from FateSAMLib.method.retrieval import feature_distances
 from FateSAMLib.progress import CancelToken
 
@@ -109,3 +110,23 @@ def test_thresholded_probabilities_give_the_label_map_where_labels_do_not_overla
     chosen = np.take_along_axis(values[overlap], np.vectorize(component.get)(labels[overlap])[:, None], axis=-1)
     np.testing.assert_array_equal(chosen[:, 0], values[overlap].max(axis=-1))
     assert len(np.unique(values)) > 20  # graded probabilities, not a copy of the masks
+
+
+def test_probabilities_of_corrected_slices_are_their_labels_and_quantisation_keeps_the_sign():
+    logits = torch.tensor([[[-1e-9, 0.0, 1e-9, 30.0, -30.0]]])
+    assert quantized_probabilities(logits).tolist() == [[[127, 127, 128, 255, 0]]]
+    reference = oblique_labels()
+    stack = to_slices(sitk.GetArrayFromImage(reference), reference, "axial")  # values 0, 2 and 7
+    stats = RunStats(0, stack.shape[0], 0, 0, [2, 7], {}, corrected_slices=[1])
+    result = StackSegmentation(stack, np.zeros((stack.shape[0], 2)), np.zeros((stack.shape[0], 2)), [2, 7], stats)
+    collector = ProbabilityCollector(stack.shape, 2)
+    for index in set(range(stack.shape[0])) - {1}:
+        collector(index, torch.stack([torch.from_numpy(np.where(stack[index] == v, 5.0, -5.0)) for v in (2, 7)]))
+    image = collector.on_grid(result, reference, "axial")
+    values = sitk.GetArrayFromImage(image)
+    labels = sitk.GetArrayFromImage(reference)
+    assert image.GetSize() == reference.GetSize() and image.GetDirection() == reference.GetDirection()
+    np.testing.assert_array_equal(values[..., 0] >= PRESENT_FROM, labels == 2)
+    np.testing.assert_array_equal(values[..., 1] >= PRESENT_FROM, labels == 7)
+    corrected = to_slices(values[..., 0], reference, "axial")[1]
+    assert set(np.unique(corrected)) <= {0, 255}
