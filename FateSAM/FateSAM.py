@@ -9,12 +9,10 @@ Slicer's settings (FateSAMLib.slicer.parameters.ServerChoice), never in the para
 
 import logging
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import qt
 import slicer
 import vtk
@@ -30,6 +28,26 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+MINIMUM_SLICER = (5, 10)  # its Python 3.12 (sam2 needs 3.10), and vtkSegment's terminology methods
+
+
+def slicerTooOld(slicerVersion) -> str:
+    """Why FateSAM cannot run in Slicer ``slicerVersion`` (major, minor); "" when it can.
+
+    Plain Python 3.9 on purpose: it runs before anything that an older Slicer's Python could not evaluate.
+    """
+    if tuple(slicerVersion) >= MINIMUM_SLICER:
+        return ""
+    return (
+        "FateSAM needs 3D Slicer {}.{} or later (with Python 3.12); this is Slicer {}.{} (Python {}.{}). "
+        "Install a newer Slicer from https://download.slicer.org."
+    ).format(*MINIMUM_SLICER, *slicerVersion[:2], *sys.version_info[:2])
+
+
+_TOO_OLD = slicerTooOld((slicer.app.majorVersion, slicer.app.minorVersion))
+if _TOO_OLD:
+    raise RuntimeError(_TOO_OLD)  # Slicer reports it as the reason the module could not be loaded
+
 
 def _addEngineToPath() -> None:
     """Running from a source checkout: FateSAMLib sits next to this module's folder (installed, it is beside it)."""
@@ -44,7 +62,6 @@ from FateSAMLib.errors import FateSAMError, InputError  # noqa: E402
 from FateSAMLib.models.registry import MODELS, cached_checkpoint_path, model_names  # noqa: E402
 from FateSAMLib.options import DEVICES, NORMALIZATIONS, SLICE_AXIS_CHOICES, RunSettings  # noqa: E402
 from FateSAMLib.remote import ServerClient  # noqa: E402
-from FateSAMLib.segments import Segment  # noqa: E402
 from FateSAMLib.slicer.apply_result import ApplyPlan, KeptSegments, plan_apply, untouched_segments  # noqa: E402
 from FateSAMLib.slicer.deps import (  # noqa: E402
     DependencyPlan,
@@ -60,31 +77,31 @@ from FateSAMLib.slicer.parameters import (  # noqa: E402
     complete_pairs,
     connection_summary,
     first_scene_support,
+    first_target_volume,
     is_checked,
     model_hints,
     run_options,
     support_set_folder_name,
     with_scene_supports,
 )
+from FateSAMLib.slicer.plan import SupportPair, segment_names  # noqa: E402
 from FateSAMLib.slicer.probabilities import overlay  # noqa: E402
 from FateSAMLib.slicer.process import BackgroundJob, JobSequence, start_download  # noqa: E402
 from FateSAMLib.slicer.remote_run import RemoteRefineRun, RemoteSegmentationRun  # noqa: E402
 from FateSAMLib.slicer.review import RefineRun, ReviewSession, reviewed_support  # noqa: E402
-from FateSAMLib.slicer.run import SegmentationRun, SupportPair, display_result, jump_to, segment_names  # noqa: E402
+from FateSAMLib.slicer.run import SegmentationRun  # noqa: E402
 from FateSAMLib.slicer.scene import (  # noqa: E402
-    add_to_scene,
-    array_to_volume,
     from_world,
-    label_array_to_segmentation,
     register_segmentation_converters,
-    segment_infos,
-    segmentation_to_label_array,
 )
+from FateSAMLib.slicer.self_test import SelfTest  # noqa: E402
 from FateSAMLib.slicer.support_set import load_support_set, save_support_set  # noqa: E402
 from FateSAMLib.slicer.support_view import leaned_on, show_support_slice, stack_index  # noqa: E402
+from FateSAMLib.slicer.views import display_result, jump_to  # noqa: E402
 from FateSAMLib.slicer.volumes import segmentation_volumes  # noqa: E402
 
 POLL_INTERVAL_MS = 200
+README_URL = "https://github.com/fatesam/FateSAM#3d-slicer-module"
 REVIEW_SESSION = ReviewSession()  # the feature cache and kept engine outputs of this Slicer session's runs
 CONNECTION_TIMEOUT_S = 10.0  # "Test connection" waits this long at most (Slicer is busy meanwhile)
 
@@ -106,9 +123,10 @@ class FateSAM(ScriptedLoadableModule):
         self.parent.helpText = _(
             "Segment a volume from a few segmented examples (supports), with no prompts and no training, using the "
             "frozen modules of Meta's SAM2 (FATE-SAM, arXiv 2501.09138). Pick the volume, add supports, press Apply; "
-            "review the result in Segment Editor, starting with the slices of lowest confidence."
-        )
-        self.parent.helpText += self.getDefaultModuleDocumentationLink()
+            "review the result in Segment Editor, starting with the slices of lowest certainty. Needs 3D Slicer "
+            "{major}.{minor} or later."
+        ).format(major=MINIMUM_SLICER[0], minor=MINIMUM_SLICER[1])
+        self.parent.helpText += _('<p>See the <a href="{url}">FateSAM documentation</a>.</p>').format(url=README_URL)
         self.parent.acknowledgementText = _(
             "FateSAM implements FATE-SAM (He et al., arXiv 2501.09138) on SAM2 (Ravi et al., Meta AI)."
         )
@@ -164,11 +182,12 @@ def confirmInstallation(plan: DependencyPlan) -> bool:
     items = []
     if plan.torch:
         packages = ", ".join(plan.torch)
-        items.append(_("PyTorch ({packages}), the build for this computer's GPU").format(packages=packages))
+        build = plan.torch_build.describe() if plan.torch_build else ""
+        items.append(_("PyTorch ({packages}): {build}").format(packages=packages, build=build))
     items += plan.packages
     message = _(
         "FateSAM needs these Python packages, which will now be downloaded and installed into Slicer:\n\n"
-        "{items}\n\nThis can take several minutes and a few GB of disk space. They install in the background; "
+        "{items}\n\nThis can take several minutes, and up to a few GB of disk space. They install in the background; "
         "Cancel stops the installation. Install them now?"
     ).format(items="\n".join(f"- {item}" for item in items))
     return slicer.util.confirmOkCancelDisplay(message, windowTitle=_("FateSAM: install dependencies"))
@@ -245,9 +264,14 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
+        self._disconnectParameterNode()
+
+    def _disconnectParameterNode(self) -> None:
+        """Undo connectGui and the observer, once: reopening the module connects the widgets once again, not twice."""
+        if self._parameterNode and self._parameterNodeGuiTag is not None:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
+        self._parameterNodeGuiTag = None
+        if self._parameterNode:
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGuiFromParameterNode)
 
     def onSceneStartClose(self, caller, event) -> None:
@@ -271,12 +295,10 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.targetVolume:
-            self._parameterNode.targetVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            self._parameterNode.targetVolume = first_target_volume(slicer.mrmlScene)
 
     def setParameterNode(self, inputParameterNode) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGuiFromParameterNode)
+        self._disconnectParameterNode()
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
@@ -512,11 +534,14 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Installation failed.")
             slicer.util.errorDisplay(str(job.error), windowTitle=_("FateSAM: installation failed"))
             return
-        with slicer.util.tryWithErrorDisplay(_("FateSAM's dependencies are incomplete."), waitCursor=False):
-            check_installed()
-            self._log(_("FateSAM's Python packages are installed."))
-            if then is not None:
-                then()
+        try:
+            with slicer.util.tryWithErrorDisplay(_("FateSAM's dependencies are incomplete."), waitCursor=False):
+                check_installed()
+        except FateSAMError:
+            return  # shown; nothing is started
+        self._log(_("FateSAM's Python packages are installed."))
+        if then is not None:
+            then()  # a start that fails shows its own error, once
 
     # Background tasks: a run, an installation or a download, followed by one timer
 
@@ -776,7 +801,7 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def dependencyPlan(server=None) -> DependencyPlan:
-        """What the engine still needs: torch packages (for light-the-torch) and other packages (for pip).
+        """What the engine still needs: torch packages (and the build for this computer) and other packages.
 
         A run on a ``server`` needs nothing beyond Slicer (the server has torch and sam2): an empty plan.
         """
@@ -788,8 +813,8 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
         """Ask once, then start installing what the engine needs; returns (accepted, the job to poll or None).
 
         ``confirm(plan)`` is asked only when something is missing; it returns whether to install (default:
-        :func:`confirmInstallation`). PyTorch (with light-the-torch, which picks the build for this computer's GPU)
-        and then the other packages (pip) are installed by ``PythonSlicer`` in separate processes, one after another:
+        :func:`confirmInstallation`). PyTorch (the build for this computer's NVIDIA driver, or the CPU-only build)
+        and then the other packages are installed with pip by ``PythonSlicer`` in separate processes, one after another:
         the returned job, to poll until it has finished (it can be cancelled). (False, None) if declined; (True, None)
         if nothing is missing; always so for runs on a ``server``.
         """
@@ -971,7 +996,7 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
     def showResult(segmentation, targetVolume) -> list:
         """Show the result over its volume in the slice views and as surfaces in 3D; returns warnings, never raises.
 
-        The result stays in the scene whatever fails here (see FateSAMLib.slicer.run.display_result).
+        The result stays in the scene whatever fails here (see FateSAMLib.slicer.views.display_result).
         """
         warnings = display_result(segmentation)
         try:
@@ -1000,141 +1025,61 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
 
 
 class FateSAMTest(ScriptedLoadableModuleTest):
-    """Runs the whole logic on small synthetic volumes (SAM2 with random weights: no checkpoint download).
+    """The module's self-test: the scenario of FateSAMLib.slicer.self_test (which pytest runs too), on Slicer's scene.
 
-    The dependencies (PyTorch, sam2...) are installed on first run without asking (testing mode).
+    SAM2 runs with random weights (no checkpoint download). Missing dependencies (PyTorch, sam2...) are installed
+    without asking, except in testing mode (``--testing``, the extension build machines): there nothing is
+    downloaded, and the steps that need the engine are skipped, with a warning in the log.
     """
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
-        self.setUp()
-        self.test_processCreatesNamedColouredResultOnTargetGrid()
-        self.setUp()
-        self.test_cancelLeavesSceneUnchanged()
-        self.setUp()
-        self.test_supportSetRoundTrip()
-        self.setUp()
-        self.test_parameterNodeHoldsSupportPacksAndRunSettings()
-        self.setUp()
-        self.test_serverRunNeedsNothingInstalledAndKeepsTheTokenOutOfTheScene()
+        for test in (
+            self.test_processCreatesNamedColouredResultOnTargetGrid,
+            self.test_cancelLeavesSceneUnchanged,
+            self.test_supportSetRoundTrip,
+            self.test_parameterNodeHoldsSupportPacksAndRunSettings,
+            self.test_serverRunNeedsNothingInstalledAndKeepsTheTokenOutOfTheScene,
+        ):
+            self.setUp()
+            test()
 
-    @staticmethod
-    def _geometry(spacing, angle_degrees):
-        angle = np.radians(angle_degrees)
-        rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
-        matrix = np.eye(4)
-        matrix[:3, :3] = rotation @ np.diag(spacing)
-        matrix[:3, 3] = (-20.0, 15.0, 5.0)
-        return matrix
-
-    def _case(self, name, shape, spacing, angle, segments):
-        """A volume with two bright blobs and, for supports, a segmentation of them."""
-        k, j, i = np.indices(shape)
-        centre = np.array(shape) / 2
-        ball = (k - centre[0]) ** 2 / 4 + (j - centre[1]) ** 2 + (i - centre[2] + 5) ** 2 < 36
-        box = (abs(k - centre[0]) < 3) & (abs(j - centre[1]) < 4) & (abs(i - centre[2] - 8) < 3)
-        labels = np.where(ball, 1, np.where(box, 2, 0)).astype(np.uint8)
-        rng = np.random.default_rng(len(name))
-        image = (labels * 300 + rng.normal(200, 20, shape)).astype(np.int16)
-        geometry = self._geometry(spacing, angle)
-        volume = add_to_scene(slicer.mrmlScene, array_to_volume(image, geometry, name))
-        if not segments:
-            return volume, None, labels
-        labelled = label_array_to_segmentation(labels, geometry, segments, f"{name} segmentation")
-        segmentation = add_to_scene(slicer.mrmlScene, labelled)
-        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-        return volume, segmentation, labels
-
-    def _inputs(self):
-        segments = [Segment(1, "Ball", (0.9, 0.2, 0.2)), Segment(2, "Box", (0.2, 0.5, 0.9))]
-        first = self._case("support A", (10, 40, 44), (1.0, 1.0, 2.5), 0, segments)
-        second = self._case("support B", (12, 36, 40), (1.1, 1.1, 2.0), 10, segments)
-        target = self._case("target", (11, 38, 42), (0.9, 0.9, 2.2), -15, None)[0]
-        return target, [first[:2], second[:2]], segments
-
-    def _sceneSnapshot(self):
-        nodes = [slicer.mrmlScene.GetNthNode(index) for index in range(slicer.mrmlScene.GetNumberOfNodes())]
-        return [(node.GetID(), node.GetName()) for node in nodes]
+    def _scenario(self, logic=None) -> SelfTest:
+        return SelfTest(
+            logic or FateSAMLogic(),
+            slicer.mrmlScene,
+            self,
+            testing=slicer.app.testingEnabled(),
+            log=logging.warning,
+            process_events=slicer.app.processEvents,
+        )
 
     def test_processCreatesNamedColouredResultOnTargetGrid(self):
         self.delayDisplay("Segmenting a synthetic volume from two supports")
-        logic = FateSAMLogic()
-        self.assertTrue(logic.ensureDependencies(confirm=lambda plan: True))
-        target, supports, segments = self._inputs()
-        result = logic.process(target, supports, random_weights=True, image_size=128, device="cpu")
-        self.assertEqual(result.GetName(), "target FateSAM")
-        infos = segment_infos(result)
-        self.assertEqual([info.name for info in infos], [segment.name for segment in segments])
-        for info, segment in zip(infos, segments, strict=True):
-            np.testing.assert_allclose(info.color, segment.color, atol=1e-5)
-        labels = segmentation_to_label_array(result, target, {info.segment_id: 1 for info in infos})
-        self.assertEqual(labels.shape, slicer.util.arrayFromVolume(target).shape)
-        self.assertIs(result.GetNodeReference(result.GetReferenceImageGeometryReferenceRole()), target)
+        self._scenario().process_creates_named_coloured_result_on_target_grid()
         self.delayDisplay("Test passed")
 
     def test_cancelLeavesSceneUnchanged(self):
         self.delayDisplay("Cancelling a run")
-        target, supports, unusedSegments = self._inputs()
-        before = self._sceneSnapshot()
-        run = FateSAMLogic.createRun(target, supports, random_weights=True, image_size=128, device="cpu")
-        run.start()
-        folder = run.folder
-        self.assertTrue(folder.is_dir())
-        run.cancel()
-        while not run.finished:
-            run.poll()
-            slicer.app.processEvents()
-        self.assertEqual(run.state, "cancelled")
-        self.assertEqual(self._sceneSnapshot(), before)
-        self.assertFalse(folder.exists())
+        self._scenario().cancel_leaves_scene_unchanged()
         self.delayDisplay("Test passed")
 
     def test_parameterNodeHoldsSupportPacksAndRunSettings(self):
         self.delayDisplay("Supports and settings in the parameter node")
         logic = FateSAMLogic()
-        target, supports, unusedSegments = self._inputs()
-        parameterNode = logic.getParameterNode()
-        parameterNode.targetVolume = target
-        parameterNode.supports = [FateSAMSupport(volume, segmentation) for volume, segmentation in supports]
-        parameterNode.supports.append(FateSAMSupport())  # a row not filled in yet
-        parameterNode.uncheckedSegments = ["BOX"]
-        self.assertEqual(len(parameterNode.supports), 3)
-        self.assertEqual(complete_pairs(parameterNode.supports), supports)
-        run = logic.createRunFromParameterNode(parameterNode)
-        self.assertEqual(run.segment_names, ["Ball"])
-        self.assertEqual(run.options, RunSettings())
-        slicer.mrmlScene.RemoveNode(supports[1][1])
-        self.assertEqual(complete_pairs(parameterNode.supports), supports[:1])
+        self._scenario(logic).run_takes_the_module_settings(logic.getParameterNode(), FateSAMSupport)
         self.delayDisplay("Test passed")
 
     def test_supportSetRoundTrip(self):
         self.delayDisplay("Saving and loading a support set")
-        unusedTarget, supports, segments = self._inputs()
-        with tempfile.TemporaryDirectory() as folder:
-            saved = FateSAMLogic.saveSupportSet(Path(folder) / "set", "Synthetic", supports)
-            self.assertEqual(len(saved.cases), 2)
-            slicer.mrmlScene.Clear()
-            supportSet, pairs = FateSAMLogic.loadSupportSet(Path(folder) / "set")
-        self.assertEqual(supportSet.name, "Synthetic")
-        self.assertEqual([info.name for info in segment_infos(pairs[0][1])], [s.name for s in segments])
+        self._scenario().support_set_round_trip()
         self.delayDisplay("Test passed")
 
     def test_serverRunNeedsNothingInstalledAndKeepsTheTokenOutOfTheScene(self):
         self.delayDisplay("A run on a server: nothing to install, the token only in the run")
         logic = FateSAMLogic()
-        server = "http://127.0.0.1:8765"
-        self.assertTrue(logic.dependencyPlan(server=server).complete)
-        self.assertTrue(logic.ensureDependencies(confirm=lambda plan: self.fail("asked to install"), server=server))
-        target, supports, unusedSegments = self._inputs()
-        parameterNode = logic.getParameterNode()
-        parameterNode.targetVolume = target
-        parameterNode.supports = [FateSAMSupport(volume, segmentation) for volume, segmentation in supports]
-        run = logic.createRunFromParameterNode(parameterNode, server=server, token="secret-token")
-        self.assertIsInstance(run, RemoteSegmentationRun)
-        self.assertEqual(run.client.url, server)
-        node = parameterNode.parameterNode
-        values = [node.GetParameter(name) for name in node.GetParameterNames()]
-        self.assertFalse([value for value in values if "secret-token" in value or server in value])
+        scenario = self._scenario(logic)
+        scenario.server_run_needs_nothing_and_keeps_the_token_out_of_the_scene(logic.getParameterNode(), FateSAMSupport)
         self.delayDisplay("Test passed")

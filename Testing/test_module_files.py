@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
@@ -125,6 +126,40 @@ def test_the_logic_opens_no_dialog(script):
     assert "confirmOkCancelDisplay" in ast.unparse(script)  # the dialog is there, outside the logic
 
 
+def test_reopening_the_module_connects_the_widgets_once(script):
+    """connectGui's tag is kept, and every way to a new connection (setParameterNode; exit before a later enter)
+    first undoes the last one with that tag, so that reopening the module never stacks connections."""
+    widget = {n.name: n for n in classes(script)["FateSAMWidget"].body if isinstance(n, ast.FunctionDef)}
+    connects = [n for n in ast.walk(classes(script)["FateSAMWidget"]) if isinstance(n, ast.Call) and
+                ast.unparse(n.func).endswith(".connectGui")]  # fmt: skip
+    assert len(connects) == 1
+    assign = [n for n in ast.walk(widget["setParameterNode"]) if isinstance(n, ast.Assign) and n.value is connects[0]]
+    assert [ast.unparse(target) for target in assign[0].targets] == ["self._parameterNodeGuiTag"]
+    for name in ("setParameterNode", "exit"):
+        first = widget[name].body[0]
+        assert ast.unparse(first) == "self._disconnectParameterNode()", name
+    undo = ast.unparse(widget["_disconnectParameterNode"])
+    assert "disconnectGui(self._parameterNodeGuiTag)" in undo and "self._parameterNodeGuiTag = None" in undo
+
+
+def test_a_start_after_an_installation_shows_only_its_own_error(script):
+    """tryWithErrorDisplay shows its dialog and re-raises: the start that follows an installation runs outside the
+    'dependencies are incomplete' block, so that a failing start shows its own dialog only, not a second wrong one."""
+    widget = {n.name: n for n in classes(script)["FateSAMWidget"].body if isinstance(n, ast.FunctionDef)}
+    finished = widget["onInstallFinished"]
+    calls = [n for n in ast.walk(finished) if isinstance(n, ast.Call) and ast.unparse(n.func) == "then"]
+    assert len(calls) == 1
+    blocks = [n for n in ast.walk(finished) if isinstance(n, ast.With)]
+    assert blocks and not [w for w in blocks if calls[0] in list(ast.walk(w))]
+
+
+def test_the_help_links_to_the_readme_and_states_the_minimum(script):
+    module = ast.unparse(classes(script)["FateSAM"])
+    assert "getDefaultModuleDocumentationLink" not in module and "README_URL" in module and "MINIMUM_SLICER" in module
+    assert re.search(r'README_URL = "https://github\.com/[^"]+#3d-slicer-module"', SCRIPT.read_text(encoding="utf-8"))
+    assert "## 3D Slicer module" in (REPO / "README.md").read_text(encoding="utf-8")
+
+
 def test_bound_widgets_name_parameters_of_the_parameter_node(script):
     root = ElementTree.parse(UI_FILE).getroot()
     bound = {}
@@ -178,19 +213,57 @@ def test_cmake_lists_name_every_module_and_engine_file_and_nothing_else():
     assert sorted(str(p.relative_to(REPO)) for p in listed - present) == [], "CMake lists name files that are gone"
 
 
+def cmake_value(text: str, variable: str) -> str:
+    """The quoted value of ``set(VARIABLE "...")`` in a CMake list, as the Extensions Index validator reads it."""
+    found = re.search(rf'set\s*\({variable}\s*"([^"]*)"\s*\)', text)
+    assert found, variable
+    return found.group(1)
+
+
 def test_top_level_cmake_has_the_extension_metadata():
     text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
-    for variable in (
-        "EXTENSION_HOMEPAGE",
-        "EXTENSION_CATEGORY",
-        "EXTENSION_CONTRIBUTORS",
-        "EXTENSION_DESCRIPTION",
-        "EXTENSION_ICONURL",
-        "EXTENSION_SCREENSHOTURLS",
-    ):
-        assert re.search(rf"set\({variable} \S", text), variable
+    for variable in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION"):
+        assert cmake_value(text, variable), variable
     assert 'set(EXTENSION_CATEGORY "Segmentation")' in text and 'set(EXTENSION_DEPENDS "NA")' in text
     assert "find_package(Slicer REQUIRED)" in text and "add_subdirectory(FateSAM)" in text
+    assert 'if(Slicer_VERSION VERSION_LESS "5.10")' in text  # the minimum, as the module and the README state it
+
+
+def test_the_extension_is_ready_for_the_extensions_index():
+    """What the Index's validator (scripts/check_description_files.py) reads: literal https URLs (it does not expand
+    CMake variables), the icon where the URL points, a LICENSE at the root (Apache-2.0, as pyproject says), and a
+    catalog entry FateSAM.json named after project() with the fields of the catalog schema. The screenshot needs the
+    real application: none is made up (README: Publishing the extension)."""
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    icon = cmake_value(text, "EXTENSION_ICONURL")
+    assert (
+        icon.startswith("https://raw.githubusercontent.com/") and "${" not in text.split("# Extension dependencies")[0]
+    )
+    assert (REPO / icon.split("/main/", 1)[1]).is_file()
+    assert cmake_value(text, "EXTENSION_HOMEPAGE").startswith("https://")
+    assert cmake_value(text, "EXTENSION_SCREENSHOTURLS") == ""
+    license_text = (REPO / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
+    assert 'license = { text = "Apache-2.0" }' in (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    entry = json.loads((REPO / "FateSAM.json").read_text(encoding="utf-8"))
+    assert re.search(r"^project\(FateSAM\)$", text, re.MULTILINE)
+    allowed = {"$schema", "category", "scm_url", "scm_revision", "build_dependencies", "build_subdirectory", "tier"}
+    assert set(entry) <= allowed and {"$schema", "category", "scm_url"} <= set(entry)
+    assert entry["$schema"].endswith("/Schemas/slicer-extension-catalog-entry-schema-v1.0.2.json#")
+    assert entry["category"] == cmake_value(text, "EXTENSION_CATEGORY")
+    assert entry["scm_url"].startswith("https://") and entry["scm_revision"] == "main"
+    assert entry["build_dependencies"] == [] and entry["tier"] in (1, 3, 5)  # as EXTENSION_DEPENDS "NA"
+
+
+def test_the_python_versions_agree_with_the_code():
+    """requires-python and ruff's target name the same minimum, the Slicer tier and FateSAM.py parse under it, and
+    FateSAM.py parses under Slicer 5.8's Python 3.9 (so that it can say that Slicer is too old)."""
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    minimum = re.search(r'requires-python = ">=3\.(\d+)"', pyproject).group(1)
+    assert f'target-version = "py3{minimum}"' in pyproject
+    for path in [*ENGINE.rglob("*.py"), SCRIPT]:
+        ast.parse(path.read_text(encoding="utf-8"), filename=str(path), feature_version=(3, int(minimum)))
+    ast.parse(SCRIPT.read_text(encoding="utf-8"), filename=str(SCRIPT), feature_version=(3, 9))
     module_cmake = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "slicerMacroBuildScriptedModule(" in module_cmake and "slicer_add_python_unittest(" in module_cmake
 

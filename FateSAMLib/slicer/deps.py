@@ -1,10 +1,10 @@
 """What the Slicer module must install before the engine can run, and how.
 
-torch and torchvision are installed by light-the-torch (as the PyTorch extension's PyTorchUtils does), which picks the
-build that fits this computer's GPU driver (or the CPU build); the other packages come from ``requirements.txt`` next
-to the FateSAMLib package, with pip. Every step runs as ``PythonSlicer -m ...`` in a separate process, one after
-another (:func:`start_install`), followed like a run: progress lines, cancel. Standard library plus ``packaging``
-(shipped with Slicer's Python) only.
+torch and torchvision are installed with Slicer's pip from PyTorch's index for the build that fits this computer's
+NVIDIA driver, or the CPU-only build (:mod:`.torch_build`: light-the-torch's rule, without light-the-torch, which would
+downgrade Slicer's pip); the other packages come from ``requirements.txt`` next to the FateSAMLib package, with pip.
+Every step runs as ``PythonSlicer -m pip ...`` in a separate process, one after another (:func:`start_install`),
+followed like a run: progress lines, cancel. Standard library plus ``packaging`` (shipped with Slicer's Python) only.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from ..errors import FateSAMError, InputError
 from .process import PACKAGE_PARENT, JobSequence, JobStep, python_executable
+from .torch_build import TorchBuild, choose_torch_build
 
 REQUIREMENTS_FILE = PACKAGE_PARENT / "requirements.txt"
 TORCH_VERSION = ">=2.5.1"  # what sam2 1.1.0 needs
 TORCH_REQUIREMENTS = (f"torch{TORCH_VERSION}", "torchvision>=0.20.1")
-LIGHT_THE_TORCH = "light-the-torch>=0.5"  # the version PyTorchUtils asks for
 PIP_OPTIONS = ("--no-build-isolation",)  # build sam2 against the installed torch, not a second download
 BUILD_ENVIRONMENT = {"SAM2_BUILD_CUDA": "0"}  # sam2's optional CUDA extension needs a compiler: skip it
 
@@ -58,7 +58,7 @@ def unmet_requirements(requirements: Sequence[str]) -> list[str]:
 
 
 def missing_torch() -> list[str]:
-    """The torch packages still to be installed (with light-the-torch)."""
+    """The torch packages still to be installed (from PyTorch's index, :mod:`.torch_build`)."""
     return unmet_requirements(TORCH_REQUIREMENTS)
 
 
@@ -69,10 +69,11 @@ def missing_packages(path: Path = REQUIREMENTS_FILE) -> list[str]:
 
 @dataclass(frozen=True)
 class DependencyPlan:
-    """What is missing before the engine can run: torch packages (for light-the-torch), other packages (pip)."""
+    """What is missing before the engine can run: torch packages, the build they come from, other packages (pip)."""
 
     torch: tuple[str, ...] = ()
     packages: tuple[str, ...] = ()
+    torch_build: TorchBuild | None = None  # set when ``torch`` lists something
 
     @property
     def complete(self) -> bool:
@@ -81,8 +82,10 @@ class DependencyPlan:
 
 
 def dependency_plan(path: Path = REQUIREMENTS_FILE) -> DependencyPlan:
-    """What is still to be installed: torch (:func:`missing_torch`) and ``path``'s other requirements."""
-    return DependencyPlan(tuple(missing_torch()), tuple(missing_packages(path)))
+    """What is still to be installed: torch (:func:`missing_torch`, and its build for this computer) and ``path``'s
+    other requirements."""
+    torch = tuple(missing_torch())
+    return DependencyPlan(torch, tuple(missing_packages(path)), choose_torch_build() if torch else None)
 
 
 def check_installed(path: Path = REQUIREMENTS_FILE) -> None:
@@ -103,21 +106,18 @@ def pip_arguments(path: Path = REQUIREMENTS_FILE) -> list[str]:
 def install_steps(plan: DependencyPlan, path: Path = REQUIREMENTS_FILE, python: str | None = None) -> list[JobStep]:
     """The commands that install what ``plan`` lists with ``python`` (default: Slicer's ``PythonSlicer``), in order.
 
-    PyTorch first, by ``python -m light_the_torch install`` (light-the-torch installed with pip first when missing);
-    ``LTT_PYTORCH_COMPUTATION_BACKEND`` (e.g. ``cpu``, ``cu121``) in the environment overrides its choice. Then pip
-    installs ``path``'s requirements, building sam2 against that torch.
+    PyTorch first, with pip from the index of the plan's build (:func:`~.torch_build.choose_torch_build`); pip
+    itself is never upgraded or downgraded. Then pip installs ``path``'s requirements, building sam2 against that
+    torch.
     """
     python = python or python_executable()
     steps = []
     if plan.torch:
-        if unmet_requirements([LIGHT_THE_TORCH]):
-            steps.append(
-                JobStep("The installation of light-the-torch (pip)", (python, "-m", "pip", "install", LIGHT_THE_TORCH))
-            )
+        build = plan.torch_build or choose_torch_build()
         steps.append(
             JobStep(
-                "The installation of PyTorch (light-the-torch)",
-                (python, "-m", "light_the_torch", "install", *plan.torch),
+                "The installation of PyTorch (pip)",
+                (python, "-m", "pip", "install", *plan.torch, *build.pip_arguments()),
             )
         )
     if plan.packages:

@@ -17,7 +17,7 @@ import slicer
 
 from ..errors import InputError
 from ..segments import segment_key
-from .run import segment_names
+from .plan import segment_names
 from .scene import reference_volume, segmentations_with_reference_volume
 
 Pair = tuple[slicer.vtkMRMLScalarVolumeNode, slicer.vtkMRMLSegmentationNode]
@@ -77,7 +77,7 @@ def is_checked(name: str, unchecked: Iterable[str]) -> bool:
 
 
 def chosen_segment_names(pairs: Sequence[Pair], unchecked: Iterable[str]) -> list[str]:
-    """The supports' segment names (see :func:`.run.segment_names`) but the unticked ones."""
+    """The supports' segment names (see :func:`.plan.segment_names`) but the unticked ones."""
     unchecked = list(unchecked)
     return [name for name in segment_names([segmentation for _, segmentation in pairs]) if is_checked(name, unchecked)]
 
@@ -103,6 +103,16 @@ def first_scene_support(
     """A new support's first guess: the scene's first segmentation and the volume it was drawn on (either None)."""
     segmentation = scene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
     return (reference_volume(segmentation) if segmentation is not None else None), segmentation
+
+
+def first_target_volume(scene: slicer.vtkMRMLScene) -> slicer.vtkMRMLScalarVolumeNode | None:
+    """The target's first guess: the scene's first volume that the target selector shows (a scalar volume, not a
+    label map or another subclass, and not hidden from editors), or None."""
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
+        if node.GetClassName() == "vtkMRMLScalarVolumeNode" and not node.GetHideFromEditors():
+            return node
+    return None
 
 
 def with_scene_supports(

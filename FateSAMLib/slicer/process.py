@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from .. import errors
 from ..errors import Cancelled, FateSAMError, InputError
 from ..json_input import parse_json
 from ..options import SETTINGS, RunSettings, option_arguments
+from .process_tree import ProcessTree
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # this file is FateSAMLib/slicer/process.py
 """The folder that contains the FateSAMLib package: the engine process needs it on PYTHONPATH."""
@@ -134,8 +134,9 @@ def parse_event(line: str) -> EngineEvent:
 class EngineProcess:
     """A running engine command, read without blocking: stdout lines become events, stderr lines "log" events.
 
-    :meth:`cancel` sends SIGTERM to the process group (the engine stops within one slice); if the process is still
-    there ``kill_after_s`` seconds later, the next :meth:`poll` kills the group.
+    :meth:`cancel` asks the command's whole process tree to stop (:class:`~.process_tree.ProcessTree`: SIGTERM, the
+    engine stops within one slice); if a process of it is still there ``kill_after_s`` seconds later, the next
+    :meth:`poll` kills the tree. The command has :attr:`finished` only once every process of its tree has ended.
     """
 
     def __init__(
@@ -152,7 +153,7 @@ class EngineProcess:
         self.cancel_requested = False
         options: dict = {"start_new_session": True} if os.name != "nt" else {}
         if os.name == "nt":
-            options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW
+            options["creationflags"] = subprocess.CREATE_NO_WINDOW
         try:
             self._process = subprocess.Popen(
                 self.command,
@@ -169,6 +170,7 @@ class EngineProcess:
             raise RuntimeError(
                 f"Could not start {description} ({self.command[0]}): {error}. Check that Slicer's Python is installed."
             ) from error
+        self._tree = ProcessTree(self._process)
         self._readers = [
             threading.Thread(target=self._read, args=(self._process.stdout, parse_event), daemon=True),
             threading.Thread(target=self._read, args=(self._process.stderr, _log_event), daemon=True),
@@ -193,8 +195,8 @@ class EngineProcess:
 
     @property
     def finished(self) -> bool:
-        """True once the process has exited and every line it wrote has been read."""
-        return self._process.poll() is not None and not any(reader.is_alive() for reader in self._readers)
+        """True once every process of the command's tree has exited and every line they wrote has been read."""
+        return not self._tree.alive() and not any(reader.is_alive() for reader in self._readers)
 
     @property
     def pid(self) -> int:
@@ -207,49 +209,34 @@ class EngineProcess:
         return self._process.poll()
 
     def cancel(self) -> None:
-        """Ask the engine to stop (SIGTERM; it stops within one slice), and kill it if it lingers."""
-        if self._process.poll() is not None or self.cancel_requested:
+        """Ask the command's process tree to stop (the engine stops within one slice), and kill it if it lingers."""
+        if self.cancel_requested or not self._tree.alive():
             return
         self.cancel_requested = True
         self._kill_at = time.monotonic() + self._kill_after_s
-        self._signal_group(kill=False)
+        self._tree.signal(kill=False)
 
     def stop(self, timeout_s: float = 10.0) -> bool:
-        """Cancel and wait until the process has ended (killed once ``kill_after_s`` has passed); True if it ended.
-
-        Blocks at most about ``timeout_s`` seconds; the events are left for :meth:`poll`.
-        """
+        """Cancel and wait until every process of the tree has ended (killed once ``kill_after_s`` has passed) and its
+        output has been read; True if they all ended. Blocks at most about ``timeout_s`` seconds; the events are left
+        for :meth:`poll`."""
         self.cancel()
         deadline = time.monotonic() + timeout_s
         while not self.finished and time.monotonic() < deadline:
             self._kill_if_lingering()
             time.sleep(0.02)
-        if self._process.poll() is None:
-            self._signal_group(kill=True)
-            try:
-                self._process.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                return False
-        return True
+        if self._tree.alive():
+            self._tree.signal(kill=True)
+            deadline = time.monotonic() + 1.0
+            while not self.finished and time.monotonic() < deadline:
+                time.sleep(0.02)
+        return not self._tree.alive()
 
     def _kill_if_lingering(self) -> None:
-        """Kill the process group once a cancelled process has had ``kill_after_s`` seconds to stop."""
+        """Kill the process tree once a cancelled command has had ``kill_after_s`` seconds to stop."""
         if self._kill_at is not None and time.monotonic() > self._kill_at and not self.finished:
             self._kill_at = None
-            self._signal_group(kill=True)
-
-    def _signal_group(self, kill: bool) -> None:
-        """Signal the whole process group: PythonSlicer is a launcher whose child runs the engine."""
-        try:
-            if os.name == "nt":
-                if kill:
-                    self._process.kill()
-                else:
-                    self._process.send_signal(signal.CTRL_BREAK_EVENT)
-            else:
-                os.killpg(self._process.pid, signal.SIGKILL if kill else signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass  # it ended in the meantime
+            self._tree.signal(kill=True)
 
 
 def _log_event(line: str) -> EngineEvent:

@@ -18,8 +18,10 @@ import slicer
 
 from ..options import RunSettings
 from ..remote import CorrectionFiles, RemoteJob, ServerClient, job_settings
+from .exchange import RunInputs
+from .plan import SupportPair
 from .review import RefineRun, ReviewSession
-from .run import RunInputs, SegmentationRun, SupportPair
+from .run import SegmentationRun
 
 
 def start_remote_job(

@@ -1,7 +1,7 @@
 """Review, correct, refine in the Slicer module, without Qt: the engine output kept per result, the slices the user
 edited, the refine run, and the reviewed case as a new support.
 
-A :class:`ReviewSession` (one per module logic) owns a private folder (a :class:`~FateSAMLib.slicer.run.RunFolder`,
+A :class:`ReviewSession` (one per module logic) owns a private folder (a :class:`~FateSAMLib.slicer.folders.RunFolder`,
 so removed when Python exits at the latest) with a feature cache, which the session's runs pass to the engine, and a
 copy of each result's engine output. :class:`RefineRun` exports the result node as the user edited it as the
 corrections, and the engine (``--corrected-slices auto --previous KEPT``) keeps the slices that differ from the kept
@@ -27,8 +27,11 @@ from ..errors import InputError
 from ..formats import SEGMENTATION_SUFFIX
 from ..options import RunSettings
 from ..segments import Segment, segment_key
+from .exchange import RunInputs
+from .folders import RunFolder
+from .plan import SupportPair
 from .process import BackgroundJob, engine_command, segment_arguments
-from .run import RunFolder, RunInputs, SegmentationRun, SupportPair
+from .run import SegmentationRun
 from .scene import (
     ijk_to_ras,
     label_array_to_segmentation,

@@ -1,302 +1,39 @@
 """One segmentation run of the Slicer module, without Qt: scene -> temporary files -> engine process -> scene.
 
-The inputs are exported to a temporary folder (volumes as NRRD, supports' segments as ``.seg.nrrd`` label maps whose
-label values are assigned by segment name, matched across supports by :func:`~FateSAMLib.segments.segment_key`, as
-the command line matches them), the engine runs as a separate
-process, and its ``.seg.nrrd`` is imported into a new segmentation node (or the one the user picked) only when it
-succeeded. A cancelled or failed run leaves the scene as it was. The temporary folder (private to the user) is
-removed in every ending: success, failure, cancel, :meth:`SegmentationRun.stop`, and at the latest when Python exits.
+The run plans its segments (:mod:`.plan`), exports the inputs to its temporary folder (:mod:`.exchange`,
+:mod:`.folders`), runs the engine as a separate process (:mod:`.process`), and imports its ``.seg.nrrd`` into a new
+segmentation node (or the one the user picked) only when it succeeded, with the slices to review (:mod:`.stats`).
+A cancelled or failed run leaves the scene as it was. The temporary folder (private to the user) is removed in every
+ending: success, failure, cancel, :meth:`SegmentationRun.stop`, and at the latest when Python exits.
 """
 
 from __future__ import annotations
 
 import atexit
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import slicer
 
 from ..errors import Cancelled, FateSAMError, InputError
-from ..formats import NRRD_SUFFIX, SEGMENTATION_SUFFIX
-from ..json_input import parse_json
+from ..formats import NRRD_SUFFIX
 from ..options import RunSettings
-from ..segments import Segment, segment_key
-from .apply_result import KeptSegments, apply_result, untouched_segments
+from ..segments import Segment
+from .apply_result import KeptSegments, untouched_segments
+from .exchange import RunInputs, export_inputs, import_result
+from .folders import RunFolder, remove_all_folders
+from .plan import SupportPair, SupportSegments
 from .probabilities import place_probabilities, read_probabilities
 from .process import BackgroundJob, EngineEvent, EngineProcess, engine_command, poll_until_finished, segment_arguments
 from .provenance import SupportSliceRef, read_provenance
-from .scene import (
-    add_to_scene,
-    check_same_frame,
-    ijk_to_ras,
-    label_array_to_segmentation,
-    lps_to_ras,
-    node_label,
-    read_segmentation,
-    save_segmentation,
-    save_volume,
-    segment_infos,
-    segmentation_to_label_array,
-    to_world,
-)
+from .stats import DoubtfulSlice, read_doubtful_slices, read_run_stats
 
 if TYPE_CHECKING:
     from .review import ReviewSession
 
-RESULT_SUFFIX = " FateSAM"
-STATS_BYTES = 64 * 1024**2
-"""The largest statistics JSON read (per slice and label confidence of a long volume is a few MB)."""
-
-
-@dataclass(frozen=True)
-class SupportPair:
-    """A labelled example: a volume and the segmentation drawn on it."""
-
-    volume: slicer.vtkMRMLScalarVolumeNode
-    segmentation: slicer.vtkMRMLSegmentationNode
-
-
-@dataclass(frozen=True)
-class SupportSegments:
-    """The segments of the supports, matched across them by name once (by :func:`segment_key`), first-seen order.
-
-    Per name key: the first spelling, the first colour and the first terminology found (the result gets them).
-    """
-
-    names: dict[str, str]
-    colors: dict[str, tuple[float, float, float]]
-    terminologies: dict[str, str]
-
-    @classmethod
-    def of(cls, segmentations: Sequence[slicer.vtkMRMLSegmentationNode]) -> SupportSegments:
-        """The segments found in ``segmentations``."""
-        names: dict[str, str] = {}
-        colors: dict[str, tuple[float, float, float]] = {}
-        terminologies: dict[str, str] = {}
-        for segmentation in segmentations:
-            for info in segment_infos(segmentation):
-                key = segment_key(info.name)
-                names.setdefault(key, info.name)
-                colors.setdefault(key, info.color)
-                if info.terminology:
-                    terminologies.setdefault(key, info.terminology)
-        return cls(names, colors, terminologies)
-
-    def plan(self, names: Sequence[str] | None = None) -> list[Segment]:
-        """One segment per wanted name (default: every name), valued 1..N, named and coloured as first found.
-
-        Raises :class:`InputError` naming the supports' segments when a wanted name is in no support.
-        """
-        wanted: dict[str, str] = {}  # key -> the first spelling asked for
-        for name in names if names is not None else self.names.values():
-            wanted.setdefault(segment_key(name), name)
-        missing = [name for key, name in wanted.items() if key not in self.names]
-        if missing:
-            raise InputError(
-                f"No support has a segment named {', '.join(repr(name) for name in missing)}; "
-                f"choose among {', '.join(self.names.values()) or '(none)'}."
-            )
-        if not wanted:
-            raise InputError("No segment to transfer: check at least one segment (the supports need named segments).")
-        return [Segment(value, self.names[key], self.colors[key]) for value, key in enumerate(wanted, start=1)]
-
-
-def segment_names(segmentations: Sequence[slicer.vtkMRMLSegmentationNode]) -> list[str]:
-    """The segment names found across segmentations, matched by :func:`segment_key`, first spelling and order."""
-    return list(SupportSegments.of(segmentations).names.values())
-
-
-def plan_segments(supports: Sequence[SupportPair], names: Sequence[str] | None = None) -> list[Segment]:
-    """The segments of a run on ``supports`` (see :meth:`SupportSegments.plan`)."""
-    return SupportSegments.of([pair.segmentation for pair in supports]).plan(names)
-
-
-@dataclass(frozen=True)
-class RunInputs:
-    """The files of one run inside its temporary folder."""
-
-    supports: list[tuple[Path, Path]]
-    query: Path
-    output: Path
-    stats: Path
-    warnings: list[str] = field(default_factory=list)
-    pairs: list[SupportPair] = field(default_factory=list)  # the supports exported, in order (as the stats number)
-
-
-def export_inputs(
-    folder: Path, target: slicer.vtkMRMLScalarVolumeNode, supports: Sequence[SupportPair], segments: Sequence[Segment]
-) -> RunInputs:
-    """Write the target and the supports into ``folder``; nothing in the scene changes.
-
-    Each support's segments are merged into one label map on its volume's grid, with the values of ``segments``
-    (matched by name); empty segments are left out, and so is a support with none of them (with a warning).
-    """
-    if not supports:
-        raise InputError("No support: add at least one (volume, segmentation) pair that shows the structures.")
-    by_key = {segment_key(segment.name): segment for segment in segments}
-    exported, warnings, pairs = [], [], []
-    for index, pair in enumerate(supports, start=1):
-        check_same_frame(pair.segmentation, pair.volume)
-        chosen = [info for info in segment_infos(pair.segmentation) if segment_key(info.name) in by_key]
-        values = {info.segment_id: by_key[segment_key(info.name)].value for info in chosen}
-        labels = segmentation_to_label_array(pair.segmentation, pair.volume, values)
-        present = [segment for segment in segments if (labels == segment.value).any()]
-        if not present:
-            warnings.append(f"Support '{node_label(pair.segmentation)}' has none of the chosen segments; left out.")
-            continue
-        label_node = label_array_to_segmentation(labels, ijk_to_ras(pair.volume), present, f"support {index}")
-        exported.append(
-            (
-                save_volume(pair.volume, folder / f"support-{index}{NRRD_SUFFIX}"),
-                save_segmentation(label_node, folder / f"support-{index}{SEGMENTATION_SUFFIX}"),
-            )
-        )
-        pairs.append(pair)
-    if not exported:
-        raise InputError("None of the supports has the chosen segments; check other segments or add supports.")
-    query = save_volume(target, folder / f"query{NRRD_SUFFIX}")
-    result, stats = folder / f"result{SEGMENTATION_SUFFIX}", folder / "stats.json"
-    return RunInputs(exported, query, result, stats, warnings, pairs)
-
-
-@dataclass(frozen=True)
-class DoubtfulSlice:
-    """A result slice worth reviewing first: where it is (RAS, mm), how confident the model was, which labels."""
-
-    slice_index: int
-    axis: str
-    center_ras: tuple[float, float, float]
-    certainty: float
-    labels: tuple[str, ...]
-
-
-def read_run_stats(stats_path: Path) -> dict:
-    """The engine's stats JSON (``{}`` when it wrote none); :class:`InputError` when it is not a JSON object."""
-    if not Path(stats_path).is_file():
-        return {}
-    stats = parse_json(Path(stats_path), f"The engine's statistics {stats_path}", "run again.", max_bytes=STATS_BYTES)
-    if not isinstance(stats, dict):
-        raise InputError(f"The engine's statistics {stats_path} are not a JSON object; run again.")
-    return stats
-
-
-def read_doubtful_slices(stats_path: Path, stats: dict | None = None) -> list[DoubtfulSlice]:
-    """The ``doubtful_slices`` of the engine's stats JSON, lowest certainty first, with centres converted LPS -> RAS.
-
-    ``stats``: the file's content when it was read already (:func:`read_run_stats`), so it is not read again.
-    """
-    stats = read_run_stats(stats_path) if stats is None else stats
-    try:
-        entries = stats.get("doubtful_slices", [])
-        slices = [
-            DoubtfulSlice(
-                slice_index=int(entry["slice_index"]),
-                axis=str(entry["axis"]),
-                center_ras=lps_to_ras(entry["center_lps"]),
-                certainty=float(entry["certainty"]),
-                labels=tuple(str(label) for label in entry.get("labels", [])),
-            )
-            for entry in entries
-        ]
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
-        raise InputError(f"The engine's statistics {stats_path} are malformed ({error}); run again.") from error
-    return sorted(slices, key=lambda doubtful: doubtful.certainty)
-
-
-def jump_to(scene: slicer.vtkMRMLScene, node: slicer.vtkMRMLTransformableNode, point_ras: Sequence[float]) -> tuple:
-    """Centre every slice view on a point given in ``node``'s coordinates (e.g. a doubtful slice of the target).
-
-    The point goes through the node's parent transforms first, so that the views land where the node is shown.
-    Returns the world point.
-    """
-    world = to_world(node, point_ras)
-    slicer.vtkMRMLSliceNode.JumpAllSlices(scene, *world, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
-    return world
-
-
-def display_result(segmentation: slicer.vtkMRMLSegmentationNode) -> list[str]:
-    """Show an imported result in the slice views and as surfaces in 3D; returns warnings, never raises.
-
-    The result is already in the scene: if showing it fails (no display node, the 3D surface cannot be built...),
-    it stays there and the warning says how to show it by hand.
-    """
-    try:
-        segmentation.CreateDefaultDisplayNodes()
-        display = segmentation.GetDisplayNode()
-        if display is None:
-            raise InputError("it has no display node (was it removed from the scene?)")
-        display.SetVisibility(True)
-        if not segmentation.CreateClosedSurfaceRepresentation():
-            raise InputError("its 3D surface could not be built")
-    except Exception as error:  # showing is a convenience: the imported result must survive any failure here
-        return [
-            f"The result '{node_label(segmentation)}' was imported, but showing it failed: {error}. Show it from the "
-            "Data module, and its 3D surface with 'Show 3D' in Segment Editor."
-        ]
-    return []
-
-
-def import_result(
-    scene: slicer.vtkMRMLScene,
-    result_path: Path,
-    target: slicer.vtkMRMLScalarVolumeNode,
-    output_node: slicer.vtkMRMLSegmentationNode | None = None,
-    terminologies: Mapping[str, str] | None = None,
-    keeping: KeptSegments | None = None,
-) -> slicer.vtkMRMLSegmentationNode:
-    """Put the engine's ``.seg.nrrd`` into ``output_node``, or a new node "<target> FateSAM"; returns the node.
-
-    The result keeps its segment names and colours, takes the supports' terminology by name, lies under the target's
-    parent transform and refers to the target as its reference geometry. The scene changes only once the file read.
-    In ``output_node`` only the run's segments are replaced, as ``keeping`` says (:func:`apply_result`: locked and
-    hand-edited segments are kept; its ``warnings`` say which).
-    """
-    if not scene.IsNodePresent(target):
-        raise InputError("The target volume was removed from the scene during the run; select it again and rerun.")
-    result = read_segmentation(result_path)
-    by_key = {segment_key(name): term for name, term in (terminologies or {}).items()}
-    segmentation = result.GetSegmentation()
-    for index in range(segmentation.GetNumberOfSegments()):
-        segment = segmentation.GetNthSegment(index)
-        if by_key.get(segment_key(segment.GetName())):
-            segment.SetTerminology(by_key[segment_key(segment.GetName())])
-    if output_node is None:
-        result.SetName(scene.GenerateUniqueName(f"{node_label(target)}{RESULT_SUFFIX}"))
-        output_node = add_to_scene(scene, result)
-    else:
-        keeping = keeping or KeptSegments()
-        keeping.warnings += apply_result(output_node, result, keeping.locked, keeping.untouched, keeping.replace_edited)
-    output_node.SetReferenceImageGeometryParameterFromVolumeNode(target)
-    output_node.SetAndObserveTransformNodeID(target.GetTransformNodeID())
-    return output_node
-
-
-_LIVE_FOLDERS: set[Path] = set()
 _LIVE_RUNS: set[SegmentationRun] = set()
-
-
-class RunFolder:
-    """A temporary folder for one run's files, private to the user (mode 0700), removed by :meth:`remove` (or on
-    leaving a ``with`` block), and at the latest when the Python process exits (see :func:`stop_all_runs`)."""
-
-    def __init__(self) -> None:
-        self.path = Path(tempfile.mkdtemp(prefix="FateSAM-"))  # mkdtemp creates it readable by its owner only
-        _LIVE_FOLDERS.add(self.path)
-
-    def remove(self) -> None:
-        """Delete the folder and everything in it."""
-        shutil.rmtree(self.path, ignore_errors=True)
-        _LIVE_FOLDERS.discard(self.path)
-
-    def __enter__(self) -> RunFolder:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.remove()
 
 
 def stop_all_runs(timeout_s: float = 10.0) -> None:
@@ -307,9 +44,7 @@ def stop_all_runs(timeout_s: float = 10.0) -> None:
     """
     for run in list(_LIVE_RUNS):
         run.stop(timeout_s)
-    for folder in list(_LIVE_FOLDERS):
-        shutil.rmtree(folder, ignore_errors=True)
-        _LIVE_FOLDERS.discard(folder)
+    remove_all_folders()
 
 
 atexit.register(stop_all_runs)

@@ -14,9 +14,9 @@ slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is needed f
 from FateSAMLib.errors import InputError  # noqa: E402
 from FateSAMLib.options import RunSettings  # noqa: E402
 from FateSAMLib.segments import Segment  # noqa: E402
+from FateSAMLib.slicer.plan import SupportPair  # noqa: E402
 from FateSAMLib.slicer.remote_run import RemoteRefineRun, RemoteSegmentationRun  # noqa: E402
 from FateSAMLib.slicer.review import ReviewSession, slice_array_axis  # noqa: E402
-from FateSAMLib.slicer.run import SupportPair  # noqa: E402
 from FateSAMLib.slicer.scene import (  # noqa: E402
     add_to_scene,
     array_to_volume,

@@ -12,16 +12,22 @@ slicer = pytest.importorskip(
 import vtk  # noqa: E402
 
 from FateSAMLib.segments import Segment  # noqa: E402
+from FateSAMLib.slicer.plan import SupportPair  # noqa: E402
 from FateSAMLib.slicer.scene import (  # noqa: E402
     add_to_scene,
     array_to_volume,
     label_array_to_segmentation,
     register_segmentation_converters,
+    save_segmentation,
 )
 
 LIVER = Segment(3, "Liver", (0.8, 0.3, 0.2))
 SPLEEN = Segment(7, "Spleen", (0.2, 0.4, 0.9))
 KIDNEY = Segment(12, "Left kidney", (0.9, 0.8, 0.1))
+TERMINOLOGY = (
+    "Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
+    "~SCT^78961009^Spleen~^^~Anatomic codes - DICOM master list~^^~^^"
+)
 
 
 def rotation(ax: float, ay: float, az: float) -> np.ndarray:
@@ -90,3 +96,35 @@ def scene_snapshot(scene) -> list[tuple[str, str, str | None, int]]:
         segments = node.GetSegmentation().GetNumberOfSegments() if node.IsA("vtkMRMLSegmentationNode") else -1
         snapshot.append((node.GetID(), node.GetName(), storage, segments))
     return snapshot
+
+
+def result_file(tmp_path, target_shape, geometry):
+    """A result .seg.nrrd on the target grid, as the engine writes it (names and colours, values 1 and 2)."""
+    labels = np.zeros(target_shape, np.uint8)
+    labels[1:3, 2:5, 2:6] = 1
+    labels[3:5, 5:8, 1:4] = 2
+    segments = [Segment(1, "Liver", LIVER.color), Segment(2, "Spleen", SPLEEN.color)]
+    node = label_array_to_segmentation(labels, geometry, segments, "r")
+    return save_segmentation(node, tmp_path / "result.seg.nrrd"), labels
+
+
+# Fixtures shared by the slicer tier's tests: a test module imports them (``scene_fixture``, ``supports_fixture``) and
+# its tests ask for ``scene`` and ``supports``. (A conftest.py here would shadow Testing/conftest.py's module name.)
+
+
+@pytest.fixture(name="scene")
+def scene_fixture():
+    """An empty MRML scene with the segmentation converters registered."""
+    register_segmentation_converters()
+    return slicer.vtkMRMLScene()
+
+
+@pytest.fixture(name="supports")
+def supports_fixture(scene) -> tuple[list[SupportPair], list[np.ndarray]]:
+    """Two supports whose segment names differ in case and in which segments they have, and their label arrays."""
+    first = make_case(scene, "A", segments=(LIVER, SPLEEN))
+    lower_spleen = Segment(SPLEEN.value, "spleen", (0.0, 1.0, 0.0))
+    geometry = oblique_geometry(angles=(5, 0, -20))
+    second = make_case(scene, "B", shape=(8, 12, 10), geometry=geometry, seed=1, segments=(lower_spleen, KIDNEY))
+    second[1].GetSegmentation().GetNthSegment(0).SetTerminology(TERMINOLOGY)
+    return [SupportPair(first[0], first[1]), SupportPair(second[0], second[1])], [first[2], second[2]]

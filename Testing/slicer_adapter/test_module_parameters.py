@@ -23,6 +23,7 @@ from FateSAMLib.slicer.parameters import (
     complete_pairs,
     connection_summary,
     first_scene_support,
+    first_target_volume,
     is_checked,
     model_hints,
     run_options,
@@ -108,6 +109,20 @@ def test_a_new_support_starts_from_the_first_segmentation_and_its_volume():
     assert first_scene_support(scene) == (volume, segmentation)
     forget_reference_volume(segmentation)
     assert first_scene_support(scene) == (None, segmentation)
+
+
+def test_the_first_target_is_a_volume_the_selector_shows():
+    """The target selector lists scalar volumes but not their subclasses (label maps) nor hidden nodes: the first
+    guess is one it lists, so that Apply is never enabled for a target the user cannot see."""
+    scene = slicer.vtkMRMLScene()
+    assert first_target_volume(scene) is None
+    scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    hidden = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "hidden")
+    hidden.SetHideFromEditors(True)
+    assert scene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode").GetName() == "labels"  # what the module took before
+    assert first_target_volume(scene) is None
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "T2")
+    assert first_target_volume(scene) is volume
 
 
 def test_add_all_keeps_the_table_and_adds_the_other_segmented_volumes_but_the_target():

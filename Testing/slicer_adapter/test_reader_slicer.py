@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import vtk
+from engine_needed import needs_engine
 from scene_helpers import KIDNEY, LIVER, SPLEEN, make_case, oblique_geometry, slicer
 from test_refine_run import edit_slice, labels_of
 from test_slicer_run import FAST, small_supports, succeeded
@@ -138,6 +139,7 @@ def second_view(scene):
     return slice_node, composite
 
 
+@needs_engine
 def test_a_second_run_into_an_edited_result_keeps_the_edits_and_shows_its_provenance_volumes_and_probabilities(scene):
     target, pairs, _ = small_supports(scene)
     session = ReviewSession()

@@ -9,12 +9,11 @@ import sys
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
+from engine_needed import needs_engine
 from scene_helpers import oblique_geometry, slicer
 from test_slicer_run import FAST, finish, small_supports, succeeded
 
 from FateSAMLib.errors import InputError
-from FateSAMLib.io.geometry import anatomical_axes
 from FateSAMLib.options import SLICE_AXES
 from FateSAMLib.segments import Segment
 from FateSAMLib.slicer.review import (
@@ -44,6 +43,9 @@ def scene():
 
 @pytest.mark.parametrize("angles", [(0, 0, 0), (17, -8, 25), (0, 90, 0), (90, 0, 0), (60, 50, 40), (180, 0, 90)])
 def test_the_slice_axis_is_the_array_axis_the_engine_slices(angles):
+    sitk = pytest.importorskip("SimpleITK", reason="compared with the engine's reading (SimpleITK)")
+    from FateSAMLib.io.geometry import anatomical_axes
+
     matrix = oblique_geometry((0.7, 1.3, 2.9), angles=angles)
     lps = np.diag([-1.0, -1.0, 1.0]) @ matrix[:3, :3]
     image = sitk.Image(4, 5, 6, sitk.sitkUInt8)
@@ -86,6 +88,7 @@ def labels_of(result, target) -> np.ndarray:
     return segmentation_to_label_array(result, target, {i.segment_id: values[i.name] for i in segment_infos(result)})
 
 
+@needs_engine
 def test_refine_keeps_the_edited_slice_and_encodes_nothing(scene, tmp_path):
     target, pairs, segments = small_supports(scene)
     session = ReviewSession()

@@ -1,18 +1,17 @@
-"""What the Slicer module installs and how: requirements, checks against the installed packages, PyTorch with
-light-the-torch and the rest with pip, in separate processes."""
+"""What the Slicer module installs and how: requirements, checks against the installed packages, PyTorch from its
+index for this computer's build and the rest with pip, in separate processes (the build's choice: test_torch_build)."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from engine_needed import needs_engine
 
 from FateSAMLib.errors import FateSAMError, InputError
 from FateSAMLib.slicer.deps import (
-    LIGHT_THE_TORCH,
     REQUIREMENTS_FILE,
     TORCH_REQUIREMENTS,
     DependencyPlan,
@@ -27,11 +26,12 @@ from FateSAMLib.slicer.deps import (
     start_install,
     unmet_requirements,
 )
+from FateSAMLib.slicer.torch_build import OVERRIDE_VARIABLE, TorchBuild
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_requirements_file_pins_the_engine_packages_and_leaves_torch_to_light_the_torch():
+def test_requirements_file_pins_the_engine_packages_and_leaves_torch_to_its_own_step():
     assert REQUIREMENTS_FILE == REPO / "requirements.txt"
     requirements = read_requirements()
     assert "sam2==1.1.0" in requirements
@@ -40,6 +40,7 @@ def test_requirements_file_pins_the_engine_packages_and_leaves_torch_to_light_th
     assert "torch" not in names and "torchvision" not in names
 
 
+@needs_engine
 def test_this_environment_has_everything():
     assert missing_packages() == []
     assert missing_torch() == []
@@ -55,6 +56,7 @@ def test_unmet_requirements_checks_names_and_versions(tmp_path):
         unmet_requirements(["numpy >>= 2"])
 
 
+@needs_engine
 def test_the_plan_names_what_is_missing_and_an_installation_that_left_something_out(tmp_path):
     assert dependency_plan() == DependencyPlan() and DependencyPlan().complete
     check_installed()
@@ -66,6 +68,17 @@ def test_the_plan_names_what_is_missing_and_an_installation_that_left_something_
         check_installed(requirements)
 
 
+def test_the_plan_names_the_pytorch_build_only_when_pytorch_is_missing(monkeypatch):
+    """Where torch is installed (the main test environment) no build is chosen; where it is not (the Python 3.12 run,
+    as in Slicer before the first installation) the plan carries the build the dialog names."""
+    monkeypatch.setenv(OVERRIDE_VARIABLE, "cpu")
+    plan = dependency_plan()
+    if plan.torch:
+        assert plan.torch == TORCH_REQUIREMENTS and plan.torch_build == TorchBuild("cpu", f"set by {OVERRIDE_VARIABLE}")
+    else:
+        assert plan.torch_build is None
+
+
 def test_read_requirements_skips_comments_and_blank_lines(tmp_path):
     path = tmp_path / "requirements.txt"
     path.write_text("# comment\n\nsam2==1.1.0  # pinned\n  slicerio>=1\n")
@@ -75,51 +88,26 @@ def test_read_requirements_skips_comments_and_blank_lines(tmp_path):
         read_requirements(tmp_path / "missing.txt")
 
 
-def test_pytorch_comes_first_from_light_the_torch_then_pip_installs_the_requirements():
+def test_pytorch_comes_first_from_its_index_then_pip_installs_the_requirements():
     python = "/opt/Slicer/bin/PythonSlicer"
-    plan = DependencyPlan(torch=TORCH_REQUIREMENTS, packages=("sam2==1.1.0",))
+    build = TorchBuild("cu128", "for the NVIDIA driver 570.86")
+    plan = DependencyPlan(torch=TORCH_REQUIREMENTS, packages=("sam2==1.1.0",), torch_build=build)
     steps = install_steps(plan, REQUIREMENTS_FILE, python)
-    ltt_installed = not unmet_requirements([LIGHT_THE_TORCH])  # installed here by the test extra
     assert [step.command for step in steps] == [
-        *([] if ltt_installed else [(python, "-m", "pip", "install", LIGHT_THE_TORCH)]),
-        (python, "-m", "light_the_torch", "install", "torch>=2.5.1", "torchvision>=0.20.1"),
+        (python, "-m", "pip", "install", "torch>=2.5.1", "torchvision>=0.20.1", "--index-url", build.index_url),
         (python, "-m", "pip", "install", "-r", str(REQUIREMENTS_FILE), "--no-build-isolation"),
     ]
+    assert build.index_url == "https://download.pytorch.org/whl/cu128"
+    # Slicer's pip is never reinstalled: no step names pip, or light-the-torch (which pins pip), as a package.
+    assert not [arg for step in steps for arg in step.command[4:] if arg.lower().startswith(("pip", "light"))]
+    cpu_only = install_steps(DependencyPlan(torch=TORCH_REQUIREMENTS, torch_build=TorchBuild("cpu", "no GPU")))
+    assert cpu_only[0].command[-2:] == ("--index-url", "https://download.pytorch.org/whl/cpu")
     assert [step.command[2] for step in install_steps(DependencyPlan(packages=("sam2==1.1.0",)), python=python)] == [
         "pip"
     ]
-    assert install_steps(DependencyPlan(torch=TORCH_REQUIREMENTS), python=python)[-1].command[2] == "light_the_torch"
     assert install_steps(DependencyPlan()) == [] and start_install(DependencyPlan()) is None
     environment = pip_environment({"HOME": "/h", "SAM2_BUILD_CUDA": "1"})
     assert environment == {"HOME": "/h", "SAM2_BUILD_CUDA": "0", "PYTHONUNBUFFERED": "1"}
-
-
-def test_light_the_torch_accepts_the_command_and_picks_a_build_for_this_machine():
-    """The installed light-the-torch parses the PyTorch step's arguments as PyTorchUtils' do, and picks the CPU
-    build on this machine without a GPU driver; LTT_PYTORCH_COMPUTATION_BACKEND overrides its choice. Nothing is
-    downloaded: the actual installation needs download.pytorch.org."""
-    from light_the_torch._patch import LttOptions
-
-    step = install_steps(DependencyPlan(torch=TORCH_REQUIREMENTS), python=sys.executable)[-1]
-    arguments = list(step.command[3:])
-    assert arguments[0] == "install"
-    assert {str(backend) for backend in LttOptions.from_pip_argv(arguments).computation_backends} == {"cpu"}
-    help_text = subprocess.run([*step.command[:4], "--help"], capture_output=True, text=True, timeout=60)
-    assert help_text.returncode == 0 and "--pytorch-computation-backend" in help_text.stdout
-    forced = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from light_the_torch._patch import LttOptions; "
-            "print(sorted(map(str, LttOptions.from_pip_argv(sys.argv[1:]).computation_backends)))",
-            *arguments,
-        ],
-        env={**os.environ, "LTT_PYTORCH_COMPUTATION_BACKEND": "cu121"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert forced.returncode == 0 and forced.stdout.strip() == "['cu121']", forced.stderr
 
 
 def test_pip_installs_in_a_background_process_and_reports_its_failure(tmp_path):

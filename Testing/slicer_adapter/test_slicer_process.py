@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from engine_needed import needs_engine
 
 from FateSAMLib.errors import Cancelled, InputError, ModelError
 from FateSAMLib.options import RunSettings
@@ -117,6 +118,7 @@ def test_segment_arguments_carry_every_option():
     assert "--window" not in default and "--random-weights" not in default and "--checkpoint" not in default
 
 
+@needs_engine
 def test_segment_arguments_are_accepted_by_the_engine_parser():
     from FateSAMLib import cli
 
@@ -130,6 +132,7 @@ def test_segment_arguments_are_accepted_by_the_engine_parser():
     assert (download.name, download.json_progress) == ("sam2.1-tiny", True)
 
 
+@needs_engine
 @pytest.mark.parametrize(
     "settings",
     [
@@ -232,14 +235,15 @@ def test_cancel_sends_sigterm_which_the_engine_handles(tmp_path):
 def test_cancel_kills_a_launcher_child_that_ignores_sigterm(tmp_path):
     """PythonSlicer is a launcher: the engine runs in its child. Both must end, even if the child ignores SIGTERM."""
     pid_file = tmp_path / "child.pid"
-    child = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    child = (  # it says its pid once it ignores SIGTERM, then outlives the launcher's SIGTERM
+        "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    )
     process = EngineProcess(
         python_script(
             f"""
             import subprocess, sys
-            child = subprocess.Popen([sys.executable, "-c", {child!r}])
-            open({str(pid_file)!r}, "w").write(str(child.pid))
-            child.wait()
+            subprocess.Popen([sys.executable, "-c", {child!r}]).wait()
             """
         ),
         kill_after_s=0.5,
@@ -256,6 +260,51 @@ def test_cancel_kills_a_launcher_child_that_ignores_sigterm(tmp_path):
     while running(child_pid):
         assert time.monotonic() < deadline, "the launcher's child survived the cancel"
         time.sleep(0.05)
+
+
+LAUNCHER = """#!{python}
+# A stand-in for PythonSlicer: it starts the real Python with its arguments in a session of its own and waits, so that
+# a signal to the launcher's process group misses the worker. With ENGINE, the worker runs ENGINE instead of "-m ...".
+import subprocess, sys
+arguments = sys.argv[1:] if not {engine!r} else [{engine!r}, *sys.argv[3:]]
+sys.exit(subprocess.Popen([{python!r}, *arguments], start_new_session=True).wait())
+"""
+
+
+def write_launcher(folder: Path, engine: Path | None = None) -> str:
+    """An executable launcher script (see ``LAUNCHER``) in ``folder``; its path."""
+    path = folder / "PythonSlicer"
+    path.write_text(LAUNCHER.format(python=sys.executable, engine=str(engine) if engine else ""))
+    path.chmod(0o700)
+    return str(path)
+
+
+def launched_worker(launcher_pid: int, timeout_s: float = 20.0) -> int:
+    """The process ID of the worker a launcher started, once it has started it."""
+    psutil = pytest.importorskip("psutil")
+    deadline = time.monotonic() + timeout_s
+    while True:  # until the worker has left the launcher's session (between its fork and its exec)
+        workers = [child.pid for child in psutil.Process(launcher_pid).children()]
+        if workers and os.getsid(workers[0]) != os.getsid(launcher_pid):
+            return workers[0]  # out of reach of a signal to the launcher's process group
+        assert time.monotonic() < deadline, "the launcher started no worker in a session of its own"
+        time.sleep(0.02)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the launcher is a POSIX script; Windows ends the tree with psutil too")
+def test_stop_ends_a_launcher_and_its_worker_in_a_session_of_its_own(tmp_path):
+    pytest.importorskip("psutil", reason="without psutil (before the installation) the launcher's group is ended")
+    worker = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+    process = EngineProcess([write_launcher(tmp_path), "-c", worker + "time.sleep(60)"], kill_after_s=0.5)
+    worker_pid = launched_worker(process.pid)
+    deadline = time.monotonic() + 20
+    while not any(event.message == "ready" for event in process.poll()):  # the worker ignores SIGTERM from now on
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    started = time.monotonic()
+    assert process.stop(timeout_s=10)
+    assert time.monotonic() - started < 5 and process.finished
+    assert not running(process.pid) and not running(worker_pid)
 
 
 def test_a_missing_executable_gives_a_clear_error(tmp_path):
@@ -412,6 +461,7 @@ def test_a_cancelled_job_sequence_starts_no_later_step(tmp_path):
     assert stopped.step_index == 0 and not record.exists()
 
 
+@needs_engine
 def test_a_download_of_an_unknown_model_fails_with_the_engines_error():
     job = start_download("sam9-huge", python=sys.executable)
     assert "--json-progress" in job.process.command and "sam9-huge" in job.process.command
