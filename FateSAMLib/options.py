@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +25,15 @@ from .models.registry import check_image_size as _check_model_image_size
 T = TypeVar("T")
 
 
-def check_whole_number(option: str, value: int, minimum: int = 1, maximum: int | None = None) -> None:
-    """:class:`InputError` unless ``value`` is a whole number of at least ``minimum`` (and at most ``maximum``)."""
+INT32_MAX = 2**31 - 1
+"""The largest whole number an option takes: torch and Ray read counts as 32-bit integers."""
+
+
+def check_whole_number(option: str, value: int, minimum: int = 1, maximum: int = INT32_MAX) -> None:
+    """:class:`InputError` unless ``value`` is a whole number of at least ``minimum`` and at most ``maximum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InputError(f"{option} must be a whole number of at least {minimum} (got {value!r}).")
-    if maximum is not None and value > maximum:
+    if value > maximum:
         raise InputError(f"{option} must be a whole number from {minimum} to {maximum} (got {value!r}).")
 
 
@@ -43,10 +48,21 @@ def check_image_size(value: int) -> None:
         ) from None
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest 32-bit float: intensities are normalised in 32-bit floats, so no number option may exceed it."""
+
+
+def as_float32(value: float) -> float:
+    """``value`` rounded to the nearest 32-bit float (the precision intensities are normalised in)."""
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
 def check_finite(option: str, value: float) -> None:
-    """:class:`InputError` unless ``value`` is a finite number."""
+    """:class:`InputError` unless ``value`` is a finite number within the range of 32-bit floats."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InputError(f"{option} must be a finite number (got {value!r}).")
+    if abs(value) > FLOAT32_MAX:
+        raise InputError(f"{option} must lie within ±3.4e38, the range of 32-bit floats (got {value:g}).")
 
 
 def check_positive(option: str, value: float) -> None:
@@ -67,18 +83,28 @@ def check_percentiles(low: float, high: float) -> None:
     """:class:`InputError` unless ``0 <= low < high <= 100``."""
     for value in (low, high):
         check_percentile(value)
-    if low >= high:
+    if as_float32(low) >= as_float32(high):
         raise InputError(
-            f"--percentiles must satisfy 0 <= LOW < HIGH <= 100 (got {low:g} {high:g}); the default is 0.5 99.5."
+            f"--percentiles must satisfy 0 <= LOW < HIGH <= 100, as 32-bit floats (got {low:g} {high:g}); the default "
+            "is 0.5 99.5."
         )
 
 
 def check_window(level: float, width: float) -> None:
-    """:class:`InputError` unless the window's level is finite and its width a finite positive number."""
-    check_finite("--window LEVEL", level)
-    check_finite("--window WIDTH", width)
+    """:class:`InputError` unless the window's level is finite, its width positive, and its bounds (level -+
+    width/2) two distinct 32-bit floats."""
+    check_finite("--window", level)
+    check_finite("--window", width)
     if width <= 0:
         raise InputError(f"--window WIDTH must be above 0 (got {width:g}), e.g. --window 40 400 for soft tissue in CT.")
+    low, high = level - width / 2, level + width / 2
+    check_finite("--window LEVEL - WIDTH/2", low)
+    check_finite("--window LEVEL + WIDTH/2", high)
+    if as_float32(low) >= as_float32(high):
+        raise InputError(
+            f"--window {level:g} {width:g} is too narrow for its level: its bounds are one value as 32-bit floats (the "
+            "precision intensities are normalised in). Widen the window, e.g. --window 40 400 for soft tissue in CT."
+        )
 
 
 def _argument_type(parse: Callable[[str], T], check: Callable[[T], None]) -> Callable[[str], T]:
@@ -99,8 +125,8 @@ def _argument_type(parse: Callable[[str], T], check: Callable[[T], None]) -> Cal
     return convert
 
 
-def whole_number_type(option: str, minimum: int = 1, maximum: int | None = None) -> Callable[[str], int]:
-    """argparse type: a whole number of at least ``minimum`` (and at most ``maximum``) for ``option``."""
+def whole_number_type(option: str, minimum: int = 1, maximum: int = INT32_MAX) -> Callable[[str], int]:
+    """argparse type: a whole number from ``minimum`` to ``maximum`` for ``option``."""
     return _argument_type(int, lambda value: check_whole_number(option, value, minimum, maximum))
 
 
@@ -261,6 +287,31 @@ def _as_float(value: Any) -> Any:
 
 SETTINGS = {setting.name: setting for setting in dataclasses.fields(RunSettings)}
 """The fields of :class:`RunSettings` by name, in order; their metadata holds the command-line flag and help."""
+
+RESULT_SETTINGS = (
+    "model",
+    "checkpoint",
+    "random_weights",
+    "image_size",
+    "top_k",
+    "slice_axis",
+    "normalization",
+    "percentiles",
+    "window",
+)
+"""The settings that change a run's masks; the others (device, batch size, threads, feature cache, the naive
+encoder passes) change only how fast it runs."""
+
+
+def result_settings(settings: RunSettings) -> dict[str, Any]:
+    """The :data:`RESULT_SETTINGS` of ``settings`` as JSON values (a checkpoint as its absolute path; the
+    percentiles only when they are used)."""
+    values = {name: getattr(settings, name) for name in RESULT_SETTINGS}
+    if settings.normalization == "window":
+        del values["percentiles"]
+    if settings.checkpoint is not None:
+        values["checkpoint"] = str(settings.checkpoint.resolve())
+    return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
 
 
 def option_arguments(name: str, value: Any) -> list[str]:

@@ -31,6 +31,17 @@ def case_paths(dataset: Path, name: str) -> tuple[Path, Path]:
     return image, labels
 
 
+@pytest.fixture
+def no_model(tmp_path, monkeypatch):
+    """An empty checkpoint cache and an unreachable download server: loading a real model fails with a network error.
+
+    A run that is refused with another message was refused before it tried to load the model."""
+    from FateSAMLib.models.checkpoints import MIRROR_ENV
+
+    monkeypatch.setenv("FATESAM_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv(MIRROR_ENV, "http://127.0.0.1:1")
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     """SAM2.1 tiny with seeded random weights at the test input size, built once per test session."""

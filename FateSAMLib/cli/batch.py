@@ -8,10 +8,11 @@ from pathlib import Path
 
 from ..atomic import check_outputs
 from ..cohort.cases import find_cases
-from ..cohort.runner import SUMMARY_CSV, SUMMARY_JSON, run_cohort
-from ..cohort.worker import OUTPUT_FORMATS, CohortSettings
+from ..cohort.runner import SUMMARY_CSV, SUMMARY_JSON, check_resume, provenance, run_cohort
+from ..cohort.worker import OUTPUT_FORMATS, CohortSettings, check_cohort
 from ..errors import InputError
 from ..method.pipeline import Normalization
+from ..options import result_settings
 from ..progress import CancelToken
 from .arguments import (
     add_label_names_argument,
@@ -42,9 +43,13 @@ def run_batch(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken)
         overwrite=args.overwrite,
         label_names=args.label_names,
     )
+    reporter.progress(0.0, "Reading the supports and checking the queries")
+    check_cohort(cohort, cases)
+    origin = provenance(cohort, result_settings(run))
+    check_resume(cases, cohort, origin)
     pool = case_pool(args, cohort, run, reporter, cancel)
     try:
-        summary = run_cohort(cases, cohort, pool, reporter.progress, cancel, case_event_writer(reporter))
+        summary = run_cohort(cases, cohort, pool, reporter.progress, cancel, case_event_writer(reporter), origin)
     finally:
         pool.close()
     counts = summary["counts"]
@@ -60,11 +65,12 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
         "batch",
         help="segment a cohort of queries with one support set (resumable; on Ray with --ray)",
         description="Each query's segmentation is written to OUTPUT_DIR/<id><format>; a case whose output exists is "
-        "skipped (unless --overwrite), so an interrupted run resumes where it stopped. summary.csv and summary.json "
-        "list each case's status, error, seconds, encoder passes, lowest-certainty slices, each segment's volume "
-        "(mL) and voxel count and, with --references, Dice/HD95/ASSD per label, with the cohort's means; "
-        "summary.json also lists each slice's provenance. Exit code 0: every case succeeded; 1: some failed; 130: "
-        "cancelled.",
+        "skipped (unless --overwrite), so an interrupted run resumes where it stopped; a rerun with other supports or "
+        "settings than summary.json records is refused (unless --overwrite). summary.csv and summary.json list each "
+        "case's status, error, seconds, encoder passes, lowest-certainty slices, each segment's volume (mL) and voxel "
+        "count and, with --references, Dice/HD95/ASSD per label, with the cohort's means; summary.json also the "
+        "supports' SHA-256, the settings and each slice's provenance. Exit code 0: every case succeeded; 1: some "
+        "failed; 130: cancelled.",
     )
     add_support_argument(parser)
     parser.add_argument(

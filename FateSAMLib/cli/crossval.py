@@ -4,6 +4,7 @@ queries run as one cohort (``FateSAMLib.cohort``): the model loaded once per wor
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import shutil
 import tempfile
@@ -15,12 +16,13 @@ import numpy as np
 
 from ..atomic import OutputFiles, check_outputs
 from ..cohort.cases import Case
-from ..cohort.runner import run_cohort
-from ..cohort.worker import CohortSettings
+from ..cohort.runner import provenance, run_cohort
+from ..cohort.worker import CohortSettings, check_cohort
 from ..errors import InputError
 from ..formats import IMAGE_SUFFIXES, file_stem, suffix_of
 from ..method.pipeline import Normalization, load_support
-from ..options import whole_number_type
+from ..names import check_distinct_names, check_output_name
+from ..options import result_settings, whole_number_type
 from ..progress import CancelToken
 from .arguments import add_label_names_argument, add_model_arguments, settings_from_args
 from .pools import add_pool_arguments, case_event_writer, case_pool
@@ -32,21 +34,23 @@ SPREAD = "standard deviation over the scored queries (population, ddof 0)"
 
 
 def find_cases(folder: Path) -> list[tuple[str, Path, Path]]:
-    """(case name, image, labels) for every image in ``folder/images`` with a same-named file in ``folder/labels``."""
+    """(case name, image, labels) for every image in ``folder/images`` with a same-named file in ``folder/labels``.
+
+    Each name must be able to name its prediction file (:mod:`FateSAMLib.names`); InputError otherwise."""
     images, labels = folder / "images", folder / "labels"
     if not images.is_dir() or not labels.is_dir():
         raise InputError(f"{folder} must contain 'images/' and 'labels/' folders with same-named files.")
-    cases: dict[str, tuple[str, Path, Path]] = {}
+    cases = []
     for image in sorted(images.iterdir()):
         if suffix_of(image, IMAGE_SUFFIXES) and (labels / image.name).is_file():
             name = file_stem(image, IMAGE_SUFFIXES)
-            if name in cases:
-                raise InputError(
-                    f"{images} holds two labelled images of case '{name}' ({cases[name][1].name}, {image.name}); "
-                    "keep one of them (each case's prediction is written as <case>.nii.gz)."
-                )
-            cases[name] = (name, image, labels / image.name)
-    return list(cases.values())
+            check_output_name(name, "Rename the image and its labels.")
+            cases.append((name, image, labels / image.name))
+    check_distinct_names(
+        ((name, image.name) for name, image, _ in cases),
+        f"Keep one of them in {images} (each case's prediction is written as <case>{PREDICTION_SUFFIX}).",
+    )
+    return cases
 
 
 def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
@@ -142,18 +146,21 @@ def run_crossval(args: argparse.Namespace, reporter: Reporter, cancel: CancelTok
     check_outputs([*predictions.values(), args.json], args.overwrite)
     run = settings_from_args(args)
     reporter.progress(0.0, f"Reading {len(support_cases)} supports and checking {len(queries)} queries")
-    for _, image, labels in [*support_cases, *queries]:  # a damaged case is refused now, not after hours of work
+    cohort = CohortSettings(
+        supports=tuple((image, labels) for _, image, labels in support_cases),
+        output_dir=None,
+        output_format=PREDICTION_SUFFIX,
+        segments=tuple(args.segments) if args.segments else None,
+        slice_axis=run.slice_axis,
+        normalization=Normalization.from_settings(run),
+        label_names=args.label_names,
+    )
+    check_cohort(cohort, [])
+    origin = provenance(cohort, result_settings(run))
+    for _, image, labels in queries:  # a damaged case is refused now, not after hours of work
         load_support(image, labels, args.label_names)
     with _staging(folder_out) as staging:
-        cohort = CohortSettings(
-            supports=tuple((image, labels) for _, image, labels in support_cases),
-            output_dir=staging,
-            output_format=PREDICTION_SUFFIX,
-            segments=tuple(args.segments) if args.segments else None,
-            slice_axis=run.slice_axis,
-            normalization=Normalization.from_settings(run),
-            label_names=args.label_names,
-        )
+        cohort = dataclasses.replace(cohort, output_dir=staging)
         pool = case_pool(args, cohort, run, reporter, cancel)
         try:
             cases = [Case(name, image, labels) for name, image, labels in queries]
@@ -172,6 +179,7 @@ def run_crossval(args: argparse.Namespace, reporter: Reporter, cancel: CancelTok
                     outputs.add(predictions[record["id"]], _moved_from(staged), PREDICTION_SUFFIX)
             if args.json:
                 report = {
+                    "run": origin,
                     "shots": args.shots,
                     "supports": [c for c, _, _ in support_cases],
                     "queries": scored,

@@ -19,7 +19,7 @@ from ..io.images import read_image
 from ..io.labels import label_map_writer
 from ..io.probabilities import probability_suffix, probability_writer
 from ..memory import is_allocation_failure
-from ..method.pipeline import Normalization, load_support, segment_volume
+from ..method.pipeline import Normalization, load_support, merge_segments, segment_volume, select_segments
 from ..models.devices import not_enough_memory, resolve_device
 from ..progress import CancelToken, StageProgress
 from .arguments import (
@@ -58,6 +58,7 @@ def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToke
 
     reporter.progress(0.0, "Reading volumes")
     supports = [load_support(image, labels, args.label_names) for image, labels in pairs]
+    select_segments(merge_segments(supports)[0], args.segments)  # an unknown name is refused before the model loads
     query = read_image(args.query)
     corrections = corrections_from_args(args, query, settings.slice_axis)
     read_seconds = time.perf_counter() - started

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
 from ..formats import IMAGE_SUFFIXES, LABEL_SUFFIXES, file_stem, suffix_of
+from ..names import check_distinct_names, check_output_name
 
 
 @dataclass(frozen=True)
@@ -20,8 +22,12 @@ class Case:
 
 
 def case_id(path: Path) -> str:
-    """A volume's id: its file name without the image suffix (a DICOM folder's name as it is)."""
-    return file_stem(path, IMAGE_SUFFIXES) if suffix_of(path, IMAGE_SUFFIXES) else path.name
+    """A volume's id: its file name without the image suffix (a DICOM folder's name as it is).
+
+    A name in another encoding than UTF-8 gets U+FFFD for each byte that is not UTF-8, so that its case can be
+    recorded (and refused by the reader) like any other."""
+    name = file_stem(path, IMAGE_SUFFIXES) if suffix_of(path, IMAGE_SUFFIXES) else path.name
+    return os.fsencode(name).decode("utf-8", errors="replace")
 
 
 def _folder_cases(folder: Path) -> list[Case]:
@@ -61,7 +67,8 @@ def find_cases(queries: str | Path, references: str | Path | None = None) -> lis
     """The cases of ``queries`` (a folder of volumes or DICOM series folders, or a CSV with a ``path`` column and
     optional ``id`` and ``reference`` columns), each given its ``<id>.*`` reference from ``references`` when set.
 
-    Raises :class:`InputError` for a missing source, no case, two cases with one id, or a missing reference.
+    Raises :class:`InputError` for a missing source, no case, an id that cannot name an output file or two that name
+    one (:mod:`FateSAMLib.names`), or a missing reference.
     """
     source = Path(queries)
     if source.is_dir():
@@ -72,14 +79,11 @@ def find_cases(queries: str | Path, references: str | Path | None = None) -> lis
         raise InputError(f"--queries {source}: give a folder of volumes or a .csv file with a 'path' column.")
     if not cases:
         raise InputError(f"{source} holds no query volume ({', '.join(IMAGE_SUFFIXES)} or DICOM series folders).")
-    seen: dict[str, Case] = {}
+    in_csv = source.is_file()
     for case in cases:
-        if case.id in seen:
-            raise InputError(
-                f"Two queries have the id '{case.id}' ({seen[case.id].query}, {case.query}); each case's output is "
-                "named by its id: rename one, or give ids in the CSV's 'id' column."
-            )
-        seen[case.id] = case
+        check_output_name(case.id, "Give it another id in the CSV's 'id' column." if in_csv else "Rename it.")
+    fix = "Give one of them another id in the CSV's 'id' column." if in_csv else "Rename one of them."
+    check_distinct_names(((case.id, case.query) for case in cases), fix)
     if references is None:
         return cases
     folder = Path(references)

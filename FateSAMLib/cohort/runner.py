@@ -5,6 +5,7 @@ all for a cohort that writes nothing)."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -16,13 +17,18 @@ from typing import Protocol
 import numpy as np
 
 from ..atomic import write_file_atomically
+from ..errors import InputError
+from ..json_input import parse_json
 from ..metrics import METRICS
 from ..progress import CancelToken, ProgressCallback
+from ..remote import file_digest
 from .cases import Case
 from .worker import CaseWorker, CohortSettings, EngineFactory
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
+SUMMARY_MAX_BYTES = 512 * 1024**2
+"""The largest earlier summary read back (a cohort of thousands of cases with per-slice records stays far below)."""
 RecordCallback = Callable[[dict], None]
 CSV_COLUMNS = (
     "id",
@@ -95,13 +101,82 @@ class CohortProgress:
         self.stage(0.0, f"{record['id']} {record['status']}")
 
 
+def _earlier_summary(output_dir: Path) -> dict:
+    """An earlier run's ``summary.json`` (empty when it is missing or unreadable)."""
+    try:
+        data = parse_json(output_dir / SUMMARY_JSON, SUMMARY_JSON, "", max_bytes=SUMMARY_MAX_BYTES)
+    except InputError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def previous_records(output_dir: Path) -> dict[str, dict]:
     """The records of an earlier run's ``summary.json`` by case id (none when it is missing or unreadable)."""
     try:
-        data = json.loads((output_dir / SUMMARY_JSON).read_text(encoding="utf-8"))
-        return {record["id"]: record for record in data["cases"]}
-    except (OSError, ValueError, KeyError, TypeError):
+        return {record["id"]: record for record in _earlier_summary(output_dir)["cases"]}
+    except (KeyError, TypeError):
         return {}
+
+
+def content_digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes, or of a folder's files (a DICOM series) by name and content."""
+    if not path.is_dir():
+        return file_digest(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    text = "".join(f"{p.relative_to(path).as_posix()!r} {file_digest(p)}\n" for p in files)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def provenance(settings: CohortSettings, run_settings: dict[str, object]) -> dict:
+    """What makes a cohort's outputs what they are: the supports, by content, and ``run_settings`` (those that change
+    the masks) with the cohort's segments and output format. ``summary.json`` (and ``crossval --json``) records it."""
+    supports = [
+        {"image": str(image), "image_sha256": content_digest(image), "labels": str(labels),
+         "labels_sha256": content_digest(labels)}
+        for image, labels in settings.supports
+    ]  # fmt: skip
+    segments = list(settings.segments or ())
+    return {"supports": supports, "settings": {**run_settings, "segments": segments, "format": settings.output_format}}
+
+
+def _differences(earlier: dict, now: dict) -> list[str]:
+    """What differs between two :func:`provenance` records, in words."""
+    digests = [[(s["image_sha256"], s["labels_sha256"]) for s in record["supports"]] for record in (earlier, now)]
+    found = [] if digests[0] == digests[1] else ["other supports (files or content)"]
+    then, current = earlier["settings"], now["settings"]
+    for name in sorted(then.keys() | current.keys()):
+        if then.get(name) != current.get(name):
+            found.append(f"{name} {json.dumps(then.get(name))} (now {json.dumps(current.get(name))})")
+    return found
+
+
+def check_resume(cases: list[Case], settings: CohortSettings, origin: dict) -> None:
+    """Refuse (:class:`InputError`), before any work, a rerun that would keep outputs which other supports or
+    settings made (or which no summary describes) as if this run had made them; ``--overwrite`` redoes them."""
+    if settings.output_dir is None or settings.overwrite:
+        return
+    kept = [output.name for case in cases if (output := settings.output_path(case)).exists()]
+    if not kept:
+        return
+    earlier = _earlier_summary(settings.output_dir).get("run")
+    now = json.loads(json.dumps(origin))  # as it reads back from summary.json
+    examples = f"{', '.join(kept[:3])}{' ...' if len(kept) > 3 else ''}"
+    fix = (
+        "Pass --overwrite to segment every case again with this run's supports and settings, or choose another "
+        "--output-dir."
+    )
+    try:
+        differences = _differences(earlier, now)
+    except (KeyError, TypeError):
+        raise InputError(
+            f"{settings.output_dir} holds outputs ({examples}) that no {SUMMARY_JSON} of this FateSAM describes, so "
+            f"which supports and settings made them is unknown; resuming would keep them. {fix}"
+        ) from None
+    if differences:
+        raise InputError(
+            f"{settings.output_dir} holds {len(kept)} outputs ({examples}) of an earlier run made with "
+            f"{'; '.join(differences)}; resuming would keep them as they are. {fix}"
+        )
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -155,12 +230,18 @@ def cohort_summary(records: list[dict]) -> dict:
     return {"counts": counts, "mean": cohort_means(records), "cases": records}
 
 
-def write_summary(output_dir: Path, records: list[dict]) -> dict:
-    """Write ``summary.json`` (:func:`cohort_summary`) and ``summary.csv`` atomically; returns the JSON data."""
-    data = cohort_summary(records)
+def write_summary(output_dir: Path, records: list[dict], origin: dict | None = None) -> dict:
+    """Write ``summary.json`` (:func:`cohort_summary`, with the run's :func:`provenance` ``origin`` as ``run``) and
+    ``summary.csv`` atomically, as UTF-8 (a character that is no text, from a file name in another encoding, as a
+    backslash escape); returns the JSON data."""
+    data = cohort_summary(records) | ({} if origin is None else {"run": origin})
     text = json.dumps(data, indent=2, allow_nan=False) + "\n"
     for name, content in ((SUMMARY_JSON, text), (SUMMARY_CSV, _csv_text(records, data["mean"]))):
-        write_file_atomically(output_dir / name, lambda target, content=content: target.write_text(content), True)
+        write_file_atomically(
+            output_dir / name,
+            lambda target, content=content: target.write_text(content, encoding="utf-8", errors="backslashreplace"),
+            True,
+        )
     return data
 
 
@@ -171,12 +252,15 @@ def run_cohort(
     progress: ProgressCallback,
     cancel: CancelToken,
     on_record: RecordCallback | None = None,
+    origin: dict | None = None,
 ) -> dict:
     """Run the cases whose output is missing (every case with ``settings.overwrite``) on ``pool``; returns the summary.
 
-    A skipped case keeps the record of the run that wrote its output. The summary lists every case that is done,
-    skipped or failed; it is written at the end, also when the run is cancelled or fails, so it stays true. A cohort
-    without an output folder skips no case and writes no summary.
+    A skipped case keeps the record of the run that wrote its output (:func:`check_resume` first refuses outputs
+    that another run made). The summary lists every case that is done, skipped or failed, with the run's
+    :func:`provenance` ``origin``; it is written before the first case (so that a run killed midway still says what
+    made its outputs) and at the end, also when the run is cancelled or fails, so it stays true. A cohort without an
+    output folder skips no case and writes no summary.
     """
     earlier = {} if settings.output_dir is None else previous_records(settings.output_dir)
     records: dict[str, dict] = {}
@@ -190,6 +274,9 @@ def run_cohort(
             records[case.id] = {**record, "output": str(output), "status": "skipped"}  # the folder may have moved
         else:
             todo.append(case)
+    folder = settings.output_dir
+    if folder is not None and todo:
+        write_summary(folder, [records[c.id] for c in cases if c.id in records], origin)
     tracker = CohortProgress(len(todo), progress)
 
     def record_done(record: dict) -> None:
@@ -203,6 +290,5 @@ def run_cohort(
             pool.run(todo, record_done, tracker.stage, cancel)
     finally:
         finished = [records[c.id] for c in cases if c.id in records]
-        folder = settings.output_dir
-        summary = cohort_summary(finished) if folder is None else write_summary(folder, finished)
+        summary = cohort_summary(finished) if folder is None else write_summary(folder, finished, origin)
     return summary

@@ -7,7 +7,7 @@ highdicom and pydicom are an optional extra (``pip install "fatesam[dicom]"``), 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,59 @@ def read_series_headers(folder: Path) -> list:
         raise InputError(f"{folder} holds no DICOM series; DICOM SEG output needs a DICOM query series folder.")
     chosen = series.most_common(1)[0][0]
     return [h for h in headers if h.SeriesInstanceUID == chosen]
+
+
+SEG_SOURCE_ATTRIBUTES = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "FrameOfReferenceUID",
+    "Modality",
+    "Rows",
+    "Columns",
+    "PixelSpacing",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+)
+"""What each image of a series must hold, with a value, for a DICOM SEG to reference it and lie on its grid."""
+
+SEG_COPIED_ATTRIBUTES = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "SliceThickness",
+)
+"""What each image of a series must hold, possibly empty, for a DICOM SEG to copy it (the patient and the study)."""
+
+
+def _is_empty(value: object) -> bool:
+    return value is None or (isinstance(value, Sized) and len(value) == 0)
+
+
+def check_seg_source(query: Path) -> None:
+    """Refuse (:class:`InputError`), before any work, a query from which no DICOM SEG can be made: one that is not a
+    DICOM series folder, highdicom missing, or a series whose images lack what a SEG references or copies (see
+    :data:`SEG_SOURCE_ATTRIBUTES`, :data:`SEG_COPIED_ATTRIBUTES`; an anonymiser may have removed them)."""
+    if not query.is_dir():
+        raise InputError(
+            f"{query} is not a DICOM series folder: a DICOM SEG (--format .dcm) references the query's series. "
+            "Choose another --format for files that are not DICOM."
+        )
+    headers = read_series_headers(query)
+    missing = {name for h in headers for name in SEG_COPIED_ATTRIBUTES if name not in h}
+    missing |= {name for h in headers for name in SEG_SOURCE_ATTRIBUTES if _is_empty(h.get(name))}
+    if missing:
+        raise InputError(
+            f"The DICOM series in {query} lacks {', '.join(sorted(missing))}, which a DICOM SEG must reference or copy "
+            "(an anonymiser may have removed them). Export the series again with them (the patient and study ones "
+            "may be empty), or choose another --format."
+        )
 
 
 def _frame_indices(headers: list, labels: sitk.Image, folder: Path) -> list[int]:

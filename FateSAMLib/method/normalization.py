@@ -36,8 +36,9 @@ def normalize_intensities(
             raise InputError(f"Percentiles must satisfy 0 <= low < high <= 100 (got {low_pct}, {high_pct}).")
         smallest, largest = float(values.min()), float(values.max())
         low, high = (min(max(float(p), smallest), largest) for p in np.percentile(values, [low_pct, high_pct]))
-        if high <= low:
+        if np.float32(high) <= np.float32(low):
             low, high = smallest, largest
+    low, high = np.float32(low), np.float32(high)  # the precision the volume is clipped and scaled in
     if high <= low:
         return np.zeros(values.shape, dtype=np.float32)
     return ((np.clip(values, low, high) - low) / (high - low)).astype(np.float32)

@@ -47,6 +47,7 @@ from ..formats import OUTPUT_SUFFIXES, SEGMENTATION_SUFFIX
 from ..io.images import read_image
 from ..io.integrity import check_header
 from ..json_input import parse_json
+from ..method.pipeline import select_segments
 from ..models.registry import model_names
 from ..remote import (
     API,
@@ -417,6 +418,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                 args = build_parser().parse_args(
                     job_arguments(service, folder, received.path, stored.pairs, output_format, fields, refine)
                 )
+                select_segments(stored.segments, args.segments)
                 corrections_from_args(args, image, settings_from_args(args).slice_axis)
             except FateSAMError as error:
                 raise client_message(error, [received, *refine.values()]) from None

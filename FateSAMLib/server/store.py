@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import FateSAMError
-from ..method.pipeline import load_support
+from ..method.pipeline import load_support, merge_segments
 from ..remote import support_set_id
+from ..segments import Segment
 
 
 @dataclass
@@ -26,10 +27,12 @@ class Upload:
 
 @dataclass
 class SupportSet:
-    """A stored support set: (image, labels) files in its folder, and the jobs using it."""
+    """A stored support set: (image, labels) files in its folder, their segments (merged by name, as a run merges
+    them), and the jobs using it."""
 
     id: str
     pairs: list[tuple[Path, Path]]
+    segments: list[Segment] = field(default_factory=list)
     last_used: float = field(default_factory=time.monotonic)
     users: int = 0
 
@@ -71,11 +74,10 @@ class SupportSetStore:
                 if set_id in self._sets:
                     self._sets[set_id].last_used = time.monotonic()
                     return self._sets[set_id], False
-            for image, labels in pairs:
-                try:
-                    load_support(image.path, labels.path)
-                except FateSAMError as error:
-                    raise client_message(error, uploads) from None
+            try:
+                segments = merge_segments([load_support(image.path, labels.path) for image, labels in pairs])[0]
+            except FateSAMError as error:
+                raise client_message(error, uploads) from None
             with self._lock:
                 if set_id in self._sets:  # stored meanwhile by an equal upload
                     return self._sets[set_id], False
@@ -88,7 +90,7 @@ class SupportSetStore:
                     labels.path.rename(stored[-1][1])
                 names = [[image.client_name, labels.client_name] for image, labels in pairs]
                 (folder / "manifest.json").write_text(json.dumps({"id": set_id, "files": names}))
-                self._sets[set_id] = SupportSet(set_id, stored)
+                self._sets[set_id] = SupportSet(set_id, stored, segments)
                 return self._sets[set_id], True
         finally:
             for upload in uploads:

@@ -43,6 +43,31 @@ BAD_OPTIONS = {
     "percentile below 0": (["--percentiles", "-1", "99"], {"percentiles": (-1.0, 99.0)}, "must lie in 0..100"),
     "percentile above 100": (["--percentiles", "1", "101"], {"percentiles": (1.0, 101.0)}, "must lie in 0..100"),
     "NaN percentile": (["--percentiles", "nan", "99"], {"percentiles": (float("nan"), 99.0)}, "finite number"),
+    "window level over float32": (
+        ["--normalization", "window", "--window", "1e39", "10"],
+        {"normalization": "window", "window": (1e39, 10.0)},
+        "--window must lie within ±3.4e38, the range of 32-bit floats (got 1e+39).",
+    ),
+    "window bound over float32": (
+        ["--normalization", "window", "--window", "3e38", "3e38"],
+        {"normalization": "window", "window": (3e38, 3e38)},
+        "--window LEVEL + WIDTH/2 must lie within ±3.4e38",
+    ),
+    "window narrower than float32 resolves": (
+        ["--normalization", "window", "--window", "1e30", "1"],
+        {"normalization": "window", "window": (1e30, 1.0)},
+        "--window 1e+30 1 is too narrow for its level",
+    ),
+    "percentiles one value in float32": (
+        ["--percentiles", "0", "1e-46"],
+        {"percentiles": (0.0, 1e-46)},
+        "0 <= LOW < HIGH <= 100, as 32-bit floats (got 0 1e-46)",
+    ),
+    "threads over a C int": (
+        ["--threads", str(2**31)],
+        {"threads": 2**31},
+        "--threads must be a whole number from 1 to 2147483647",
+    ),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -17,7 +18,6 @@ from FateSAMLib.cli.main import build_parser, main
 from FateSAMLib.cli.reporting import Reporter, strict_json
 from FateSAMLib.errors import Cancelled, InputError
 from FateSAMLib.metrics import evaluate_labels
-from FateSAMLib.models.checkpoints import MIRROR_ENV
 from FateSAMLib.progress import CancelToken
 
 FAST = ["--random-weights", "--model", "sam2.1-tiny", "--image-size", str(TEST_IMAGE_SIZE), "--device", "cpu"]
@@ -34,6 +34,12 @@ def test_crossval_scores_each_query_against_its_labels(tmp_path, capsys):
     assert "Label 1" in table and "Label 2" in table and "mean" in table
     data = json.loads(report.read_text())
     assert data["supports"] == ["hippocampus_001"]
+    image, labels = case_paths(HIPPOCAMPUS, "hippocampus_001")
+    (support,) = data["run"]["supports"]  # what made the predictions: the supports by content, and the settings
+    assert support["image_sha256"] == hashlib.sha256(image.read_bytes()).hexdigest() and support["labels"] == str(
+        labels
+    )
+    assert data["run"]["settings"]["top_k"] == 3 and data["run"]["settings"]["image_size"] == TEST_IMAGE_SIZE
     assert {row["case"] for row in data["rows"]} == {"hippocampus_003"}
     assert {row["label"] for row in data["rows"]} == {1, 2}
     assert all(0.0 <= row["dice"] <= 1.0 for row in data["rows"])
@@ -63,15 +69,6 @@ def test_summary_leaves_out_infinite_distances():
     summary = summarize(rows)["1"]
     assert summary["dice_mean"] == pytest.approx(0.25)
     assert summary["hd95_mean"] == pytest.approx(2.0)
-
-
-@pytest.fixture
-def no_model(tmp_path, monkeypatch):
-    """An empty checkpoint cache and an unreachable download server: loading a real model fails with a network error.
-
-    A run that is refused with another message was refused before it tried to load the model."""
-    monkeypatch.setenv("FATESAM_CACHE_DIR", str(tmp_path / "empty-cache"))
-    monkeypatch.setenv(MIRROR_ENV, "http://127.0.0.1:1")
 
 
 def labelled_cases(folder: Path, names: tuple[str, ...] = ("a", "b", "c", "d")) -> Path:
@@ -150,7 +147,18 @@ def test_two_images_of_one_case_are_refused(tmp_path):
     data = labelled_cases(tmp_path / "data", names=("a", "b"))
     for sub in ("images", "labels"):
         sitk.WriteImage(sitk.ReadImage(str(data / sub / "a.nii.gz")), str(data / sub / "a.nrrd"))
-    with pytest.raises(InputError, match="two labelled images of case 'a' \\(a.nii.gz, a.nrrd\\)"):
+    with pytest.raises(InputError, match="Two cases \\(a.nii.gz, a.nrrd\\) have the id 'a'"):
+        find_cases(data)
+
+
+def test_case_names_follow_the_one_id_rule(tmp_path):
+    data = labelled_cases(tmp_path / "data", names=("Case1", "case1"))
+    with pytest.raises(InputError, match="Two cases \\(Case1.nii.gz, case1.nii.gz\\) have the ids 'Case1' and 'case1'"):
+        find_cases(data)
+    data = labelled_cases(tmp_path / "other", names=("a", "NUL"))
+    with pytest.raises(
+        InputError, match="The case id 'NUL' cannot name an output file: it is a device name on Windows"
+    ):
         find_cases(data)
 
 

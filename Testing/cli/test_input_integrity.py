@@ -232,3 +232,24 @@ def test_evaluate_pads_a_cropped_seg_nrrd_prediction(tmp_path: Path, capsys) -> 
     assert evaluate(tmp_path / "prediction.seg.nrrd", reference) == 0
     scores = json.loads(capsys.readouterr().out)["labels"]
     assert list(scores) == ["2"] and scores["2"]["dice"] == 1.0  # the cropped-away first slice is empty
+
+
+def test_segment_refuses_an_unknown_segment_before_the_model_is_built(tmp_path: Path, capsys) -> None:
+    output = tmp_path / "out" / "result.seg.nrrd"
+    output.parent.mkdir()
+    assert main(segment_args(output, extra=["--segments", "1", "hippocampus"])) == 1
+    err = capsys.readouterr().err
+    assert "fatesam: error: No support has the segment 'hippocampus'. The supports have: 1 (Label 1)" in err
+    assert "Traceback" not in err and "RANDOM WEIGHTS" not in err and list(output.parent.iterdir()) == []
+
+
+def test_crossval_refuses_an_unknown_segment_before_the_model_loads(tmp_path: Path, capsys, no_model) -> None:
+    from test_crossval import labelled_cases
+
+    data = labelled_cases(tmp_path / "data")
+    report, predictions = tmp_path / "report.json", tmp_path / "predictions"
+    args = ["crossval", str(data), "--shots", "2", "--json", str(report), "--output-dir", str(predictions)]
+    assert main([*args, "--segments", "liver"]) == 1
+    err = capsys.readouterr().err
+    assert "No support has the segment 'liver'" in err and "download" not in err.lower() and "Traceback" not in err
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]

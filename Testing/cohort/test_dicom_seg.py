@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -78,15 +79,59 @@ def test_labels_on_a_dicom_grid_come_back_from_the_seg_with_names_colours_and_re
         np.testing.assert_array_equal(pixels, np.select([array[k] == 2, array[k] == 7], [1, 2], 0))
 
 
-def test_batch_writes_a_dicom_seg_for_a_dicom_query_and_refuses_it_for_a_file(tmp_path):
+def test_batch_writes_a_dicom_seg_for_a_dicom_query_and_refuses_a_file_before_any_work(tmp_path, capsys):
     queries = tmp_path / "queries"
     write_series(queries / "patient1")
     (queries / "plain.nii.gz").symlink_to(case_paths(HIPPOCAMPUS, "hippocampus_243")[0])
     output_dir = tmp_path / "out"
     assert main(batch_args(queries, output_dir, "--format", ".dcm")) == 1
-    summary = read_summary(output_dir)
-    assert summary["patient1"]["status"] == "done"
-    assert "not a DICOM series folder" in summary["plain"]["error"]
+    err = capsys.readouterr().err
+    assert "fatesam: error: Case 'plain': " in err and "is not a DICOM series folder" in err
+    assert "Choose another --format" in err and "RANDOM WEIGHTS" not in err and not output_dir.exists()
+
+    (queries / "plain.nii.gz").unlink()
+    assert main(batch_args(queries, output_dir, "--format", ".dcm")) == 0
+    assert read_summary(output_dir)["patient1"]["status"] == "done"
     seg = pydicom.dcmread(output_dir / "patient1.dcm")
     assert seg.Modality == "SEG" and seg.ReferencedSeriesSequence[0].SeriesInstanceUID == SERIES_UID
     assert [s.SegmentLabel for s in seg.SegmentSequence] == ["Label 1", "Label 2"]
+
+
+def without(series: Path, *keywords: str) -> None:
+    """Remove these attributes from every file of ``series``, as an anonymiser may."""
+    for path in series.iterdir():
+        header = pydicom.dcmread(path)
+        for keyword in keywords:
+            delattr(header, keyword)
+        header.save_as(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda series: without(series, "FrameOfReferenceUID", "PatientBirthDate"), "lacks FrameOfReferenceUID, "
+         "PatientBirthDate, which a DICOM SEG must reference or copy (an anonymiser may have removed them)"),
+        (lambda series: without(series, "ImagePositionPatient"), "lacks ImagePositionPatient"),
+    ],
+)  # fmt: skip
+def test_a_series_a_seg_cannot_reference_is_refused_before_any_work_naming_what_it_lacks(
+    tmp_path, capsys, change, expected
+):
+    queries = tmp_path / "queries"
+    write_series(queries / "patient1")
+    change(queries / "patient1")
+    assert main(batch_args(queries, tmp_path / "out", "--format", ".dcm")) == 1
+    err = capsys.readouterr().err
+    assert f"fatesam: error: Case 'patient1': The DICOM series in {queries / 'patient1'} {expected}" in err
+    assert "Export the series again with them" in err and "choose another --format" in err
+    assert "Traceback" not in err and "RANDOM WEIGHTS" not in err and not (tmp_path / "out").exists()
+
+
+def test_without_highdicom_dicom_seg_output_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    queries = tmp_path / "queries"
+    write_series(queries / "patient1")
+    monkeypatch.setitem(sys.modules, "highdicom", None)  # what an installation without the [dicom] extra imports
+    assert main(batch_args(queries, tmp_path / "out", "--format", ".dcm")) == 1
+    err = capsys.readouterr().err
+    assert "Case 'patient1': Writing DICOM SEG (.dcm) needs highdicom: pip install \"fatesam[dicom]\"" in err
+    assert "Traceback" not in err and "RANDOM WEIGHTS" not in err and not (tmp_path / "out").exists()

@@ -338,3 +338,17 @@ def test_serve_refuses_no_auth_off_loopback_and_half_a_tls_pair(capsys):
     assert "--no-auth is for this computer only" in capsys.readouterr().err
     assert main(["serve", "--ssl-certfile", "cert.pem"]) == 1
     assert "go together" in capsys.readouterr().err
+
+
+def test_an_unknown_segment_is_refused_at_submit_with_the_command_lines_message(served, inputs):
+    from FateSAMLib.method.pipeline import merge_segments, select_segments
+
+    with pytest.raises(InputError) as refused:
+        select_segments(merge_segments([load_support(*inputs.supports[0])])[0], ["1", "amygdala"])
+    client = served.client()
+    set_id = client.upload_support_set(inputs.supports)
+    with pytest.raises(InputError) as remote:
+        client.submit(inputs.query, set_id, segments=["1", "amygdala"])
+    assert remote.value.status == 422 and str(remote.value) == str(refused.value)
+    assert "No support has the segment 'amygdala'" in str(remote.value)
+    assert list(served.service.jobs_folder.iterdir()) == []  # no job was queued, nothing of it kept
