@@ -8,6 +8,8 @@ Cases (from ``../shared/data``, next to the repository):
 Configurations, each run in its own child process so that peak memories are not mixed:
 
 - ``engine``: the engine as shipped (``reuse_features=True``: every slice goes through the image encoder once);
+- ``unpaired``: the engine predicting one slice at a time (``pair_directions=False``), where it otherwise predicts
+  the downward and upward passes' slices in pairs once the downward pass is far enough ahead (same masks);
 - ``cached``: the engine with its support feature cache already filled (a saved support set used again): only the
   query slices are encoded. The cache is filled beforehand, outside the timings (``cache_warm_up`` in the JSON);
 - ``naive``: ``reuse_features=False``, the reference code's encoder passes: every query and support slice once for
@@ -89,7 +91,7 @@ from FateSAMLib.progress import CancelToken
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
-CONFIGS = ("engine", "cached", "naive", "encoder", "refine")
+CONFIGS = ("engine", "unpaired", "cached", "naive", "encoder", "refine")
 # Engine stages shown in the table: (key in the engine's stats, column title).
 STAGE_COLUMNS = (
     ("encode", "encode"),
@@ -213,6 +215,7 @@ def measure(spec: dict) -> dict:
         reuse_features=config != "naive",
         encoder_batch_size=batch,
         corrected_per_side=spec["corrected_per_side"],
+        pair_directions=config != "unpaired",
     )
     clock = StageClock(loaded.device, stages=("cache_warm_up",))
     cpu_started = _cpu_seconds()
@@ -354,6 +357,7 @@ def ratios(results: dict) -> dict:
     return {
         case: {
             "engine_over_encoder": _ratio(configs["engine"], configs["encoder"]),
+            "unpaired_over_engine": _ratio(configs["unpaired"], configs["engine"]),
             "naive_over_engine": _ratio(configs["naive"], configs["engine"]),
             "engine_over_cached": _ratio(configs["engine"], configs["cached"]),
             "refine_over_engine": _ratio(configs["refine"], configs["engine"]),

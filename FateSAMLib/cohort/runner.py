@@ -65,9 +65,15 @@ class LocalPool:
     def run(
         self, cases: list[Case], on_record: RecordCallback, progress: ProgressCallback, cancel: CancelToken
     ) -> None:
-        for case in cases:
-            cancel.raise_if_cancelled()
-            on_record(self.worker.run(case, lambda f, m, case=case: progress(f, f"{case.id}: {m}"), cancel))
+        together = max(1, self.worker.settings.queries_encoded_together)
+        for first in range(0, len(cases), together):
+            group = cases[first : first + together]
+            if together > 1:
+                cancel.raise_if_cancelled()
+                self.worker.encode_together(group, cancel)
+            for case in group:
+                cancel.raise_if_cancelled()
+                on_record(self.worker.run(case, lambda f, m, case=case: progress(f, f"{case.id}: {m}"), cancel))
 
     def close(self) -> None:
         self.worker = None

@@ -17,7 +17,15 @@ from ..io.labels import label_map_writer, read_labels_on_grid
 from ..memory import is_allocation_failure
 from ..method.encoder import MemoryFeatureCache
 from ..method.engine import FateSamEngine
-from ..method.pipeline import Normalization, SupportCase, load_support, merge_segments, segment_volume, select_segments
+from ..method.pipeline import (
+    Normalization,
+    SupportCase,
+    load_support,
+    merge_segments,
+    prepare_inputs,
+    segment_volume,
+    select_segments,
+)
 from ..metrics import evaluate_labels
 from ..models.devices import not_enough_memory
 from ..progress import CancelToken, ProgressCallback, ignore_progress
@@ -44,6 +52,9 @@ class CohortSettings:
     normalization: Normalization = Normalization()
     overwrite: bool = False
     label_names: dict[int, str] | None = None  # names of plain label maps' values (``io.label_names``)
+    queries_encoded_together: int = 1
+    """Queries whose slices share the image encoder's batches, encoded before their runs (fuller batches on a GPU
+    where queries are short; each query is then read twice). 1: each query is encoded in its own run."""
 
     def output_path(self, case: Case) -> Path | None:
         """Where ``case``'s segmentation is written: ``<output-dir>/<id><format>`` (None: it is not written)."""
@@ -92,6 +103,27 @@ class CaseWorker:
         engine = self.engine_factory()
         engine.feature_cache = engine.feature_cache or MemoryFeatureCache()
         self.engine = engine
+
+    def encode_together(self, cases: list[Case], cancel: CancelToken) -> None:
+        """Encode the query slices of ``cases`` in shared encoder batches into the engine's cache, so that their runs
+        encode none. A case that cannot be read or prepared, or a group that does not fit in memory, is left to the
+        runs, which encode (and record failures) as usual."""
+        self.start()
+        settings = self.settings
+        stacks = []
+        for case in cases:
+            try:
+                query = read_image(case.query)
+                segments = list(settings.segments) if settings.segments else None
+                prepared = prepare_inputs(self.supports, query, segments, settings.slice_axis, settings.normalization)
+            except FateSAMError:
+                continue
+            stacks.append(prepared.query)
+        try:
+            self.engine.encode_queries(stacks, cancel)
+        except (MemoryError, RuntimeError) as error:
+            if not is_allocation_failure(error):
+                raise
 
     def run(self, case: Case, progress: ProgressCallback = ignore_progress, cancel: CancelToken | None = None) -> dict:
         """Segment ``case`` and write its output atomically; its summary record (status ``done`` or ``failed``)."""

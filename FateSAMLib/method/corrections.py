@@ -66,6 +66,27 @@ def propagation_order(num_slices: int, corrected: list[int] | None = None) -> li
     return [(i, i < nearest[i]) for i in ordered]
 
 
+def propagation_steps(
+    num_slices: int, corrected: list[int] | None = None, pairing_lag: int | None = None
+) -> list[list[tuple[int, bool]]]:
+    """:func:`propagation_order` in steps: the slices of a step are predicted together, with the same results.
+
+    Without corrections, once the downward pass (from the middle slice to the first) is ``pairing_lag`` slices ahead,
+    each of its further slices is predicted together with the next slice of the upward pass. A slice attends to
+    predicted slices at most ``pairing_lag`` frames behind it, so each slice still sees exactly what it sees in the
+    plain order: the upward slice, the downward slices it needs (already predicted); the downward slice, no upward
+    slice. ``pairing_lag`` None (or corrections): one slice per step.
+    """
+    order = propagation_order(num_slices, corrected)
+    if corrected or pairing_lag is None:
+        return [[item] for item in order]
+    down, up = [item for item in order if item[1]], [item for item in order if not item[1]]
+    steps = [[item] for item in down[:pairing_lag]]
+    for j in range(max(len(down) - pairing_lag, len(up))):
+        steps.append(down[pairing_lag + j : pairing_lag + j + 1] + up[j : j + 1])
+    return steps
+
+
 def nearest_corrected(index: int, corrected: list[int], per_side: int | None = CORRECTED_PER_SIDE) -> list[int]:
     """The corrected slices slice ``index`` attends to: the ``per_side`` nearest below it and above it (None: all)."""
     below = sorted((c for c in corrected if c < index), reverse=True)[:per_side]

@@ -15,11 +15,11 @@ from ..errors import InputError
 from ..models.loading import LoadedModel
 from ..options import RunSettings
 from ..progress import CancelToken, ProgressCallback, StageProgress, ignore_progress
-from .corrections import CORRECTED_PER_SIDE, Corrections, nearest_corrected, propagation_order
+from .corrections import CORRECTED_PER_SIDE, Corrections, nearest_corrected, propagation_steps
 from .encoder import FeatureCache, SliceEncoder, StackFeatures
 from .normalization import logits_to_slice, masks_to_model_input, to_model_input
 from .retrieval import top_k_slices
-from .tracking import Memory, SliceTracker
+from .tracking import Memory, SliceQuery, SliceTracker
 
 STAGES = ("encode", "retrieval", "memory_encoding", "attention_decoding")
 
@@ -47,7 +47,8 @@ class EngineOptions:
     slice again and each retrieved support slice ``REFERENCE_ENCODINGS_PER_SUPPORT`` times; the masks are the same.
     ``memory_dtype`` is how mask memories are kept (None: bf16 on CUDA as SAM2 keeps them, float32 elsewhere).
     ``corrected_per_side``: how many corrected slices on each side a query slice attends to (None: all of them; the
-    benchmark compares the two).
+    benchmark compares the two). ``pair_directions``: once the downward pass is far enough ahead, predict its slices
+    together with the upward pass's (same masks; fewer, larger batches); False: one slice at a time, for comparison.
     """
 
     top_k: int = RunSettings.top_k
@@ -55,6 +56,7 @@ class EngineOptions:
     encoder_batch_size: int = 1
     memory_dtype: torch.dtype | None = None
     corrected_per_side: int | None = CORRECTED_PER_SIDE
+    pair_directions: bool = True
 
     @classmethod
     def from_settings(cls, settings: RunSettings, sized_batch: int) -> EngineOptions:
@@ -316,19 +318,25 @@ class EngineRun:
         support_passes = self.encoder.passes
         num_slices = self.query.shape[0]
         corrected = self.corrections.slices if self.corrections else []
-        order = propagation_order(num_slices, corrected)
+        lag = self.ensure_tracker().pairing_lag if self.options.pair_directions else None
+        steps = propagation_steps(num_slices, corrected, lag)
+        order = [item for step in steps for item in step]
         pending = {i for i, _ in order}
         batch = self.options.encoder_batch_size
         for first in range(0, len(corrected), batch):
             self._encode_corrected(corrected[first : first + batch])
+        encoded: dict[int, list[torch.Tensor]] = {}
+        done = len(corrected)
         for first in range(0, len(order), batch):
-            chunk = order[first : first + batch]
+            chunk = [i for i, _ in order[first : first + batch]]
             with self.clock.stage("encode"):
-                features = self.policy.query_features(self, [i for i, _ in chunk])
-            for row, (index, reverse) in enumerate(chunk):
-                pending.discard(index)
-                self._predict(index, reverse, features.slice_levels(row), pending)
-                done = len(corrected) + first + row + 1
+                features = self.policy.query_features(self, chunk)
+            encoded.update((index, features.slice_levels(row)) for row, index in enumerate(chunk))
+            while steps and all(i in encoded for i, _ in steps[0]):
+                step = steps.pop(0)
+                pending.difference_update(i for i, _ in step)
+                self._predict(step, [encoded.pop(i) for i, _ in step], pending)
+                done += len(step)
                 progress(0.3 + 0.7 * done / num_slices, f"Segmenting slice {done}/{num_slices}")
         stats = RunStats(
             encoder_passes=self.encoder.passes,
@@ -378,30 +386,33 @@ class EngineRun:
                 parts.append(self.policy.support_features(self, support, slices, stage, f"support {s + 1}"))
         return StackFeatures.concatenate(parts)
 
-    def _predict(self, index: int, reverse: bool, encoded: list[torch.Tensor], pending: set[int]) -> None:
-        """Retrieve, attend and decode query slice ``index``, keep its outputs and remember its masks."""
+    def _predict(self, step: list[tuple[int, bool]], encoded: list[list[torch.Tensor]], pending: set[int]) -> None:
+        """Retrieve, attend and decode the query slices of one step (together), keep their outputs and remember their
+        masks. ``step``: (slice, reverse) of each; ``encoded``: their encoder levels, used for retrieval."""
         self.cancel.raise_if_cancelled()
         tracker = self.ensure_tracker()
-        with self.clock.stage("retrieval"):
-            retrieved = top_k_slices(encoded, self.support_features, self.options.top_k)
-        self.retrieved[index] = [Retrieved(*self.refs[row], distance) for row, distance in retrieved]
-        support_memories = [self._support_memory(row) for row, _ in retrieved]
-        levels = self.policy.query_levels(self, index, encoded)
-        _, height, width = self.query.shape
-        attended = nearest_corrected(index, list(self.corrected_memories), self.options.corrected_per_side)
-        corrected = {c: self.corrected_memories[c] for c in attended}
+        queries = []
+        for (index, reverse), levels in zip(step, encoded, strict=True):
+            with self.clock.stage("retrieval"):
+                retrieved = top_k_slices(levels, self.support_features, self.options.top_k)
+            self.retrieved[index] = [Retrieved(*self.refs[row], distance) for row, distance in retrieved]
+            support_memories = [self._support_memory(row) for row, _ in retrieved]
+            attended = nearest_corrected(index, list(self.corrected_memories), self.options.corrected_per_side)
+            corrected = {c: self.corrected_memories[c] for c in attended}
+            levels = self.policy.query_levels(self, index, levels)
+            queries.append(SliceQuery(index, levels, support_memories, reverse, corrected))
         with self.clock.stage("attention_decoding"):
-            prediction, current_out, feats = tracker.attend_and_decode(
-                index, levels, support_memories, reverse, corrected
-            )
+            decoded = tracker.attend_and_decode(queries)
         with self.clock.stage("memory_encoding"):
-            tracker.remember(index, current_out, feats, pending)
-        logits = logits_to_slice(prediction.logits[:, 0], height, width).cpu()
-        if self.on_slice_logits is not None:
-            self.on_slice_logits(index, logits)
-        self.labels[index] = _assemble_labels(logits, self.label_values)
-        self.object_scores[index] = prediction.object_scores.cpu().numpy()
-        self.ious[index] = prediction.ious.cpu().numpy()
+            tracker.remember(decoded, pending)
+        _, height, width = self.query.shape
+        for index, prediction in zip(decoded.frames, decoded.predictions, strict=True):
+            logits = logits_to_slice(prediction.logits[:, 0], height, width).cpu()
+            if self.on_slice_logits is not None:
+                self.on_slice_logits(index, logits)
+            self.labels[index] = _assemble_labels(logits, self.label_values)
+            self.object_scores[index] = prediction.object_scores.cpu().numpy()
+            self.ious[index] = prediction.ious.cpu().numpy()
 
     def _support_memory(self, row: int) -> Memory:
         """The conditioning memory of candidate ``row``: kept from an earlier slice, or encoded now."""
@@ -438,6 +449,23 @@ class FateSamEngine:
     def encoding(self) -> EncodingPolicy:
         """How runs obtain features: once each (``options.reuse_features``), else as the reference code does."""
         return ReuseFeatures(self.feature_cache) if self.options.reuse_features else ReferenceEncoding()
+
+    def encode_queries(self, stacks: list[np.ndarray], cancel: CancelToken | None = None) -> int:
+        """Encode the slices of several query stacks ((S, H, W), intensities in [0, 1]) in shared encoder batches into
+        the feature cache, so that their runs encode none of them: fuller batches where queries are short (a cohort
+        worker on a GPU). Slices already cached are skipped; returns how many were encoded. Needs a feature cache."""
+        if self.feature_cache is None:
+            raise ValueError("encode_queries fills the feature cache: give the engine one")
+        slices = [stack[i : i + 1] for stack in stacks for i in range(stack.shape[0])]
+        missing = [slice01 for slice01 in slices if self.feature_cache.load(slice01, self.device) is None]
+        encoder = SliceEncoder(self.model, self.device, self.options.encoder_batch_size)
+        for first in range(0, len(missing), encoder.batch_size):
+            chunk = missing[first : first + encoder.batch_size]
+            images = torch.cat([to_model_input(slice01, self.image_size) for slice01 in chunk])  # sizes may differ
+            features = encoder.encode(images, cancel or CancelToken())
+            for row, slice01 in enumerate(chunk):
+                self.feature_cache.save(slice01, features.select([row]))
+        return len(missing)
 
     def segment(
         self,

@@ -7,7 +7,7 @@ support slices of the current query slice are conditioning frames N..N+k-1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,32 @@ class SlicePrediction:
     logits: torch.Tensor  # (L, 1, size/4, size/4) SAM2's low-resolution mask logits, small holes filled
     object_scores: torch.Tensor  # (L,) object-score logits (> 0: the label is present)
     ious: torch.Tensor  # (L,) predicted IoU of the kept mask
+
+
+@dataclass
+class SliceQuery:
+    """One query slice to predict: its frame, encoder levels, retrieved support memories and tracking direction.
+
+    ``corrected``: memories of corrected query slices it attends to, by frame (conditioning frames at their index).
+    """
+
+    frame_idx: int
+    levels: list[torch.Tensor]
+    supports: list[Memory]
+    reverse: bool
+    corrected: dict[int, Memory] = field(default_factory=dict)
+
+
+@dataclass
+class DecodedStep:
+    """The slices decoded together in one step: their predictions and what encoding their memories needs."""
+
+    frames: list[int]
+    predictions: list[SlicePrediction]
+    feats: list[torch.Tensor]  # encoder levels per object, all slices' objects along the batch axis
+    high_res_masks: torch.Tensor
+    object_scores: torch.Tensor
+    obj_ptr: torch.Tensor
 
 
 def _per_label(levels: list[torch.Tensor], num_labels: int) -> list[torch.Tensor]:
@@ -96,66 +122,87 @@ class SliceTracker:
             )
         return self._memory(features, pos_enc, out["obj_ptr"])
 
-    def attend_and_decode(
-        self,
-        frame_idx: int,
-        levels: list[torch.Tensor],
-        supports: list[Memory],
-        reverse: bool,
-        corrected: dict[int, Memory] | None = None,
-    ) -> tuple[SlicePrediction, dict, list[torch.Tensor]]:
+    @property
+    def pairing_lag(self) -> int | None:
+        """How many slices the downward pass must be ahead before the upward pass can be predicted beside it.
+
+        A query slice attends to the mask memories and object pointers of the predicted slices up to this many frames
+        behind it (in its tracking direction); None where objects of one batch depend on each other (SAM2's
+        non-overlap constraint in the memory encoder), so that slices cannot be predicted together.
+        """
+        model = self.model
+        if model.non_overlap_masks_for_mem_enc:
+            return None
+        masks = 1 + (model.num_maskmem - 2) * model.memory_temporal_stride_for_eval if model.num_maskmem > 1 else 0
+        pointers = model.max_obj_ptrs_in_encoder - 1 if model.use_obj_ptrs_in_encoder else 0
+        return max(masks, pointers)
+
+    def attend_and_decode(self, queries: list[SliceQuery]) -> DecodedStep:
         """Memory attention over supports, corrected query slices and predicted neighbours, then mask decoding.
 
-        Supports are conditioning frames N..N+k-1; a corrected query slice is a conditioning frame at its own index,
-        so SAM2 gives its object pointer the temporal position of its distance to ``frame_idx``.
+        Several ``queries`` are decoded as one batch of ``len(queries) x labels`` objects (SAM2's mask decoder treats
+        objects independently); memory attention runs per query, since each attends to its own memories (the two
+        directions differ in length: SAM2 gives support pointers only to frames tracked towards them). Supports are
+        conditioning frames N..N+k-1; a corrected query slice is a conditioning frame at its own index, so SAM2 gives
+        its object pointer the temporal position of its distance to the slice.
         """
-        num_labels = supports[0]["obj_ptr"].shape[0]
-        feats = _per_label(levels, num_labels)
+        num_labels = queries[0].supports[0]["obj_ptr"].shape[0]
+        feats_per_query = [_per_label(query.levels, num_labels) for query in queries]
+        pos_embeds = _per_label(self.geometry.pos_embeds, num_labels)
+        sizes = self.geometry.feat_sizes
         n = self.num_query_slices
-        output_dict = {
-            "cond_frame_outputs": {**(corrected or {}), **{n + j: memory for j, memory in enumerate(supports)}},
-            "non_cond_frame_outputs": self.predicted,
-        }
         with torch.inference_mode(), compute_autocast(self.device):
-            current_out, sam_outputs, _, _ = self.model._track_step(
-                frame_idx,
-                False,
-                feats,
-                _per_label(self.geometry.pos_embeds, num_labels),
-                self.geometry.feat_sizes,
-                None,
-                None,
-                output_dict,
-                n + len(supports),
-                reverse,
-                None,
+            attended = []
+            for query, feats in zip(queries, feats_per_query, strict=True):
+                cond = {**query.corrected, **{n + j: memory for j, memory in enumerate(query.supports)}}
+                attended.append(
+                    self.model._prepare_memory_conditioned_features(
+                        frame_idx=query.frame_idx,
+                        is_init_cond_frame=False,
+                        current_vision_feats=feats[-1:],
+                        current_vision_pos_embeds=pos_embeds[-1:],
+                        feat_sizes=sizes[-1:],
+                        output_dict={"cond_frame_outputs": cond, "non_cond_frame_outputs": self.predicted},
+                        num_frames=n + len(query.supports),
+                        track_in_reverse=query.reverse,
+                    )
+                )
+            feats = [torch.cat(level, dim=1) for level in zip(*feats_per_query, strict=True)]
+            high_res = [
+                x.permute(1, 2, 0).view(x.size(1), x.size(2), *size)
+                for x, size in zip(feats[:-1], sizes[:-1], strict=True)
+            ]
+            _, _, ious, low_res_masks, high_res_masks, obj_ptr, object_scores = self.model._forward_sam_heads(
+                backbone_features=torch.cat(attended),
+                high_res_features=high_res,
+                multimask_output=self.model._use_multimask(False, None),
             )
-        _, _, ious, low_res_masks, high_res_masks, obj_ptr, object_scores = sam_outputs
-        current_out["pred_masks_high_res"] = high_res_masks
-        current_out["obj_ptr"] = obj_ptr
-        current_out["object_score_logits"] = object_scores
-        prediction = SlicePrediction(
-            logits=fill_small_holes(low_res_masks.float()),
-            object_scores=object_scores.float().reshape(-1),
-            ious=ious.float().max(dim=-1).values,
+        logits = fill_small_holes(low_res_masks.float()).split(num_labels)
+        scores = object_scores.float().reshape(-1).split(num_labels)
+        best_ious = ious.float().max(dim=-1).values.split(num_labels)
+        return DecodedStep(
+            frames=[query.frame_idx for query in queries],
+            predictions=[SlicePrediction(*outputs) for outputs in zip(logits, scores, best_ious, strict=True)],
+            feats=feats,
+            high_res_masks=high_res_masks,
+            object_scores=object_scores,
+            obj_ptr=obj_ptr,
         )
-        return prediction, current_out, feats
 
-    def remember(self, frame_idx: int, current_out: dict, feats: list[torch.Tensor], pending: set[int]) -> None:
-        """Encode the slice's predicted masks as a memory for the next slices; forget those out of reach of every
-        ``pending`` slice (the slices still to predict), which no later slice can attend to."""
+    def remember(self, step: DecodedStep, pending: set[int]) -> None:
+        """Encode the step's predicted masks (one batch) as memories for the next slices; forget those out of reach of
+        every ``pending`` slice (the slices still to predict), which no later slice can attend to."""
         with torch.inference_mode(), compute_autocast(self.device):
-            self.model._encode_memory_in_output(
-                feats,
-                self.geometry.feat_sizes,
-                None,
-                True,
-                current_out["pred_masks_high_res"],
-                current_out["object_score_logits"],
-                current_out,
+            features, pos_enc = self.model._encode_new_memory(
+                current_vision_feats=step.feats,
+                feat_sizes=self.geometry.feat_sizes,
+                pred_masks_high_res=step.high_res_masks,
+                object_score_logits=step.object_scores,
+                is_mask_from_pts=False,
             )
-        self.predicted[frame_idx] = self._memory(
-            current_out["maskmem_features"], current_out["maskmem_pos_enc"], current_out["obj_ptr"]
-        )
+        rows = features.shape[0] // len(step.frames)
+        for j, frame_idx in enumerate(step.frames):
+            part = slice(j * rows, (j + 1) * rows)
+            self.predicted[frame_idx] = self._memory(features[part], [p[part] for p in pos_enc], step.obj_ptr[part])
         for old in [t for t in self.predicted if all(abs(t - s) > self.reach for s in pending)]:
             del self.predicted[old]

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from FateSAMLib.errors import InputError
-from FateSAMLib.method.corrections import changed_slices, check_slice_indices, nearest_corrected, propagation_order
+from FateSAMLib.method.corrections import (
+    changed_slices,
+    check_slice_indices,
+    nearest_corrected,
+    propagation_order,
+    propagation_steps,
+)
 
 
 def test_without_corrections_the_order_goes_from_the_middle_down_then_up():
@@ -50,3 +56,29 @@ def test_slice_indices_outside_the_stack_are_refused():
     assert check_slice_indices([4, 1, 4], 5, "axial") == [1, 4]
     with pytest.raises(InputError, match=r"\[5, 9\] are outside the query's 5 axial slices"):
         check_slice_indices([0, 5, 9], 5, "axial")
+
+
+@pytest.mark.parametrize("num_slices", [7, 31, 32, 40, 45, 200])
+def test_paired_steps_give_every_slice_exactly_what_it_attends_to_in_the_plain_order(num_slices):
+    lag = 15  # SAM2's object pointers reach 15 frames back; mask memories 6
+    steps = propagation_steps(num_slices, pairing_lag=lag)
+    order = propagation_order(num_slices)
+    assert sorted(item for step in steps for item in step) == sorted(order)
+    assert all(len(step) <= 2 and len({reverse for _, reverse in step}) == len(step) for step in steps)
+    step_of = {i: n for n, step in enumerate(steps) for i, _ in step}
+    plain = {i: n for n, (i, _) in enumerate(order)}
+    for i, reverse in order:
+        behind = range(i + 1, i + lag + 1) if reverse else range(i - lag, i)
+        for j in (j for j in behind if 0 <= j < num_slices):
+            if plain[j] < plain[i]:
+                assert step_of[j] < step_of[i], (i, j)  # seen in the plain order: predicted before
+            else:
+                assert step_of[j] > step_of[i], (i, j)  # not seen in the plain order: still unpredicted
+    down, up = num_slices // 2 + 1, num_slices - num_slices // 2 - 1
+    # The downward pass's first `lag` slices alone, then pairs (none if it is no longer than `lag`).
+    assert len(steps) == (num_slices if down <= lag else max(down, lag + up))
+
+
+def test_without_a_lag_or_with_corrections_each_step_is_one_slice_of_the_plain_order():
+    assert propagation_steps(40) == [[item] for item in propagation_order(40)]
+    assert propagation_steps(40, [5], pairing_lag=15) == [[item] for item in propagation_order(40, [5])]
