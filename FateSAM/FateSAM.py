@@ -669,9 +669,10 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._showVolumes()
             if run.probability_volumes:
                 overlay(slicer.mrmlScene, run.probability_volumes[0])
-            for index in run.stats.get("corrected_slices", []):  # not in the list above: kept as drawn
+            corrected = run.stats.corrected_slices if run.stats else []
+            for index in corrected:  # not in the list above: kept as drawn
                 text = _("{axis} slice {index}: corrected (kept as you drew it)").format(
-                    axis=run.stats.get("slice_axis", ""), index=index
+                    axis=run.stats.slice_axis, index=index
                 )
                 self.ui.doubtfulSlicesList.addItem(qt.QListWidgetItem(text))
         elif run.state == "cancelled":
@@ -730,7 +731,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("FateSAM could not show the support slice."), waitCursor=False):
             red = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode().GetSliceToRAS()
             point = from_world(self._lastTarget, [red.GetElement(row, 3) for row in range(3)])
-            self._showSupportSlice(stack_index(self._lastTarget, self._lastRun.stats["slice_axis"], point))
+            self._showSupportSlice(stack_index(self._lastTarget, self._lastRun.stats.slice_axis, point))
 
     def _showSupportSlice(self, sliceIndex: int) -> None:
         if self._lastRun is None or sliceIndex is None:
@@ -984,7 +985,7 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
         most (the support volume with its segmentation); returns that support slice's provenance entry."""
         used = leaned_on(run.provenance, sliceIndex)
         pair = run.used_supports[used.support]
-        show_support_slice(slicer.mrmlScene, sliceNode, pair.volume, pair.segmentation, used, run.stats["slice_axis"])
+        show_support_slice(slicer.mrmlScene, sliceNode, pair.volume, pair.segmentation, used, run.stats.slice_axis)
         return used
 
     @staticmethod

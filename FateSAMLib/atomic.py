@@ -5,6 +5,8 @@ umask-respecting permissions. Standard library only, so that every tier (the Sli
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import tempfile
@@ -197,6 +199,16 @@ class OutputFiles:
         self._created.clear()
 
 
+def moved_from(written: Path) -> Callable[[Path], None]:
+    """The :meth:`OutputFiles.add` writer of a file written elsewhere already (e.g. by a cohort's workers): it is
+    moved to its temporary name, then published with the others."""
+
+    def move(target: Path) -> None:
+        shutil.move(written, target)
+
+    return move
+
+
 def write_file_atomically(
     path: str | Path, write: Callable[[Path], None], overwrite: bool = False, suffix: str = ""
 ) -> Path:
@@ -272,3 +284,30 @@ def staged_folder(folder: str | Path, overwrite: bool = False) -> Iterator[Path]
         ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def strict_json(data: object) -> object:
+    """``data`` with every NaN or infinite float replaced by None, so that it is valid JSON."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: strict_json(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [strict_json(value) for value in data]
+    return data
+
+
+def json_writer(data: object) -> Callable[[Path], None]:
+    """What writes ``data`` as strict JSON (non-finite numbers as null, see :func:`strict_json`) to a given file."""
+    text = json.dumps(strict_json(data), indent=2, allow_nan=False)
+
+    def write(target: Path) -> None:
+        with open(target, "x") as stream:
+            stream.write(text)
+
+    return write
+
+
+def write_json_atomic(path: Path, data: object, overwrite: bool = False) -> None:
+    """Write ``data`` as strict JSON to ``path``, all or nothing; an existing file is replaced only with overwrite."""
+    write_file_atomically(path, json_writer(data), overwrite)

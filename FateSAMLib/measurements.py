@@ -8,23 +8,13 @@ index-to-physical matrix (spacing times direction, in mm), divided by 1000 (1 mL
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from .segments import Segment
+from .summary import SegmentVolume
 
 MM3_PER_ML = 1000.0
-
-
-@dataclass(frozen=True)
-class SegmentVolume:
-    """One segment's size: its label value and name, its voxel count and its volume in mL."""
-
-    value: int
-    name: str
-    voxels: int
-    volume_ml: float
 
 
 def voxel_volume_ml(index_to_physical: np.ndarray) -> float:

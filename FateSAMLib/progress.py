@@ -1,11 +1,20 @@
-"""Progress reporting and cooperative cancellation shared by every long-running step."""
+"""Progress reporting, warnings and cooperative cancellation shared by every long-running step.
+
+The library warns through the ``FateSAMLib`` logger (standard ``logging``), and only there; whoever runs a step (a
+command's reporter, a server job) takes the warnings its thread logs with :func:`thread_warnings`.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from .errors import Cancelled
+
+LIBRARY_LOGGER = logging.getLogger(__name__.partition(".")[0])
+"""The logger every library module warns through (module loggers are its children)."""
 
 ProgressCallback = Callable[[float, str], None]
 """Called with a fraction in [0, 1] and a short human-readable message."""
@@ -46,3 +55,32 @@ class StageProgress:
     def __call__(self, fraction: float, message: str) -> None:
         fraction = min(max(fraction, 0.0), 1.0)
         self._callback(self._start + (self._end - self._start) * fraction, message)
+
+
+@contextmanager
+def thread_warnings(show: Callable[[str], None]) -> Iterator[None]:
+    """While inside, hand each warning the library logger gets from this thread to ``show`` (one call per warning).
+
+    Steps run side by side in threads (the server's jobs) each see their own warnings only.
+    """
+    handler = _ThreadHandler(show, threading.get_ident())
+    LIBRARY_LOGGER.addHandler(handler)
+    try:
+        yield
+    finally:
+        LIBRARY_LOGGER.removeHandler(handler)
+
+
+class _ThreadHandler(logging.Handler):
+    """A logging handler that hands the warnings (and worse) logged by one thread to ``show``."""
+
+    def __init__(self, show: Callable[[str], None], thread: int) -> None:
+        super().__init__(logging.WARNING)
+        self.show = show
+        self.addFilter(lambda record: record.thread == thread)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.show(self.format(record))
+        except Exception:  # logging's convention: a failing handler reports itself and never stops the program
+            self.handleError(record)

@@ -1,107 +1,44 @@
-"""The client of a ``fatesam serve`` server, and what client and server agree on: standard library only (urllib).
-
-Used by ``fatesam segment --server URL`` and by the Slicer module's remote runs (``slicer.remote_run``), so it
-imports nothing that Slicer lacks. The API lives under ``/v1``; every route but ``/v1/health`` needs the header
-``Authorization: Bearer TOKEN``. A support set is named by the hash of its files' content
-(:func:`support_set_id`), so a client asks whether the server has it before uploading it.
+"""The client of a ``fatesam serve`` server (urllib only): :class:`ServerClient` for its API and :class:`RemoteJob`
+for a whole run followed without blocking. Used by ``fatesam segment --server URL`` and by the Slicer module's remote
+runs (``slicer.remote_run``), so it imports nothing that Slicer lacks; what client and server agree on is in
+:mod:`FateSAMLib.protocol`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 from . import errors
 from .errors import Cancelled, FateSAMError, InputError, ResourceError
-from .formats import IMAGE_SUFFIXES, LABEL_SUFFIXES, SEGMENTATION_SUFFIX, suffix_of
+from .formats import SEGMENTATION_SUFFIX
 from .json_input import parse_json
-from .options import SETTINGS, RunSettings, option_arguments
+from .protocol import (
+    API,
+    CHUNK,
+    TOKEN_ENVIRONMENT,
+    UPLOAD_IMAGE_SUFFIXES,
+    UPLOAD_LABEL_SUFFIXES,
+    JobState,
+    file_digest,
+    job_settings,
+    support_set_id,
+    upload_suffix,
+)
 
-API = "/v1"
-TOKEN_ENVIRONMENT = "FATESAM_TOKEN"
-"""The environment variable that holds the server's token for ``fatesam segment --server``."""
-UPLOAD_IMAGE_SUFFIXES = tuple(suffix for suffix in IMAGE_SUFFIXES if suffix not in (".nhdr", ".mhd"))
-"""Single-file volume formats a server accepts (a detached header's data file would be a second upload)."""
-UPLOAD_LABEL_SUFFIXES = tuple(suffix for suffix in LABEL_SUFFIXES if suffix not in (".nhdr", ".mhd"))
-JOB_SETTINGS = ("model", "image_size", "top_k", "slice_axis", "normalization", "percentiles", "window")
-"""The run settings a job may choose; the others (weights, device, threads, caches) are the server's own."""
-FINISHED_STATES = ("succeeded", "failed", "cancelled")
-CHUNK = 1024 * 1024
-_NUMBER = re.compile(r"-\d+|-\d*\.\d+")  # what argparse reads as a negative number, not as an option
+__all__ = ["CorrectionFiles", "RemoteJob", "ServerBusy", "ServerClient", "ServerError", "job_settings", "read_token"]
 
 _ERROR_CLASSES = {cls.__name__: cls for cls in vars(errors).values() if isinstance(cls, type)}
-
-
-def file_digest(path: str | Path) -> str:
-    """The SHA-256 of a file's bytes, as hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def support_set_id(files: Sequence[tuple[str, str, str, str]]) -> str:
-    """The id of a support set: a hash over its (image digest, image suffix, labels digest, labels suffix) in order.
-
-    Client and server compute it alike from the files' bytes, so equal content means one stored, encoded set.
-    """
-    text = "".join(" ".join(entry) + "\n" for entry in files)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def upload_suffix(name: str, suffixes: tuple[str, ...]) -> str:
-    """The format suffix of an uploaded file's name (its only part a server keeps); InputError when it has none."""
-    suffix = suffix_of(PurePath(name).name, suffixes)
-    if not suffix:
-        raise InputError(f"'{PurePath(name).name}' is not a supported file; upload one of: {', '.join(suffixes)}.")
-    return suffix
-
-
-def job_settings(settings: RunSettings) -> dict[str, Any]:
-    """The job settings of ``settings`` that differ from the defaults (the server's options fill in the others)."""
-    chosen = {}
-    for name in JOB_SETTINGS:
-        value = getattr(settings, name)
-        if value != SETTINGS[name].default:
-            chosen[name] = list(value) if isinstance(value, tuple) else value
-    return chosen
-
-
-def option_values(values: Iterable[Any], what: str) -> list[str]:
-    """Values sent in JSON as ``fatesam segment`` option values; InputError for one that the command line would
-    read as an option (it starts with '-' and is no negative number), so that a job never sets the server's own
-    options (its output, query or caches)."""
-    texts = [str(value) for value in values]
-    for text in texts:
-        if text.startswith("-") and not _NUMBER.fullmatch(text):
-            raise InputError(f"{what} cannot take '{text}': a value starting with '-' would be read as an option.")
-    return texts
-
-
-def settings_arguments(values: Mapping[str, Any], allowed: Sequence[str] = JOB_SETTINGS) -> list[str]:
-    """Settings (as sent in JSON) as ``fatesam segment`` options, which the command line's parser then checks.
-
-    Only the ``allowed`` settings may appear (InputError otherwise); a switch appears when it is not its default.
-    """
-    refused = [name for name in values if name not in allowed]
-    if refused:
-        raise InputError(f"A job cannot set '{refused[0]}'; it may set: {', '.join(allowed)}.")
-    for name, value in values.items():
-        option_values(value if isinstance(value, list | tuple) else [value], f"The setting '{name}'")
-    return [argument for name, value in values.items() for argument in option_arguments(name, value)]
 
 
 @dataclass(frozen=True)
@@ -325,8 +262,8 @@ class RemoteJob:
     (and ``stats``); :meth:`poll` (e.g. from a timer) copies what it reached, :meth:`cancel` cancels the job.
     With ``corrections`` the job is a refine (see :class:`CorrectionFiles`).
 
-    States: "running", "succeeded", "failed", "cancelled". A busy server (HTTP 503) is asked again after its
-    Retry-After, for at most ``busy_wait_s`` seconds.
+    States (:class:`~FateSAMLib.protocol.JobState`): running, succeeded, failed, cancelled. A busy server (HTTP 503)
+    is asked again after its Retry-After, for at most ``busy_wait_s`` seconds.
     """
 
     def __init__(
@@ -345,14 +282,14 @@ class RemoteJob:
         self.client = client
         self.corrections = corrections
         self.output, self.stats = Path(output), stats
-        self.state, self.fraction, self.message = "running", 0.0, "Connecting to the server"
+        self.state, self.fraction, self.message = JobState.RUNNING, 0.0, "Connecting to the server"
         self.warnings: list[str] = []
         self.error: FateSAMError | None = None
         self.done_output: str | None = None
         self.job_id: str | None = None
         self.log_tail: list[str] = []
         self.process = None  # no local engine process
-        self._reached = dict(state="running", fraction=0.0, message=self.message, warnings=[], error=None)
+        self._reached = dict(state=JobState.RUNNING, fraction=0.0, message=self.message, warnings=[], error=None)
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._interval_s, self._busy_wait_s = interval_s, busy_wait_s
@@ -362,7 +299,7 @@ class RemoteJob:
 
     @property
     def finished(self) -> bool:
-        return self.state != "running"
+        return self.state != JobState.RUNNING
 
     def _reach(self, **values: Any) -> None:
         with self._lock:
@@ -397,25 +334,25 @@ class RemoteJob:
                 else:
                     job = self.client.job(self.job_id)
                 self._reach(fraction=job["fraction"], message=job["message"], warnings=job["warnings"])
-                if job["state"] in FINISHED_STATES:
+                if JobState(job["state"]).finished:
                     break
                 self._cancel.wait(self._interval_s)
-            if job["state"] == "succeeded":
+            if job["state"] == JobState.SUCCEEDED:
                 self._reach(message="Downloading the result")
                 self.client.download(self.job_id, self.output, self.stats)
                 self.client.cancel(self.job_id)  # delete it from the server: it is here now
-                self._reach(state="succeeded", fraction=1.0, message="Done", done_output=str(self.output))
-            elif job["state"] == "cancelled" and self._cancel.is_set():
+                self._reach(state=JobState.SUCCEEDED, fraction=1.0, message="Done", done_output=str(self.output))
+            elif job["state"] == JobState.CANCELLED and self._cancel.is_set():
                 raise Cancelled("The run was cancelled; the server stopped its job.")
             else:
                 error = job.get("error") or {"message": job["message"], "kind": "FateSAMError"}
                 raise _ERROR_CLASSES.get(error.get("kind", ""), FateSAMError)(error["message"])
         except Cancelled as error:
-            self._reach(state="cancelled", error=error)
+            self._reach(state=JobState.CANCELLED, error=error)
         except FateSAMError as error:
-            self._reach(state="failed", error=error)
+            self._reach(state=JobState.FAILED, error=error)
         except Exception as error:  # a remote run must always end
-            self._reach(state="failed", error=ServerError(f"The remote run failed: {error}"))
+            self._reach(state=JobState.FAILED, error=ServerError(f"The remote run failed: {error}"))
 
     def _cancel_if_asked(self) -> None:
         if self._cancel.is_set():
@@ -427,7 +364,7 @@ class RemoteJob:
             reached = dict(self._reached)
         self.fraction, self.message = reached["fraction"], reached["message"]
         self.warnings = list(reached["warnings"])
-        if reached["state"] != "running":
+        if reached["state"] != JobState.RUNNING:
             self.state, self.error = reached["state"], reached["error"]
             self.done_output = reached.get("done_output")
         return []
@@ -444,7 +381,7 @@ class RemoteJob:
         self._thread.join(timeout_s)
         self.poll()
         if not self.finished:
-            self.state, self.error = "cancelled", Cancelled("The remote run was cancelled.")
+            self.state, self.error = JobState.CANCELLED, Cancelled("The remote run was cancelled.")
 
     def wait(self, cancel_requested: Callable[[], bool] | None = None, interval_s: float = 0.1) -> None:
         """Poll until the end (for the command line); ``cancel_requested()`` true cancels the run."""

@@ -25,7 +25,8 @@ Configurations, each run in its own child process so that peak memories are not 
   every support slice that shows a label), in the engine's batches, and nothing else (no retrieval, memory or
   decoding).
 
-Every configuration reads the volumes, prepares them with :func:`FateSAMLib.method.pipeline.prepare_inputs` (so all
+Every configuration loads the model and reads the volumes as every entry point does (a ``FateSamPredictor``),
+prepares them with :func:`FateSAMLib.method.pipeline.prepare_inputs` (so all
 of them see the same normalised, reoriented slices), runs the engine (or the encoder alone), puts the labels back on
 the query grid with :func:`FateSAMLib.method.pipeline.result_on_query_grid` and writes them to a temporary folder;
 "total" is
@@ -71,8 +72,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from FateSAMLib.io.images import read_image
-from FateSAMLib.io.labels import write_label_map
 from FateSAMLib.method.corrections import CORRECTED_PER_SIDE, Corrections
 from FateSAMLib.method.encoder import FeatureCache, SliceEncoder, encoder_batch_size
 from FateSAMLib.method.engine import (
@@ -84,9 +83,10 @@ from FateSAMLib.method.engine import (
     support_candidates,
 )
 from FateSAMLib.method.normalization import to_model_input
-from FateSAMLib.method.pipeline import PreparedInputs, load_support, prepare_inputs, result_on_query_grid
+from FateSAMLib.method.pipeline import PreparedInputs, prepare_inputs, result_on_query_grid
+from FateSAMLib.method.predictor import FateSamPredictor, read_supports
 from FateSAMLib.models.devices import available_memory_bytes
-from FateSAMLib.models.loading import load_model
+from FateSAMLib.options import RunSettings
 from FateSAMLib.progress import CancelToken
 
 REPO = Path(__file__).resolve().parents[1]
@@ -193,17 +193,17 @@ def corrections_after_a_full_run(engine: FateSamEngine, prepared: PreparedInputs
 
 def measure(spec: dict) -> dict:
     """Run one (case, configuration) in this process and return its timings, counts and peak memories."""
-    if spec["threads"]:
-        torch.set_num_threads(spec["threads"])
-    started = time.perf_counter()
-    loaded = load_model(
-        name=spec["model"],
+    settings = RunSettings(
+        model=spec["model"],
         checkpoint=spec["checkpoint"],
         random_weights=spec["random_weights"],
         image_size=spec["image_size"],
         device=spec["device"],
-        seed=0,
+        threads=spec["threads"],
     )
+    started = time.perf_counter()
+    predictor = FateSamPredictor(settings, keep_features=False)  # the stages are timed on its engine, below
+    loaded = predictor.load()
     model_load = time.perf_counter() - started
     config, case = spec["config"], CASES[spec["case"]]
     # Every configuration encodes in the batches asked for, else in the engine's own.
@@ -223,9 +223,9 @@ def measure(spec: dict) -> dict:
         cached = config in ("cached", "refine")
         cache = FeatureCache(Path(folder) / "features", model_key="benchmark") if cached else None
         engine = FateSamEngine(loaded, options, cache)
-        with clock.stage("read"):
-            supports = [load_support(*case.paths(name)) for name in case.supports]
-            query = read_image(case.paths(case.query)[0])
+        with clock.stage("read"):  # read and checked as every door reads its inputs
+            supports = read_supports([case.paths(name) for name in case.supports])
+            query = predictor.prepare_query(case.paths(case.query)[0])
         with clock.stage("prepare"):
             prepared = prepare_inputs(supports, query)
         corrections = None
@@ -245,9 +245,9 @@ def measure(spec: dict) -> dict:
                     prepared.query, prepared.supports, prepared.label_values, corrections=corrections
                 )
         with clock.stage("finish"):
-            result = result_on_query_grid(stack, prepared, query)
+            result = result_on_query_grid(stack, prepared, query.image)
         with clock.stage("write"):
-            write_label_map(result.labels, Path(folder) / "labels.nii.gz", result.segments)
+            result.write(Path(folder) / "labels.nii.gz")
     cpu = _cpu_seconds() - cpu_started
     steps = dict(clock.seconds)
     warm_up = steps.pop("cache_warm_up")  # outside the total, like model loading

@@ -1,5 +1,6 @@
-"""The ``fatesam`` command line (``python -m FateSAMLib.cli``): segment, evaluate, crossval, models; its shared
-model options (``arguments``) and its progress and JSON reporting (``reporting``).
+"""The ``fatesam`` command line (``python -m FateSAMLib.cli``): segment, batch, crossval, evaluate, serve, users,
+models; argument parsing (the shared options: ``arguments``) and reporting (``reporting``) only: every command runs
+the ``FateSamPredictor`` (``method.predictor``) or the server.
 
 May import everything else in the package.
 """

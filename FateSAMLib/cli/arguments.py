@@ -7,16 +7,9 @@ import argparse
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
-
 from ..errors import InputError
 from ..io.label_names import parse_label_names
-from ..method.encoder import FeatureCache, encoder_batch_size
-from ..method.engine import EngineOptions, FateSamEngine
-from ..models.devices import available_memory_bytes
-from ..models.loading import LoadedModel, load_model
 from ..options import PRESETS, SETTINGS, RunSettings, option_arguments
-from ..progress import CancelToken, ProgressCallback
 from ..support_sets import MANIFEST_NAME, read_support_set
 from .reporting import Reporter
 
@@ -115,44 +108,3 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
     """The run settings the options ask for, with the preset's where left out; refused (InputError) as in Slicer."""
     return RunSettings.from_preset(args.preset, **{name: getattr(args, name) for name in SETTINGS})
-
-
-def warn_if_top_k_exceeds_candidates(top_k: int, stats: dict, reporter: Reporter) -> None:
-    """Warn when fewer support slices than ``top_k`` show the chosen segments: each query slice then used them all."""
-    candidates = stats.get("support_slices_retrievable")
-    if candidates is not None and top_k > candidates:
-        reporter.warning(
-            f"--top-k {top_k} is more than the {candidates} support slices that show the chosen segments: every "
-            f"query slice used those {candidates}. Add supports, or lower --top-k to silence this warning."
-        )
-
-
-def engine_from_settings(
-    settings: RunSettings, reporter: Reporter, cancel: CancelToken, progress: ProgressCallback
-) -> FateSamEngine:
-    """Load the model the settings name (reporting download progress) and wrap it in an engine with the settings."""
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    loaded = load_model(
-        name=settings.model,
-        checkpoint=settings.checkpoint,
-        random_weights=settings.random_weights,
-        image_size=settings.image_size,
-        device=settings.device,
-        progress=progress,
-        cancel=cancel,
-    )
-    sized_batch = encoder_batch_size(loaded.device, loaded.image_size, available_memory_bytes(loaded.device))
-    options = EngineOptions.from_settings(settings, sized_batch)
-    cache = FeatureCache(settings.feature_cache, model_identity(loaded)) if settings.feature_cache else None
-    return FateSamEngine(loaded, options, cache)
-
-
-def model_identity(loaded: LoadedModel) -> str:
-    """What makes two models' features interchangeable: name, input size and the weights' file (or seed)."""
-    if loaded.checkpoint_path is None:
-        weights = "random-seed-0"
-    else:
-        stat = Path(loaded.checkpoint_path).stat()
-        weights = f"{Path(loaded.checkpoint_path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    return f"{loaded.spec.name}|{loaded.image_size}|{weights}"

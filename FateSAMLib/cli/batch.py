@@ -11,7 +11,6 @@ from ..cohort.cases import find_cases
 from ..cohort.runner import SUMMARY_CSV, SUMMARY_JSON, check_resume, provenance, run_cohort
 from ..cohort.worker import OUTPUT_FORMATS, CohortSettings, check_cohort
 from ..errors import InputError
-from ..method.pipeline import Normalization
 from ..options import result_settings
 from ..progress import CancelToken
 from .arguments import (
@@ -38,8 +37,6 @@ def run_batch(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken)
         output_dir=output_dir,
         output_format=args.format,
         segments=tuple(args.segments) if args.segments else None,
-        slice_axis=run.slice_axis,
-        normalization=Normalization.from_settings(run),
         overwrite=args.overwrite,
         label_names=args.label_names,
     )

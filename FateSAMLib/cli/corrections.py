@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-import SimpleITK as sitk
-
-from ..errors import InputError
-from ..io.geometry import choose_slice_axis
-from ..io.labels import read_labels_on_grid
 from ..method.pipeline import CorrectionInput
-
-AUTO = "auto"
 
 
 def add_correction_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,37 +23,8 @@ def add_correction_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--previous", metavar="RESULT", help="the result the corrections were made on (for auto)")
 
 
-def _slice_list(values: list[str]) -> list[int] | None:
-    if values == [AUTO]:
-        return None
-    try:
-        return [int(value) for value in values]
-    except ValueError:
-        raise InputError(
-            f"--corrected-slices takes 'auto' or slice numbers (got {' '.join(values)}); e.g. --corrected-slices 12 13."
-        ) from None
-
-
-def corrections_from_args(args: argparse.Namespace, query: sitk.Image, slice_axis: str) -> CorrectionInput | None:
-    """The corrections the options give, read onto the query's grid (checked as a support's label map is) and
-    checked against the run's slices (``slice_axis`` as the options give it), before any model work."""
-    if args.corrections is None:
-        if args.corrected_slices or args.previous:
-            raise InputError(
-                "--corrected-slices and --previous refine a result: pass the edited labels with --corrections."
-            )
-        return None
-    if not args.corrected_slices:
-        raise InputError("--corrections needs --corrected-slices: the slice numbers, or auto with --previous RESULT.")
-    slices = _slice_list(args.corrected_slices)
-    if slices is None and args.previous is None:
-        raise InputError(
-            "--corrected-slices auto needs the result the corrections were made on: pass --previous RESULT."
-        )
-    labels, _ = read_labels_on_grid(args.corrections, query, f"{args.corrections} does not match the query")
-    previous = None
-    if slices is None:
-        previous, _ = read_labels_on_grid(args.previous, query, f"{args.previous} does not match the query")
-    corrections = CorrectionInput(labels, slices, previous)
-    corrections.on_stack(query, choose_slice_axis(query, slice_axis))  # refuses slice numbers out of range now
-    return corrections
+def corrections_from_args(args: argparse.Namespace) -> CorrectionInput | None:
+    """The corrections the options give (None for a plain run); their files are read and checked against the query
+    and its slices with the query (:func:`~FateSAMLib.method.pipeline.prepare_query`), before any model work."""
+    labels, previous = (Path(path) if path else None for path in (args.corrections, args.previous))
+    return CorrectionInput.from_options(labels, args.corrected_slices, previous)

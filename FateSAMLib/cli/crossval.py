@@ -6,27 +6,26 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import OutputFiles, check_outputs
+from ..atomic import OutputFiles, check_outputs, json_writer, moved_from
 from ..cohort.cases import Case
 from ..cohort.runner import provenance, run_cohort
 from ..cohort.worker import CohortSettings, check_cohort
 from ..errors import InputError
 from ..formats import IMAGE_SUFFIXES, file_stem, suffix_of
-from ..method.pipeline import Normalization, load_support
+from ..method.pipeline import load_support
 from ..names import check_distinct_names, check_output_name
 from ..options import result_settings, whole_number_type
 from ..progress import CancelToken
 from .arguments import add_label_names_argument, add_model_arguments, settings_from_args
 from .pools import add_pool_arguments, case_event_writer, case_pool
-from .reporting import Reporter, json_writer
+from .reporting import Reporter
 
 PREDICTION_SUFFIX = ".nii.gz"
 SPREAD = "standard deviation over the scored queries (population, ddof 0)"
@@ -123,15 +122,6 @@ def _staging(folder_out: Path | None) -> Iterator[Path | None]:
         yield Path(staging)
 
 
-def _moved_from(staged: Path) -> Callable[[Path], None]:
-    """The :class:`OutputFiles` writer of a file the workers wrote: it is moved to its temporary name."""
-
-    def move(target: Path) -> None:
-        shutil.move(staged, target)
-
-    return move
-
-
 def run_crossval(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> int:
     """Segment each query case from the first ``--shots`` cases as a cohort (here or on Ray actors) and evaluate it
     against its labels; exit 0 when every query was scored, 1 when any failed (its error is in the report).
@@ -151,14 +141,12 @@ def run_crossval(args: argparse.Namespace, reporter: Reporter, cancel: CancelTok
         output_dir=None,
         output_format=PREDICTION_SUFFIX,
         segments=tuple(args.segments) if args.segments else None,
-        slice_axis=run.slice_axis,
-        normalization=Normalization.from_settings(run),
         label_names=args.label_names,
     )
     check_cohort(cohort, [])
     origin = provenance(cohort, result_settings(run))
     for _, image, labels in queries:  # a damaged case is refused now, not after hours of work
-        load_support(image, labels, args.label_names)
+        load_support(image, labels, label_names=args.label_names)
     with _staging(folder_out) as staging:
         cohort = dataclasses.replace(cohort, output_dir=staging)
         pool = case_pool(args, cohort, run, reporter, cancel)
@@ -176,7 +164,7 @@ def run_crossval(args: argparse.Namespace, reporter: Reporter, cancel: CancelTok
             for record in records:
                 if record["status"] == "done" and record["id"] in predictions:
                     staged = Path(record["output"])
-                    outputs.add(predictions[record["id"]], _moved_from(staged), PREDICTION_SUFFIX)
+                    outputs.add(predictions[record["id"]], moved_from(staged), PREDICTION_SUFFIX)
             if args.json:
                 report = {
                     "run": origin,

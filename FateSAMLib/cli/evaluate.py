@@ -8,6 +8,7 @@ import json
 import numpy as np
 import SimpleITK as sitk
 
+from ..atomic import strict_json
 from ..io.geometry import ijk_to_lps
 from ..io.labels import read_labels, read_labels_on_grid
 from ..measurements import segment_volumes
@@ -15,7 +16,7 @@ from ..metrics import METRICS, evaluate_labels
 from ..progress import CancelToken
 from ..segments import default_segment
 from .arguments import add_label_names_argument
-from .reporting import Reporter, strict_json
+from .reporting import Reporter
 
 
 def mean_scores(scores: dict[int, dict[str, float]]) -> dict[str, float]:

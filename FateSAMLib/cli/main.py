@@ -6,30 +6,25 @@ import argparse
 import re
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from .. import __version__
-from ..atomic import OutputFiles, check_outputs
+from ..atomic import check_outputs
 from ..errors import INTERRUPTED, Cancelled, FateSAMError, InputError
 from ..formats import OUTPUT_SUFFIXES, output_suffix
-from ..io.images import read_image
-from ..io.labels import label_map_writer
-from ..io.probabilities import probability_suffix, probability_writer
-from ..memory import is_allocation_failure
-from ..method.pipeline import Normalization, load_support, merge_segments, segment_volume, select_segments
-from ..models.devices import not_enough_memory, resolve_device
-from ..progress import CancelToken, StageProgress
+from ..io.probabilities import probability_suffix
+from ..method.jobs import SegmentJob, run_job
+from ..method.predictor import FateSamPredictor
+from ..models.devices import resolve_device, run_memory_error
+from ..progress import CancelToken
 from .arguments import (
     add_label_names_argument,
     add_model_arguments,
     add_support_argument,
-    engine_from_settings,
     settings_from_args,
     support_pairs,
-    warn_if_top_k_exceeds_candidates,
 )
 from .batch import add_batch_parser
 from .corrections import add_correction_arguments, corrections_from_args
@@ -37,70 +32,37 @@ from .crossval import add_crossval_parser
 from .evaluate import add_evaluate_parser
 from .models import add_models_parser
 from .remote import add_server_arguments, run_remote_segment
-from .reporting import Reporter, json_writer, segment_stats
+from .reporting import Reporter
 from .serve import add_serve_parser
+from .users import add_users_parser
 
 
 def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> int:
-    """``fatesam segment``: read, segment, write the label volume (and stats) atomically."""
+    """``fatesam segment``: read and check, segment with the predictor, write the label volume (and stats)
+    atomically."""
     if args.server:
         if args.probabilities or args.label_names:
             raise InputError("--probabilities and --label-names run locally only: leave out --server to use them.")
         return run_remote_segment(args, reporter, cancel)
-    started = time.perf_counter()
     output = Path(args.output)
     if not output_suffix(output):
         raise InputError(f"Unsupported output '{output}'. Use one of: {', '.join(OUTPUT_SUFFIXES)}.")
-    probabilities_suffix = probability_suffix(args.probabilities) if args.probabilities else ""
+    if args.probabilities:
+        probability_suffix(args.probabilities)  # a format it cannot be is refused before any work
     check_outputs([output, args.stats_json, args.probabilities], args.overwrite)
     settings = settings_from_args(args)
     pairs = support_pairs(args, settings, reporter)
-
-    reporter.progress(0.0, "Reading volumes")
-    supports = [load_support(image, labels, args.label_names) for image, labels in pairs]
-    select_segments(merge_segments(supports)[0], args.segments)  # an unknown name is refused before the model loads
-    query = read_image(args.query)
-    corrections = corrections_from_args(args, query, settings.slice_axis)
-    read_seconds = time.perf_counter() - started
-
-    engine = engine_from_settings(settings, reporter, cancel, StageProgress(reporter.progress, 0.01, 0.1))
-    model_seconds = time.perf_counter() - started - read_seconds
-    result = segment_volume(
-        engine,
-        supports,
-        query,
-        segments=args.segments,
-        slice_axis=settings.slice_axis,
-        normalization=Normalization.from_settings(settings),
-        progress=StageProgress(reporter.progress, 0.1, 0.98),
-        cancel=cancel,
-        corrections=corrections,
-        probabilities=bool(args.probabilities),
+    job = SegmentJob(
+        args.query,
+        pairs,
+        output,
+        args.stats_json,
+        args.segments,
+        corrections_from_args(args),
+        probabilities=args.probabilities,
+        label_names=args.label_names,
     )
-    cancel.raise_if_cancelled()
-    warn_if_top_k_exceeds_candidates(settings.top_k, vars(result.stats), reporter)
-    write_started = time.perf_counter()
-    with OutputFiles(args.overwrite) as outputs:
-        outputs.add(output, label_map_writer(result.labels, output, result.segments), output_suffix(output))
-        if args.probabilities:
-            outputs.add(args.probabilities, probability_writer(result.probabilities), probabilities_suffix)
-        seconds = {
-            "read": read_seconds,
-            "model_load": model_seconds,
-            **result.stats.seconds,
-            "write": time.perf_counter() - write_started,
-            "total": time.perf_counter() - started,
-        }
-        run = {
-            "model": settings.model,
-            "image_size": engine.image_size,
-            "device": str(engine.device),
-            "random_weights": settings.random_weights,
-            "reuse_features": engine.options.reuse_features,
-            "top_k": engine.options.top_k,
-        }
-        if args.stats_json:
-            outputs.add(args.stats_json, json_writer(segment_stats(result, seconds, run)))
+    run_job(FateSamPredictor(settings, keep_features=False), job, reporter.progress, cancel, args.overwrite)
     reporter.progress(1.0, f"Wrote {output}")
     reporter.done(str(output))
     return 0
@@ -152,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(subparsers)
     add_models_parser(subparsers)
     add_serve_parser(subparsers)
+    add_users_parser(subparsers)
     return parser
 
 
@@ -187,11 +150,10 @@ def _run(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> i
         with reporter.library_warnings():
             return args.func(args, reporter, cancel)
     except (MemoryError, RuntimeError) as error:
-        if not is_allocation_failure(error):
+        memory = run_memory_error(error, resolve_device(getattr(args, "device", "auto")))
+        if memory is None:
             raise
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        device = resolve_device(getattr(args, "device", "auto"))
-        reporter.error(not_enough_memory(f"an allocation failed during the run ({reason[:200]})", device))
+        reporter.error(memory)
         return 1
     except Cancelled as error:
         reporter.error(error)

@@ -9,10 +9,9 @@ import json
 
 from ..cohort.runner import CasePool, LocalPool, RecordCallback
 from ..cohort.worker import CohortSettings
-from ..method.engine import FateSamEngine
+from ..method.predictor import FateSamPredictor
 from ..options import RunSettings, finite_float_type, whole_number_type
-from ..progress import CancelToken, ignore_progress
-from .arguments import engine_from_settings
+from ..progress import CancelToken
 from .reporting import Reporter
 
 
@@ -36,28 +35,25 @@ def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def ray_worker_engine(settings: RunSettings) -> FateSamEngine:
-    """The engine of one Ray worker (module level, so that Ray can pickle it); warnings go to the worker's log."""
-    return engine_from_settings(settings, Reporter(json_lines=False), CancelToken(), ignore_progress)
-
-
 def case_pool(
     args: argparse.Namespace, cohort: CohortSettings, run: RunSettings, reporter: Reporter, cancel: CancelToken
 ) -> CasePool:
     """The pool the options of :func:`add_pool_arguments` ask for: one worker here (the model's loading and download
-    reported), or Ray actors (Ray is imported only then)."""
+    reported), or Ray actors (Ray is imported only then), each holding one predictor."""
     if args.ray is None:
 
-        def loading(fraction: float, message: str) -> None:  # as the first case starts: no case is finished yet
-            reporter.progress(0.0, message)
+        def loaded_predictor() -> FateSamPredictor:  # as the first case starts: no case is finished yet
+            predictor = FateSamPredictor(run)
+            predictor.load(lambda fraction, message: reporter.progress(0.0, message), cancel)
+            return predictor
 
-        return LocalPool(cohort, lambda: engine_from_settings(run, reporter, cancel, loading))
+        return LocalPool(cohort, loaded_predictor)
     from ..cohort.ray_pool import RayPool
 
     address = None if args.ray == "local" else args.ray
     return RayPool(
         cohort,
-        functools.partial(ray_worker_engine, run),
+        functools.partial(FateSamPredictor, run),
         address,
         args.workers,
         args.gpus_per_worker,

@@ -8,24 +8,13 @@ reporter's form (a line on stderr, or a JSON ``warning`` event).
 from __future__ import annotations
 
 import json
-import logging
-import math
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
-from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
-from ..atomic import write_file_atomically
 from ..errors import FateSAMError
-
-if TYPE_CHECKING:
-    from ..method.pipeline import SegmentationResult
-
-LIBRARY_LOGGER = logging.getLogger(__package__.partition(".")[0])
-"""The logger every library module warns through (module loggers are its children)."""
+from ..progress import thread_warnings
 
 
 class Reporter:
@@ -73,12 +62,8 @@ class Reporter:
 
         Commands run side by side in threads (the server's jobs) each see their own warnings only.
         """
-        handler = _ReporterHandler(self, threading.get_ident())
-        LIBRARY_LOGGER.addHandler(handler)
-        try:
+        with thread_warnings(self.warning):
             yield
-        finally:
-            LIBRARY_LOGGER.removeHandler(handler)
 
     def done(self, output: str) -> None:
         """The run finished and wrote ``output``."""
@@ -95,62 +80,3 @@ class Reporter:
         else:
             self._end_line()
             self.stderr.write(f"fatesam: error: {error}\n")
-
-
-class _ReporterHandler(logging.Handler):
-    """A logging handler that hands the warnings (and worse) logged by one thread to a :class:`Reporter`."""
-
-    def __init__(self, reporter: Reporter, thread: int) -> None:
-        super().__init__(logging.WARNING)
-        self.reporter = reporter
-        self.addFilter(lambda record: record.thread == thread)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.reporter.warning(self.format(record))
-        except Exception:  # logging's convention: a failing handler reports itself and never stops the program
-            self.handleError(record)
-
-
-def strict_json(data: object) -> object:
-    """``data`` with every NaN or infinite float replaced by None, so that it is valid JSON."""
-    if isinstance(data, float):
-        return data if math.isfinite(data) else None
-    if isinstance(data, dict):
-        return {key: strict_json(value) for key, value in data.items()}
-    if isinstance(data, list | tuple):
-        return [strict_json(value) for value in data]
-    return data
-
-
-def json_writer(data: object) -> Callable[[Path], None]:
-    """What writes ``data`` as strict JSON (non-finite numbers as null, see :func:`strict_json`) to a given file."""
-    text = json.dumps(strict_json(data), indent=2, allow_nan=False)
-
-    def write(target: Path) -> None:
-        with open(target, "x") as stream:
-            stream.write(text)
-
-    return write
-
-
-def segment_stats(result: SegmentationResult, seconds: dict[str, float], run: dict[str, object]) -> dict:
-    """The ``--stats-json`` of a segmentation: the engine's counts, ``seconds`` (every step of the command), the slice
-    axis and segments, ``run`` (the model and settings it ran with), each segment's volume, the doubtful slices,
-    per-slice certainty and each slice's provenance (the support slices it was predicted from)."""
-    return {
-        **asdict(result.stats),
-        "seconds": seconds,
-        "slice_axis": result.slice_axis,
-        "segments": [{"value": s.value, "name": s.name, "color": list(s.color)} for s in result.segments],
-        **run,
-        "volumes": [asdict(volume) for volume in result.volumes],
-        "doubtful_slices": [asdict(doubtful) for doubtful in result.doubtful_slices],
-        "confidence": [asdict(entry) for entry in result.confidence],
-        "provenance": [asdict(entry) for entry in result.provenance],
-    }
-
-
-def write_json_atomic(path: Path, data: object, overwrite: bool = False) -> None:
-    """Write ``data`` as strict JSON to ``path``, all or nothing; an existing file is replaced only with overwrite."""
-    write_file_atomically(path, json_writer(data), overwrite)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 import os
 import socket
 import ssl
 from pathlib import Path
+from typing import TextIO
 
 from ..errors import InputError
-from ..options import SETTINGS, positive_number_type, whole_number_type
+from ..options import positive_number_type, whole_number_type
 from ..progress import CancelToken
-from ..remote import settings_arguments
 from ..server.limits import DEFAULT_MAX_VOXELS, DEFAULT_UPLOAD_TIMEOUT_S, SECONDS_PER_UPLOADED_MB, SHUTDOWN_GRACE_S
 from ..server.tokens import is_loopback, load_or_create_token
+from ..server.users import Users
 from ..server.work_folder import prepare_root
 from .arguments import add_model_arguments, settings_from_args
 from .reporting import Reporter
@@ -56,6 +59,24 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     ):
         serve.add_argument(flag, type=positive_number_type(flag), default=default, help=f"{what} ({default})")
     serve.add_argument("--token-file", type=Path, help="token file (default: server-token in the config folder)")
+    serve.add_argument(
+        "--users", type=Path, metavar="FILE", help="named users instead of one token ('fatesam users add' makes it)"
+    )
+    serve.add_argument(
+        "--jobs-per-user", type=whole_number_type("--jobs-per-user"), default=8, help="unfinished jobs per user (8)"
+    )
+    serve.add_argument(
+        "--support-sets-per-user",
+        type=whole_number_type("--support-sets-per-user"),
+        default=16,
+        help="support sets a user may hold (16)",
+    )
+    serve.add_argument(
+        "--max-models",
+        type=whole_number_type("--max-models", minimum=0),
+        default=2,
+        help="models kept loaded between jobs (2; 0: each job loads its model)",
+    )
     serve.add_argument("--no-auth", action="store_true", help="no token (refused unless --host is a loopback address)")
     serve.add_argument("--ssl-certfile", type=Path, help="TLS certificate (PEM) for https")
     serve.add_argument("--ssl-keyfile", type=Path, help="TLS private key (PEM) for https")
@@ -107,23 +128,17 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return listening
 
 
-def engine_arguments(args: argparse.Namespace) -> tuple[str, ...]:
-    """The model options given to ``serve``, as ``fatesam segment`` options for every job."""
-    settings = settings_from_args(args)  # checked now, before listening
-    changed = {
-        name: getattr(settings, name)
-        for name, setting in SETTINGS.items()
-        if getattr(settings, name) != setting.default and name != "feature_cache"
-    }
-    return tuple(settings_arguments(changed, allowed=tuple(SETTINGS)))
-
-
 def run_serve(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken) -> int:
     """Check the options, load or create the token, and serve until Ctrl+C or SIGTERM (which cancels every job)."""
     check_tls(args.ssl_certfile, args.ssl_keyfile)
     prepare_root(args.work_dir)
-    token = None
-    if args.no_auth:
+    token, users = None, None
+    if args.users is not None:
+        if args.no_auth or args.token_file is not None:
+            raise InputError("--users replaces the one token: leave out --no-auth and --token-file.")
+        users = Users.read(args.users)
+        reporter.stderr.write(f"Users: the {len(users.digests)} in {args.users}\n")
+    elif args.no_auth:
         if not is_loopback(args.host):
             raise InputError(
                 f"--no-auth is for this computer only: {args.host} is reachable from the network. Leave out "
@@ -152,8 +167,12 @@ def run_serve(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken)
             f"'fatesam serve' needs the server extra ({error.name} is missing): pip install 'fatesam[server]'."
         ) from None
     config = ServerConfig(
-        engine_arguments=engine_arguments(args),
+        settings=dataclasses.replace(settings_from_args(args), feature_cache=None),
         token=token,
+        users=users,
+        jobs_per_user=args.jobs_per_user,
+        support_sets_per_user=args.support_sets_per_user,
+        max_models=args.max_models,
         max_upload_bytes=int(args.max_upload_mb * 1024**2),
         workers=args.workers,
         queue_size=args.queue_size,
@@ -167,6 +186,7 @@ def run_serve(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken)
     listening = listening_socket(args.host, args.port)
     reporter.stderr.write(f"FateSAM server on {scheme}://{args.host}:{args.port} (API docs at /docs)\n")
     reporter.stderr.flush()
+    _log_jobs(reporter.stderr)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(config),
@@ -178,3 +198,12 @@ def run_serve(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken)
     )
     server.run(sockets=[listening])
     return 0 if server.started else 1
+
+
+def _log_jobs(stream: TextIO) -> None:
+    """One line per job start, finish, failure and cancel (user, job id, seconds), beside uvicorn's access lines."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    log = logging.getLogger("fatesam.server")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)

@@ -13,7 +13,7 @@ from ..errors import Cancelled, FateSAMError, InputError
 from ..progress import CancelToken, ProgressCallback
 from .cases import Case
 from .runner import RecordCallback
-from .worker import CaseWorker, CohortSettings, EngineFactory, failed_record
+from .worker import CaseWorker, CohortSettings, PredictorFactory, failed_record
 
 try:
     import ray
@@ -83,7 +83,7 @@ class RayPool:
     def __init__(
         self,
         settings: CohortSettings,
-        engine_factory: EngineFactory,
+        predictor_factory: PredictorFactory,
         address: str | None = None,
         workers: int | None = None,
         gpus_per_worker: float = 0.0,
@@ -94,7 +94,7 @@ class RayPool:
             ray.init(address=address, include_dashboard=False, logging_level="WARNING")
         self.actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0)(CaseWorker)
         self.settings = settings
-        self.engine_factory = engine_factory
+        self.predictor_factory = predictor_factory
         self.workers = workers or self._default_workers(gpus_per_worker, cpus_per_worker)
         self.actors: list = []
         self.spawned = 0
@@ -112,7 +112,7 @@ class RayPool:
         """A new worker, named ``fatesam-worker-<n>`` (n counts the workers this pool started)."""
         self.spawned += 1
         actor = self.actor_class.options(name=f"{ACTOR_PREFIX}{self.spawned - 1}")
-        return actor.remote(self.settings, self.engine_factory)
+        return actor.remote(self.settings, self.predictor_factory)
 
     def run(
         self, cases: list[Case], on_record: RecordCallback, progress: ProgressCallback, cancel: CancelToken

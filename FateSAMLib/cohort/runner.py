@@ -23,7 +23,7 @@ from ..metrics import METRICS
 from ..progress import CancelToken, ProgressCallback
 from ..remote import file_digest
 from .cases import Case
-from .worker import CaseWorker, CohortSettings, EngineFactory
+from .worker import CaseWorker, CohortSettings, PredictorFactory
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
@@ -59,8 +59,8 @@ class CasePool(Protocol):
 class LocalPool:
     """One worker in this process; the model is loaded when the first case starts (not at all when none is left)."""
 
-    def __init__(self, settings: CohortSettings, engine_factory: EngineFactory) -> None:
-        self.worker = CaseWorker(settings, engine_factory)
+    def __init__(self, settings: CohortSettings, predictor_factory: PredictorFactory) -> None:
+        self.worker = CaseWorker(settings, predictor_factory)
 
     def run(
         self, cases: list[Case], on_record: RecordCallback, progress: ProgressCallback, cancel: CancelToken

@@ -12,29 +12,19 @@ from ..atomic import OutputFiles
 from ..errors import Cancelled, FateSAMError, InputError
 from ..formats import OUTPUT_SUFFIXES
 from ..io.dicom_seg import DICOM_SEG_SUFFIX, check_seg_source, dicom_seg_writer
-from ..io.images import read_image
 from ..io.labels import label_map_writer, read_labels_on_grid
 from ..memory import is_allocation_failure
-from ..method.encoder import MemoryFeatureCache
-from ..method.engine import FateSamEngine
-from ..method.pipeline import (
-    Normalization,
-    SupportCase,
-    load_support,
-    merge_segments,
-    prepare_inputs,
-    segment_volume,
-    select_segments,
-)
+from ..method.pipeline import load_support, merge_segments, select_segments
+from ..method.predictor import FateSamPredictor
 from ..metrics import evaluate_labels
-from ..models.devices import not_enough_memory
+from ..models.devices import run_memory_error
 from ..progress import CancelToken, ProgressCallback, ignore_progress
 from .cases import Case
 
 OUTPUT_FORMATS = (*OUTPUT_SUFFIXES, DICOM_SEG_SUFFIX)
 
-EngineFactory = Callable[[], FateSamEngine]
-"""Builds the engine (loads the model); picklable when the workers are Ray actors."""
+PredictorFactory = Callable[[], FateSamPredictor]
+"""Builds the predictor (it may load the model, else the worker does); picklable when the workers are Ray actors."""
 
 
 @dataclass(frozen=True)
@@ -48,8 +38,6 @@ class CohortSettings:
     output_dir: Path | None
     output_format: str = ".nii.gz"
     segments: tuple[str, ...] | None = None
-    slice_axis: str = "auto"
-    normalization: Normalization = Normalization()
     overwrite: bool = False
     label_names: dict[int, str] | None = None  # names of plain label maps' values (``io.label_names``)
     queries_encoded_together: int = 1
@@ -65,7 +53,7 @@ def check_cohort(settings: CohortSettings, cases: list[Case]) -> None:
     """Refuse (:class:`InputError`), before any model work, a cohort that would fail in every case or after its work:
     a damaged support, a ``segments`` name that no support has, or a DICOM SEG output for a query it cannot reference
     (the message names the case)."""
-    supports = [load_support(image, labels, settings.label_names) for image, labels in settings.supports]
+    supports = [load_support(image, labels, label_names=settings.label_names) for image, labels in settings.supports]
     select_segments(merge_segments(supports)[0], list(settings.segments or ()))
     if settings.output_dir is not None and settings.output_format == DICOM_SEG_SUFFIX:
         for case in cases:
@@ -81,46 +69,40 @@ def failed_record(case: Case, message: str, seconds: float = 0.0) -> dict:
 
 
 class CaseWorker:
-    """Segments cases one after another with one engine and one set of supports, both loaded by :meth:`start`.
+    """Segments cases one after another with one predictor and one set of supports, both loaded by :meth:`start`.
 
-    Support features are kept between cases (in memory, or in the engine's disk cache when it has one), so the
+    Support features are kept between cases (in memory, or in the predictor's disk cache when it has one), so the
     supports are encoded for the first case only. A case's own failure (an input error, a file system error, too
     little memory) becomes a ``failed`` record; cancelling raises.
     """
 
-    def __init__(self, settings: CohortSettings, engine_factory: EngineFactory) -> None:
+    def __init__(self, settings: CohortSettings, predictor_factory: PredictorFactory) -> None:
         self.settings = settings
-        self.engine_factory = engine_factory
-        self.engine: FateSamEngine | None = None
-        self.supports: list[SupportCase] = []
+        self.predictor_factory = predictor_factory
+        self.predictor: FateSamPredictor | None = None
 
     def start(self) -> None:
         """Read the supports and load the model (once; later calls do nothing)."""
-        if self.engine is not None:
+        if self.predictor is not None:
             return
-        names = self.settings.label_names
-        self.supports = [load_support(image, labels, names) for image, labels in self.settings.supports]
-        engine = self.engine_factory()
-        engine.feature_cache = engine.feature_cache or MemoryFeatureCache()
-        self.engine = engine
+        predictor = self.predictor_factory()
+        predictor.prepare_supports(self.settings.supports, self.settings.label_names)
+        predictor.load()
+        self.predictor = predictor
 
     def encode_together(self, cases: list[Case], cancel: CancelToken) -> None:
-        """Encode the query slices of ``cases`` in shared encoder batches into the engine's cache, so that their runs
-        encode none. A case that cannot be read or prepared, or a group that does not fit in memory, is left to the
-        runs, which encode (and record failures) as usual."""
+        """Encode the query slices of ``cases`` in shared encoder batches into the predictor's cache, so that their
+        runs encode none. A case that cannot be read, or a group that does not fit in memory, is left to the runs,
+        which encode (and record failures) as usual."""
         self.start()
-        settings = self.settings
-        stacks = []
+        queries = []
         for case in cases:
             try:
-                query = read_image(case.query)
-                segments = list(settings.segments) if settings.segments else None
-                prepared = prepare_inputs(self.supports, query, segments, settings.slice_axis, settings.normalization)
+                queries.append(self.predictor.prepare_query(case.query))
             except FateSAMError:
                 continue
-            stacks.append(prepared.query)
         try:
-            self.engine.encode_queries(stacks, cancel)
+            self.predictor.encode_queries(queries, cancel)
         except (MemoryError, RuntimeError) as error:
             if not is_allocation_failure(error):
                 raise
@@ -139,10 +121,10 @@ class CaseWorker:
             message = f"{case.query}: {error}. Check this case's files (their names, that they are there and readable)."
             return failed_record(case, message, time.perf_counter() - started)
         except (MemoryError, RuntimeError) as error:
-            if not is_allocation_failure(error):
+            memory = run_memory_error(error, self.predictor.loaded.device, "on this case")
+            if memory is None:
                 raise
-            message = str(not_enough_memory(f"an allocation failed on this case ({error})", self.engine.device))
-            return failed_record(case, message, time.perf_counter() - started)
+            return failed_record(case, str(memory), time.perf_counter() - started)
         record["seconds"] = time.perf_counter() - started
         return record
 
@@ -150,21 +132,12 @@ class CaseWorker:
         settings = self.settings
         output = settings.output_path(case)
         progress(0.0, "reading")
-        query = read_image(case.query)
+        query = self.predictor.prepare_query(case.query)
         reference = None
         if case.reference is not None:
             what = f"The reference {case.reference} does not match the query {case.query}"
-            reference, _ = read_labels_on_grid(case.reference, query, what, settings.label_names)
-        result = segment_volume(
-            self.engine,
-            self.supports,
-            query,
-            segments=list(settings.segments) if settings.segments else None,
-            slice_axis=settings.slice_axis,
-            normalization=settings.normalization,
-            progress=progress,
-            cancel=cancel,
-        )
+            reference, _ = read_labels_on_grid(case.reference, query.image, what, settings.label_names)
+        result = self.predictor.segment(query, segments=settings.segments, progress=progress, cancel=cancel)
         cancel.raise_if_cancelled()
         if output is not None:
             if settings.output_format == DICOM_SEG_SUFFIX:

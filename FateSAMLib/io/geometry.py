@@ -134,36 +134,77 @@ def choose_slice_axis(image: sitk.Image, requested: str = "auto") -> str:
     return next(name for name in SLICE_AXES if by_axis[name] >= coarsest * (1 - 1e-3))
 
 
+@dataclass(frozen=True, eq=False)
+class SliceFrame:
+    """A volume's slice layout, made once per volume and carried from preparation to the result: the anatomical
+    ``axis`` it is sliced along, the transpose and flips from SimpleITK's (z, y, x) array order to the stack (S, H, W),
+    the grid's index-to-physical matrix, and the physical centre of each slice."""
+
+    axis: str
+    layout: StackLayout
+    size_zyx: tuple[int, int, int]
+    ijk_to_lps: np.ndarray  # 4x4
+
+    @classmethod
+    def of(cls, image: sitk.Image, axis: str = "auto") -> SliceFrame:
+        """The frame of ``image`` along ``axis`` (``auto``: see :func:`choose_slice_axis`)."""
+        chosen = choose_slice_axis(image, axis)
+        return cls(chosen, stack_layout(image, chosen), tuple(image.GetSize()[::-1]), ijk_to_lps(image))
+
+    @property
+    def stack_shape(self) -> tuple[int, int, int]:
+        """(S, H, W) of the volume's stack."""
+        return tuple(self.size_zyx[t] for t in self.layout.transpose)
+
+    @property
+    def num_slices(self) -> int:
+        return self.stack_shape[0]
+
+    def to_slices(self, array_zyx: np.ndarray) -> np.ndarray:
+        """A SimpleITK-ordered array (z, y, x) of the volume as a stack (S, H, W) in the common frame."""
+        if array_zyx.shape != self.size_zyx:
+            raise ValueError(f"Array shape {array_zyx.shape} is not the image's (z, y, x) size {self.size_zyx}.")
+        stack = np.transpose(array_zyx, self.layout.transpose)
+        flipped = [i for i, flip in enumerate(self.layout.flips) if flip]
+        return np.ascontiguousarray(np.flip(stack, axis=flipped) if flipped else stack)
+
+    def from_slices(self, stack: np.ndarray) -> np.ndarray:
+        """The exact inverse of :meth:`to_slices`: a stack back to the volume's (z, y, x) array order."""
+        if stack.shape != self.stack_shape:
+            raise ValueError(
+                f"Stack shape {stack.shape} does not match {self.stack_shape}, the {self.axis} stack of this image."
+            )
+        flipped = [i for i, flip in enumerate(self.layout.flips) if flip]
+        unflipped = np.flip(stack, axis=flipped) if flipped else stack
+        return np.ascontiguousarray(np.transpose(unflipped, np.argsort(self.layout.transpose)))
+
+    def index_to_lps(self, indices: np.ndarray) -> np.ndarray:
+        """(N, 3) physical LPS points (mm) of (N, 3) voxel indices (i, j, k), which may be fractional."""
+        return _apply(self.ijk_to_lps, indices)
+
+    def slice_centers(self) -> np.ndarray:
+        """(S, 3) physical LPS centre of every slice of the stack, for jumping a viewer there."""
+        size = np.array(self.size_zyx[::-1], dtype=float)
+        voxel_axis = 2 - self.layout.transpose[0]
+        count = int(size[voxel_axis])
+        indices = np.tile((size - 1) / 2, (count, 1))
+        indices[:, voxel_axis] = np.arange(count)[::-1] if self.layout.flips[0] else np.arange(count)
+        return self.index_to_lps(indices)
+
+
 def to_slices(array_zyx: np.ndarray, image: sitk.Image, axis: str) -> np.ndarray:
     """A SimpleITK-ordered array (z, y, x) of ``image`` as a stack (S, H, W) along ``axis`` in the common frame."""
-    if array_zyx.shape != image.GetSize()[::-1]:
-        raise ValueError(f"Array shape {array_zyx.shape} is not the image's (z, y, x) size {image.GetSize()[::-1]}.")
-    layout = stack_layout(image, axis)
-    stack = np.transpose(array_zyx, layout.transpose)
-    flipped = [i for i, flip in enumerate(layout.flips) if flip]
-    return np.ascontiguousarray(np.flip(stack, axis=flipped) if flipped else stack)
+    return SliceFrame.of(image, axis).to_slices(array_zyx)
 
 
 def from_slices(stack: np.ndarray, image: sitk.Image, axis: str) -> np.ndarray:
     """The exact inverse of :func:`to_slices`: a stack back to ``image``'s (z, y, x) array order."""
-    layout = stack_layout(image, axis)
-    expected = tuple(image.GetSize()[2 - t] for t in layout.transpose)
-    if stack.shape != expected:
-        raise ValueError(f"Stack shape {stack.shape} does not match {expected}, the {axis} stack of this image.")
-    flipped = [i for i, flip in enumerate(layout.flips) if flip]
-    unflipped = np.flip(stack, axis=flipped) if flipped else stack
-    return np.ascontiguousarray(np.transpose(unflipped, np.argsort(layout.transpose)))
+    return SliceFrame.of(image, axis).from_slices(stack)
 
 
 def slice_centers(image: sitk.Image, axis: str) -> np.ndarray:
     """(S, 3) physical LPS centre of every slice of the stack along ``axis``, for jumping a viewer there."""
-    layout = stack_layout(image, axis)
-    size = np.array(image.GetSize(), dtype=float)
-    voxel_axis = 2 - layout.transpose[0]
-    count = int(size[voxel_axis])
-    indices = np.tile((size - 1) / 2, (count, 1))
-    indices[:, voxel_axis] = np.arange(count)[::-1] if layout.flips[0] else np.arange(count)
-    return index_to_lps(image, indices)
+    return SliceFrame.of(image, axis).slice_centers()
 
 
 # Index <-> physical: the one conversion of the SimpleITK side (the Slicer tier, which cannot import io, has its own
@@ -180,8 +221,12 @@ def ijk_to_lps(image: sitk.Image) -> np.ndarray:
 
 def index_to_lps(image: sitk.Image, indices: np.ndarray) -> np.ndarray:
     """(N, 3) physical LPS points (mm) of (N, 3) voxel indices (i, j, k), which may be fractional."""
-    matrix = ijk_to_lps(image)
-    return np.asarray(indices, dtype=float) @ matrix[:3, :3].T + matrix[:3, 3]
+    return _apply(ijk_to_lps(image), indices)
+
+
+def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(N, 3) points through the affine 4x4 ``matrix``."""
+    return np.asarray(points, dtype=float) @ matrix[:3, :3].T + matrix[:3, 3]
 
 
 def lps_to_index(image: sitk.Image, points: np.ndarray) -> np.ndarray:

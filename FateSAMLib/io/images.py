@@ -19,7 +19,7 @@ from .dicom_series import series_files
 from .integrity import check_image_file, non_finite_error
 
 
-def _check_volume(image: sitk.Image, path: Path) -> None:
+def _check_volume(image: sitk.Image, path: str | Path) -> None:
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(
             f"{path} has {image.GetNumberOfComponentsPerPixel()} components per voxel (colour or vector image). "
@@ -32,7 +32,7 @@ def _check_volume(image: sitk.Image, path: Path) -> None:
         )
 
 
-def _check_intensities(image: sitk.Image, path: Path) -> None:
+def _check_intensities(image: sitk.Image, path: str | Path) -> None:
     array = sitk.GetArrayViewFromImage(image)
     low, high = array.min(), array.max()
     if not (np.isfinite(low) and np.isfinite(high)):
@@ -93,4 +93,11 @@ def read_image(path: str | Path) -> sitk.Image:
     path = Path(path)
     image = read_volume(path)
     _check_intensities(image, path)
+    return image
+
+
+def check_image(image: sitk.Image, name: str) -> sitk.Image:
+    """An image already in memory (``name`` in messages), checked as :func:`read_image` checks a file's."""
+    _check_volume(image, name)
+    _check_intensities(image, name)
     return image

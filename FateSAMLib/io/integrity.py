@@ -94,7 +94,7 @@ _META_TYPES = {
 }
 
 
-def non_finite_error(path: Path) -> InputError:
+def non_finite_error(path: str | Path) -> InputError:
     """The error for a volume with NaN or infinite values (raised here for NIfTI, by the readers' checks otherwise)."""
     return InputError(
         f"{path} contains NaN or infinite values. Replace them (e.g. by the background value) and try again."

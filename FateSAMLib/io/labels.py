@@ -20,7 +20,7 @@ from ..formats import OUTPUT_SUFFIXES, SEGMENTATION_SUFFIX, check_file_name, is_
 from ..memory import is_allocation_failure
 from ..segments import MAX_LABEL_VALUE, Segment, default_segment
 from .geometry import (
-    from_slices,
+    SliceFrame,
     grid_mismatch_error,
     grids_match,
     ijk_to_lps,
@@ -56,7 +56,7 @@ def label_image(array_zyx: np.ndarray, reference: sitk.Image) -> sitk.Image:
     return image
 
 
-def _check_largest_label(value: int, path: Path) -> None:
+def _check_largest_label(value: int, path: str | Path) -> None:
     if value > MAX_LABEL_VALUE:
         raise InputError(
             f"{path} has the label value {value}, above {MAX_LABEL_VALUE}, the largest a (16-bit) label map can hold. "
@@ -64,7 +64,7 @@ def _check_largest_label(value: int, path: Path) -> None:
         )
 
 
-def _integer_labels(array: np.ndarray, path: Path) -> np.ndarray:
+def _integer_labels(array: np.ndarray, path: str | Path) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all() or not np.array_equal(array, np.round(array)):
             raise InputError(
@@ -185,10 +185,17 @@ def read_labels(path: str | Path, names: Mapping[int, str] | None = None) -> tup
         raise InputError(f"{path} does not exist. Check the path of the label map.")
     if is_segmentation_file(path):
         return _read_segmentation(path)
-    image = read_volume(path)
-    array = _integer_labels(sitk.GetArrayFromImage(image), path)
+    return labels_of_image(read_volume(path), path, label_names_for(path, names))
+
+
+def labels_of_image(
+    image: sitk.Image, name: str | Path, names: Mapping[int, str] | None = None
+) -> tuple[sitk.Image, list[Segment]]:
+    """A plain label map already in memory (``name`` in messages) as :func:`read_labels` returns one: checked as
+    integer values in 0..65535, with default segments, named by ``names`` where they name a value."""
+    array = _integer_labels(sitk.GetArrayFromImage(image), name)
     values = [int(v) for v in np.unique(array) if v != 0]
-    named = label_names_for(path, names)
+    named = names or {}
     segments = [default_segment(v) for v in values]
     return label_image(array, image), [replace(s, name=named.get(s.value, s.name)) for s in segments]
 
@@ -239,8 +246,7 @@ def read_label_map(
     """Read support labels onto ``reference``'s grid (see :func:`read_labels_on_grid`); refuses empty labels, and
     warns (``FateSAMLib`` logger) when there are more than ``MANY_LABEL_VALUES`` values: an image passed as labels?"""
     labels, segments = read_labels_on_grid(path, reference, f"{path} does not match its image", names)
-    if not segments:
-        raise InputError(f"{path}: the support labels are empty (no foreground voxel). Draw the structures first.")
+    require_segments(segments, path)
     if len(segments) > MANY_LABEL_VALUES:
         logger.warning(
             f"{path} holds {len(segments)} different label values, more than a label map usually has (an image's "
@@ -249,9 +255,16 @@ def read_label_map(
     return labels, segments
 
 
-def labels_on_grid(stack_labels: np.ndarray, reference: sitk.Image, axis: str) -> sitk.Image:
-    """A label stack back on ``reference``'s voxel grid (same size, spacing, origin, direction)."""
-    return label_image(from_slices(stack_labels, reference, axis), reference)
+def require_segments(segments: list[Segment], name: str | Path) -> None:
+    """InputError when support labels (``name`` in the message) hold no segment."""
+    if not segments:
+        raise InputError(f"{name}: the support labels are empty (no foreground voxel). Draw the structures first.")
+
+
+def labels_on_grid(stack_labels: np.ndarray, reference: sitk.Image, frame: SliceFrame) -> sitk.Image:
+    """A label stack in ``frame`` (the reference's) back on ``reference``'s voxel grid (same size, spacing, origin,
+    direction)."""
+    return label_image(frame.from_slices(stack_labels), reference)
 
 
 def segments_for_values(values: np.ndarray, segments: list[Segment]) -> list[Segment]:

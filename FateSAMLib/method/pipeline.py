@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,14 +12,23 @@ import SimpleITK as sitk
 import torch
 
 from ..errors import InputError
-from ..io.geometry import choose_slice_axis, ijk_to_lps, slice_centers, to_slices
-from ..io.images import read_image
-from ..io.labels import labels_on_grid, read_label_map
+from ..io.geometry import SliceFrame, ijk_to_lps
+from ..io.images import check_image, read_image
+from ..io.labels import (
+    labels_of_image,
+    labels_on_grid,
+    on_reference_grid,
+    read_label_map,
+    read_labels_on_grid,
+    require_segments,
+    write_label_map,
+)
 from ..measurements import SegmentVolume, segment_volumes
 from ..models.devices import available_memory_bytes, not_enough_memory
 from ..options import RunSettings
 from ..progress import CancelToken, ProgressCallback, StageProgress, ignore_progress
 from ..segments import MAX_LABEL_VALUE, Segment, segment_key
+from ..summary import DoubtfulSlice, SliceConfidence
 from .corrections import Corrections, changed_slices, check_slice_indices
 from .engine import FateSamEngine, RunStats, SliceLogitsCallback, StackSegmentation, SupportStack
 from .normalization import normalize_intensities
@@ -56,31 +66,6 @@ class Normalization:
         return normalize_intensities(array, percentiles=self.percentiles, window=self.window)
 
 
-@dataclass(frozen=True)
-class SliceConfidence:
-    """How sure the engine is of one label on one query slice (``certainty`` in [0, 1], see ``_slice_confidence``)."""
-
-    slice_index: int
-    label: int
-    name: str
-    object_score: float  # SAM2's object-score logit: > 0, the label is present
-    iou: float  # SAM2's predicted IoU of the mask
-    certainty: float
-    corrected: bool = False  # a slice the reviewer corrected: copied, not predicted
-
-
-@dataclass(frozen=True)
-class DoubtfulSlice:
-    """A query slice to review first: its index along ``axis``, its centre (LPS, mm), its certainty (the lowest of
-    its labels'), and the label that has it."""
-
-    slice_index: int
-    axis: str
-    center_lps: list[float]
-    certainty: float
-    labels: list[str]
-
-
 @dataclass
 class SegmentationResult:
     """The label volume on the query's grid, its segments, what a reviewer needs to check it (certainty, the support
@@ -89,7 +74,7 @@ class SegmentationResult:
 
     labels: sitk.Image
     segments: list[Segment]
-    slice_axis: str
+    frame: SliceFrame
     doubtful_slices: list[DoubtfulSlice]
     confidence: list[SliceConfidence]
     stats: RunStats
@@ -97,16 +82,51 @@ class SegmentationResult:
     volumes: list[SegmentVolume]
     probabilities: sitk.Image | None = None
 
+    @property
+    def slice_axis(self) -> str:
+        return self.frame.axis
+
+    def write(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write the label volume to ``path`` (format by suffix; ``.seg.nrrd`` with the segments' names and
+        colours), all or nothing; an existing file is replaced only with ``overwrite``."""
+        return write_label_map(self.labels, path, self.segments, overwrite)
+
+
+ImageInput = str | Path | sitk.Image
+"""A volume given as a file (or DICOM folder) path, or as a SimpleITK image already in memory."""
+
+
+def image_input(image: ImageInput, name: str) -> sitk.Image:
+    """``image`` read from its path, or checked as a read one is when already in memory (``name`` in messages)."""
+    return check_image(image, name) if isinstance(image, sitk.Image) else read_image(image)
+
+
+def labels_input(
+    labels: ImageInput, reference: sitk.Image, name: str, of: str, label_names: Mapping[int, str] | None = None
+) -> tuple[sitk.Image, list[Segment]]:
+    """Labels read from a path (label map or .seg.nrrd) or given as an image (``name`` in messages), checked and put
+    on ``reference``'s grid; ``of`` names the reference in a mismatch message ("its image", "the query").
+    ``label_names`` name a plain label map's values (see ``io.label_names``; a .seg.nrrd keeps its own names)."""
+    if isinstance(labels, sitk.Image):
+        label_map, segments = labels_of_image(labels, name, label_names)
+        return on_reference_grid(label_map, reference, f"{name} does not match {of}"), segments
+    return read_labels_on_grid(labels, reference, f"{labels} does not match {of}", label_names)
+
 
 def load_support(
-    image_path: str | Path, labels_path: str | Path, label_names: dict[int, str] | None = None
+    image: ImageInput, labels: ImageInput, name: str = "the support", label_names: Mapping[int, str] | None = None
 ) -> SupportCase:
-    """Read a support image and its label map (plain label map or Slicer .seg.nrrd) and check they match.
-
-    ``label_names`` name a plain label map's values (see ``io.label_names``; a .seg.nrrd keeps its own names)."""
-    image = read_image(image_path)
-    labels, segments = read_label_map(labels_path, image, label_names)
-    return SupportCase(image=image, labels=labels, segments=segments, name=Path(image_path).name)
+    """A support image and its label map (plain label map or Slicer .seg.nrrd; or SimpleITK images, ``name`` in
+    messages), checked as the command line checks them: the labels on the image's grid, not empty. ``label_names``
+    name a plain label map's values (see ``io.label_names``; a .seg.nrrd keeps its own names)."""
+    volume = image_input(image, f"{name} image")
+    if isinstance(labels, sitk.Image):
+        label_map, segments = labels_input(labels, volume, f"{name} labels", "its image", label_names)
+        require_segments(segments, f"{name} labels")
+    else:
+        label_map, segments = read_label_map(labels, volume, label_names)
+    image_name = name if isinstance(image, sitk.Image) else Path(image).name
+    return SupportCase(image=volume, labels=label_map, segments=segments, name=image_name)
 
 
 def _free_value(wanted: int, used: set[int]) -> int:
@@ -195,6 +215,7 @@ def _slice_confidence(result: StackSegmentation) -> np.ndarray:
 def _review_lists(
     result: StackSegmentation, segments: list[Segment], centers: np.ndarray, axis: str
 ) -> tuple[list[SliceConfidence], list[DoubtfulSlice]]:
+    """Per slice and label, SAM2's scores and the certainty; the slices to review first (corrected ones never)."""
     certainty = _slice_confidence(result)
     names = [s.name for s in segments]
     corrected = set(result.stats.corrected_slices)
@@ -227,13 +248,33 @@ def _review_lists(
 
 
 @dataclass
+class PreparedQuery:
+    """The query volume with its slice frame (made once, carried to the result) and a refine's corrections in the
+    frame's stack layout (checked once; None for a plain run)."""
+
+    image: sitk.Image
+    frame: SliceFrame
+    corrections: Corrections | None = None
+
+
+def prepare_query(
+    query: ImageInput, slice_axis: str = "auto", corrections: CorrectionInput | None = None
+) -> PreparedQuery:
+    """Read (or check) the query, make its slice frame and check the corrections against it: every check a query
+    needs, before any model work."""
+    image = image_input(query, "the query")
+    frame = SliceFrame.of(image, slice_axis)
+    return PreparedQuery(image, frame, corrections.on_stack(image, frame) if corrections else None)
+
+
+@dataclass
 class PreparedInputs:
     """Query and supports in one frame and one intensity rule, sliced along one axis, with the chosen segments."""
 
     query: np.ndarray  # (S, H, W) intensities in [0, 1]
     supports: list[SupportStack]
     segments: list[Segment]
-    slice_axis: str
+    frame: SliceFrame
     support_names: list[str]
     support_centers: list[np.ndarray]  # per support, (S, 3) LPS centre of each of its slices
 
@@ -242,96 +283,144 @@ class PreparedInputs:
         return [s.value for s in self.segments]
 
 
+def query_stack(query: PreparedQuery, normalization: Normalization) -> np.ndarray:
+    """The query's normalised slices (S, H, W) in its frame."""
+    return query.frame.to_slices(normalization.apply(sitk.GetArrayFromImage(query.image)))
+
+
 def prepare_inputs(
     supports: list[SupportCase],
-    query: sitk.Image,
+    query: PreparedQuery,
     segments: list[str] | None = None,
-    slice_axis: str = "auto",
     normalization: Normalization = Normalization(),
 ) -> PreparedInputs:
-    """Merge and pick the segments, choose the slice axis, normalise and reorient query and supports alike."""
+    """Merge and pick the segments, normalise and reorient query and supports alike (along the query frame's axis)."""
     if not supports:
         raise InputError("At least one support (image + labels) is needed; pass --support IMAGE LABELS.")
     merged, remaps = merge_segments(supports)
     chosen = select_segments(merged, segments)
-    axis = choose_slice_axis(query, slice_axis)
+    frame = query.frame
 
-    query_stack = to_slices(normalization.apply(sitk.GetArrayFromImage(query)), query, axis)
+    stack = query_stack(query, normalization)
     stacks = []
     for case, remap in zip(supports, remaps, strict=True):
+        support_frame = SliceFrame.of(case.image, frame.axis)  # the labels lie on the image's grid exactly
         labels = _remapped(sitk.GetArrayFromImage(case.labels), remap)
         stacks.append(
             SupportStack(
-                image=to_slices(normalization.apply(sitk.GetArrayFromImage(case.image)), case.image, axis),
-                labels=to_slices(labels, case.labels, axis),
+                image=support_frame.to_slices(normalization.apply(sitk.GetArrayFromImage(case.image))),
+                labels=support_frame.to_slices(labels),
             )
         )
     missing = [s.name for s in chosen if not any((stack.labels == s.value).any() for stack in stacks)]
     if missing:
         raise InputError(f"The segments {missing} are empty in every support; choose segments that are drawn.")
-    centers = [slice_centers(case.image, axis) for case in supports]
-    return PreparedInputs(query_stack, stacks, chosen, axis, [case.name for case in supports], centers)
+    centers = [SliceFrame.of(case.image, frame.axis).slice_centers() for case in supports]
+    return PreparedInputs(stack, stacks, chosen, frame, [case.name for case in supports], centers)
 
 
 def result_on_query_grid(result: StackSegmentation, prepared: PreparedInputs, query: sitk.Image) -> SegmentationResult:
     """The engine's labels back on the query's voxel grid, with the confidence and review lists, the provenance of
     each slice and the segments' volumes."""
-    axis = prepared.slice_axis
-    label_image = labels_on_grid(result.labels, query, axis)
-    confidence, doubtful = _review_lists(result, prepared.segments, slice_centers(query, axis), axis)
+    frame = prepared.frame
+    label_image = labels_on_grid(result.labels, query, frame)
+    confidence, doubtful = _review_lists(result, prepared.segments, frame.slice_centers(), frame.axis)
     provenance = slice_provenance(
         result.retrieved, prepared.supports, prepared.support_names, prepared.support_centers, prepared.segments
     )
     volumes = segment_volumes(sitk.GetArrayViewFromImage(label_image), ijk_to_lps(query), prepared.segments)
     return SegmentationResult(
-        label_image, prepared.segments, axis, doubtful, confidence, result.stats, provenance, volumes
+        label_image, prepared.segments, frame, doubtful, confidence, result.stats, provenance, volumes
     )
+
+
+def _slice_numbers(values: Sequence[int | str]) -> list[int] | None:
+    """Slice numbers from ``--corrected-slices`` values; None for ``auto``."""
+    if [str(value) for value in values] == ["auto"]:
+        return None
+    try:
+        return [
+            value if isinstance(value, int) and not isinstance(value, bool) else int(str(value)) for value in values
+        ]
+    except ValueError:
+        shown = " ".join(str(value) for value in values)
+        raise InputError(
+            f"--corrected-slices takes 'auto' or slice numbers (got {shown}); e.g. --corrected-slices 12 13."
+        ) from None
 
 
 @dataclass
 class CorrectionInput:
-    """A reviewer's corrections on the query's grid: ``labels``, vouched for on ``slices`` (indices along the run's
-    slice axis); ``slices=None``: the slices where ``labels`` differ from ``previous`` (the result they corrected)."""
+    """A reviewer's corrections of the query (a file or an image): ``labels``, vouched for on ``slices`` (indices
+    along the run's slice axis); ``slices=None``: the slices where ``labels`` differ from ``previous`` (the result
+    they corrected)."""
 
-    labels: sitk.Image
+    labels: ImageInput
     slices: list[int] | None = None
-    previous: sitk.Image | None = None
+    previous: ImageInput | None = None
 
-    def on_stack(self, query: sitk.Image, axis: str) -> Corrections | None:
-        """The corrections in the run's stack layout (None when no slice is corrected: a plain run)."""
-        labels = to_slices(sitk.GetArrayFromImage(self.labels), query, axis)
-        if self.slices is None:
-            if self.previous is None:
+    @classmethod
+    def from_options(
+        cls, labels: ImageInput | None, slices: Sequence[int | str] | None, previous: ImageInput | None
+    ) -> CorrectionInput | None:
+        """The corrections ``--corrections``, ``--corrected-slices`` (numbers, or ``["auto"]``) and ``--previous``
+        give (as the command line and a server job take them); None for a plain run. InputError when they do not
+        go together."""
+        if labels is None:
+            if slices or previous is not None:
                 raise InputError(
-                    "--corrected-slices auto needs the result the corrections were made on: pass it with --previous."
+                    "--corrected-slices and --previous refine a result: pass the edited labels with --corrections."
                 )
-            slices = changed_slices(labels, to_slices(sitk.GetArrayFromImage(self.previous), query, axis))
+            return None
+        if not slices:
+            raise InputError(
+                "--corrections needs --corrected-slices: the slice numbers, or auto with --previous RESULT."
+            )
+        numbers = _slice_numbers(slices)
+        if numbers is None and previous is None:
+            raise InputError(
+                "--corrected-slices auto needs the result the corrections were made on: pass --previous RESULT."
+            )
+        return cls(labels, numbers, previous if numbers is None else None)
+
+    def on_stack(self, query: sitk.Image, frame: SliceFrame) -> Corrections | None:
+        """The corrections read onto the query's grid (checked as a support's labels are) in the stack layout of its
+        ``frame`` (None when no slice is corrected: a plain run); InputError for slice numbers outside the stack."""
+        if self.slices is None and self.previous is None:
+            raise InputError(
+                "--corrected-slices auto needs the result the corrections were made on: pass it with --previous."
+            )
+        labels = self._stack(self.labels, "the corrections", query, frame)
+        if self.slices is None:
+            slices = changed_slices(labels, self._stack(self.previous, "the previous result", query, frame))
         else:
-            slices = check_slice_indices(self.slices, labels.shape[0], axis)
+            slices = check_slice_indices(self.slices, labels.shape[0], frame.axis)
         return Corrections(labels, slices) if slices else None
+
+    @staticmethod
+    def _stack(labels: ImageInput, name: str, query: sitk.Image, frame: SliceFrame) -> np.ndarray:
+        on_grid, _ = labels_input(labels, query, name, "the query")
+        return frame.to_slices(sitk.GetArrayFromImage(on_grid))
 
 
 def segment_volume(
     engine: FateSamEngine,
     supports: list[SupportCase],
-    query: sitk.Image,
+    query: PreparedQuery,
     segments: list[str] | None = None,
-    slice_axis: str = "auto",
     normalization: Normalization = Normalization(),
     progress: ProgressCallback = ignore_progress,
     cancel: CancelToken | None = None,
-    corrections: CorrectionInput | None = None,
     on_slice_logits: SliceLogitsCallback | None = None,
     probabilities: bool = False,
 ) -> SegmentationResult:
     """Segment ``query`` from ``supports``; the returned label volume lies exactly on the query's voxel grid.
 
-    With ``corrections``, the corrected slices come back exactly as given and the others are predicted from them too.
-    ``on_slice_logits`` sees each predicted slice's logits (stack layout; see :class:`FateSamEngine`).
+    With the query's corrections, the corrected slices come back exactly as given and the others are predicted from
+    them too. ``on_slice_logits`` sees each predicted slice's logits (stack layout; see :class:`FateSamEngine`).
     ``probabilities``: also return each segment's probabilities on the query's grid (:mod:`.probabilities`).
     """
-    prepared = prepare_inputs(supports, query, segments, slice_axis, normalization)
-    stack_corrections = corrections.on_stack(query, prepared.slice_axis) if corrections else None
+    prepared = prepare_inputs(supports, query, segments, normalization)
     # Support features stay for the whole run; query slices are encoded a batch at a time and dropped.
     kept_slices = sum(s.image.shape[0] for s in prepared.supports) + engine.options.encoder_batch_size
     check_memory(kept_slices, engine.image_size, engine.device)
@@ -349,9 +438,9 @@ def segment_volume(
         StageProgress(progress, 0.0, 0.98),
         cancel,
         watch_logits if watchers else None,
-        stack_corrections,
+        query.corrections,
     )
-    segmentation = result_on_query_grid(result, prepared, query)
+    segmentation = result_on_query_grid(result, prepared, query.image)
     if collector is not None:
-        segmentation.probabilities = collector.on_grid(result, query, prepared.slice_axis)
+        segmentation.probabilities = collector.on_grid(result, query.image, prepared.frame)
     return segmentation

@@ -13,7 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..io.geometry import from_slices
+from ..io.geometry import SliceFrame
 from .engine import StackSegmentation
 
 PROBABILITY_SCALE = 255
@@ -37,12 +37,13 @@ class ProbabilityCollector:
     def __call__(self, index: int, logits: torch.Tensor) -> None:
         self.values[:, index] = quantized_probabilities(logits)
 
-    def on_grid(self, result: StackSegmentation, query: sitk.Image, axis: str) -> sitk.Image:
-        """The probabilities as a uint8 vector image on ``query``'s grid; corrected slices from their labels."""
+    def on_grid(self, result: StackSegmentation, query: sitk.Image, frame: SliceFrame) -> sitk.Image:
+        """The probabilities as a uint8 vector image on ``query``'s grid (``frame``: the query's); corrected slices
+        from their labels."""
         for index in result.stats.corrected_slices:
             for row, value in enumerate(result.label_values):
                 self.values[row, index] = np.where(result.labels[index] == value, PROBABILITY_SCALE, 0)
-        components = [from_slices(stack, query, axis) for stack in self.values]
+        components = [frame.from_slices(stack) for stack in self.values]
         image = sitk.GetImageFromArray(np.stack(components, axis=-1), isVector=True)
         image.CopyInformation(query)
         return image

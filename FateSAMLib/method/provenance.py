@@ -3,35 +3,11 @@ doubtful slice with the example it leaned on."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from ..segments import Segment
+from ..summary import SliceProvenance, SupportSliceUsed
 from .engine import Retrieved, SupportStack
-
-
-@dataclass(frozen=True)
-class SupportSliceUsed:
-    """One retrieved support slice: its ``rank`` (1: closest), the support (index in the run's supports and file
-    name), its index along the run's slice axis (stack order, as query slices are numbered), its centre (LPS, mm, in
-    the support's space), its feature distance to the query slice, and the segments it shows."""
-
-    rank: int
-    support: int
-    support_name: str
-    slice_index: int
-    center_lps: list[float]
-    distance: float
-    segments: list[str]
-
-
-@dataclass(frozen=True)
-class SliceProvenance:
-    """The support slices a predicted query slice attended to (a corrected slice, copied, has no entry)."""
-
-    slice_index: int
-    supports: list[SupportSliceUsed]
 
 
 def slice_provenance(

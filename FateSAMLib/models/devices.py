@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ModelError, ResourceError
-from ..memory import host_memory_bytes, not_enough_memory_error
+from ..memory import host_memory_bytes, is_allocation_failure, not_enough_memory_error
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -59,3 +59,14 @@ def available_memory_bytes(device: torch.device) -> int:
 def not_enough_memory(detail: str, device: torch.device) -> ResourceError:
     """The "not enough memory" error: what did not fit (``detail``), the memory this process has, and the fix."""
     return not_enough_memory_error(detail, str(device), available_memory_bytes(device))
+
+
+def run_memory_error(
+    error: BaseException, device: torch.device | None, during: str = "during the run"
+) -> ResourceError | None:
+    """The "not enough memory" error for ``error`` when it is an allocation failure during a run (``device`` None:
+    the default one), else None."""
+    if not is_allocation_failure(error):
+        return None
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return not_enough_memory(f"an allocation failed {during} ({reason[:200]})", device or resolve_device("auto"))

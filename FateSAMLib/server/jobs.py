@@ -1,10 +1,8 @@
-"""Jobs and their bounded queue: each job runs ``fatesam segment`` in a worker thread, on the server's files."""
+"""Jobs and their bounded queue: each job is a typed request that a worker thread runs on a warm predictor."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import io
 import logging
 import queue
 import shutil
@@ -14,33 +12,40 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cli.main import _run
-from ..cli.reporting import Reporter
-from ..errors import INTERRUPTED, FateSAMError
-from ..progress import CancelToken
-from ..remote import FINISHED_STATES
+from ..errors import Cancelled, FateSAMError
+from ..method.jobs import SegmentJob, run_job
+from ..models.devices import run_memory_error
+from ..options import RunSettings
+from ..progress import CancelToken, thread_warnings
+from ..protocol import JobState
+from .predictors import WarmPredictors
 from .store import SupportSet, SupportSetStore
 
 LOG = logging.getLogger("fatesam.server")
 
 
 class QueueFull(Exception):
-    """The queue holds as many jobs as it may; :attr:`retry_after_s` estimates when a place frees up."""
+    """The queue holds as many jobs as it may (``per_user``: as many of this user's as it may);
+    :attr:`retry_after_s` estimates when a place frees up."""
 
-    def __init__(self, retry_after_s: int) -> None:
+    def __init__(self, retry_after_s: int, per_user: bool = False) -> None:
         super().__init__(retry_after_s)
         self.retry_after_s = retry_after_s
+        self.per_user = per_user
 
 
 @dataclass
 class Job:
-    """One segmentation: the parsed ``fatesam segment`` arguments, its folder, and what it reported."""
+    """One segmentation: its request (``fatesam segment``'s, typed), run settings and folder, the user who submitted
+    it, and what it reported."""
 
     id: str
+    owner: str
     folder: Path
-    args: argparse.Namespace
+    request: SegmentJob
+    settings: RunSettings
     support_set: SupportSet
-    state: str = "queued"
+    state: JobState = JobState.QUEUED
     fraction: float = 0.0
     message: str = "Waiting in the queue"
     warnings: list[str] = field(default_factory=list)
@@ -53,13 +58,13 @@ class Job:
 
     @property
     def finished(self) -> bool:
-        return self.state in FINISHED_STATES
+        return self.state.finished
 
     def public(self) -> dict:
         """What the API shows of the job."""
         return {
             "id": self.id,
-            "state": self.state,
+            "state": self.state.value,
             "fraction": round(self.fraction, 4),
             "message": self.message,
             "warnings": list(self.warnings),
@@ -67,25 +72,11 @@ class Job:
             "seconds": self.seconds,
         }
 
-
-class JobReporter(Reporter):
-    """The command line's reporter, writing into the job instead of a terminal."""
-
-    def __init__(self, job: Job) -> None:
-        super().__init__(json_lines=True, stdout=io.StringIO(), stderr=io.StringIO())
-        self.job = job
-
     def progress(self, fraction: float, message: str) -> None:
-        self.job.fraction, self.job.message = float(fraction), message
+        self.fraction, self.message = float(fraction), message
 
-    def warning(self, message: str) -> None:
-        self.job.warnings.append(message)
-
-    def done(self, output: str) -> None:
-        self.job.message = "Done"
-
-    def error(self, error: FateSAMError) -> None:
-        self.job.error = {"message": str(error), "kind": type(error).__name__}
+    def fail(self, error: FateSAMError) -> None:
+        self.error = {"message": str(error), "kind": type(error).__name__}
 
 
 def new_job_id() -> str:
@@ -96,9 +87,13 @@ def new_job_id() -> str:
 class JobQueue:
     """At most ``size`` jobs waiting and ``workers`` running; finished jobs kept until they expire."""
 
-    def __init__(self, store: SupportSetStore, workers: int = 1, size: int = 8) -> None:
+    def __init__(
+        self, store: SupportSetStore, predictors: WarmPredictors, workers: int = 1, size: int = 8, per_user: int = 8
+    ) -> None:
         self.store = store
+        self.predictors = predictors
         self.workers = workers
+        self.per_user = per_user
         self._waiting: queue.Queue[Job | None] = queue.Queue(maxsize=size)
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
@@ -109,8 +104,12 @@ class JobQueue:
             thread.start()
 
     def submit(self, job: Job) -> None:
-        """Queue ``job``; :class:`QueueFull` when the queue is full (the caller then removes the job's files)."""
+        """Queue ``job``; :class:`QueueFull` when the queue is full, or when its user has ``per_user`` unfinished
+        jobs (the caller then removes the job's files)."""
         with self._lock:
+            mine = sum(not other.finished and other.owner == job.owner for other in self._jobs.values())
+            if mine >= self.per_user:
+                raise QueueFull(max(1, round(self._mean_seconds)), per_user=True)
             try:
                 self._waiting.put_nowait(job)
             except queue.Full:
@@ -119,26 +118,32 @@ class JobQueue:
             self._jobs[job.id] = job
             self.store.acquire(job.support_set)
 
-    def get(self, job_id: str) -> Job | None:
-        """The job ``job_id`` (marked as seen by its client now), or None."""
+    def get(self, job_id: str, owner: str) -> Job | None:
+        """The job ``job_id`` of user ``owner`` (marked as seen by its client now), or None (also when it is another
+        user's)."""
         job = self._jobs.get(job_id)
-        if job is not None:
-            job.last_seen = time.monotonic()
+        if job is None or job.owner != owner:
+            return None
+        job.last_seen = time.monotonic()
         return job
+
+    def of_user(self, owner: str) -> list[Job]:
+        """The jobs of user ``owner``, oldest first."""
+        return sorted((job for job in list(self._jobs.values()) if job.owner == owner), key=lambda job: job.created)
 
     def counts(self) -> dict[str, int]:
         """How many jobs are in each state."""
         counts: dict[str, int] = {}
         for job in list(self._jobs.values()):
-            counts[job.state] = counts.get(job.state, 0) + 1
+            counts[job.state.value] = counts.get(job.state.value, 0) + 1
         return counts
 
     def cancel(self, job: Job) -> None:
         """Cancel a waiting job now, a running one at its next slice."""
         job.cancel.cancel()
         with self._lock:
-            if job.state == "queued":
-                self._end(job, "cancelled", "Cancelled before it started")
+            if job.state == JobState.QUEUED:
+                self._end(job, JobState.CANCELLED, "Cancelled before it started")
 
     def remove(self, job: Job) -> None:
         """Forget a finished job and delete its files."""
@@ -172,36 +177,61 @@ class JobQueue:
         for job in list(self._jobs.values()):
             self.remove(job)
 
-    def _end(self, job: Job, state: str, message: str) -> None:
+    def _end(self, job: Job, state: JobState, message: str) -> None:
         if job.finished:
             return
         job.state, job.message, job.finished_at = state, message, time.monotonic()
         self.store.release(job.support_set)
+        seconds = f" after {job.seconds:.1f} s" if job.seconds is not None else ""
+        kind = f" ({job.error['kind']})" if state == JobState.FAILED and job.error else ""  # never its message
+        LOG.info("Job %s of user %s %s%s%s", job.id, job.owner, state.value, seconds, kind)
 
     def _work(self) -> None:
+        try:
+            self.predictors.warm_up()  # the server's model, loaded once for every worker before the first job
+        except Exception:  # a model that cannot load fails the jobs that need it, with its message
+            LOG.exception("The server's model could not be loaded at start-up")
         while True:
             job = self._waiting.get()
             if job is None:
                 return
             with self._lock:
                 if job.finished or self._closed:
-                    self._end(job, "cancelled", "Cancelled before it started")
+                    self._end(job, JobState.CANCELLED, "Cancelled before it started")
                     continue
-                job.state, job.message = "running", "Starting"
+                job.state, job.message = JobState.RUNNING, "Starting"
+            LOG.info("Job %s of user %s started", job.id, job.owner)
             started = time.perf_counter()
-            try:
-                code = _run(job.args, JobReporter(job), job.cancel)
-            except Exception:  # a bug must end this job only, never the worker
-                LOG.exception("Job %s failed", job.id)
-                code = 1
-                job.error = {"message": "The server failed on this job (see its log); run again.", "kind": "Error"}
+            state = self._run(job)
             job.seconds = time.perf_counter() - started
             with self._lock:
-                if code == 0:
+                if state == JobState.SUCCEEDED:
                     self._mean_seconds = 0.7 * self._mean_seconds + 0.3 * job.seconds
                     job.fraction = 1.0
-                    self._end(job, "succeeded", "Done")
-                elif code == INTERRUPTED:
-                    self._end(job, "cancelled", "Cancelled")
+                    self._end(job, state, "Done")
+                elif state == JobState.CANCELLED:
+                    self._end(job, state, "Cancelled")
                 else:
-                    self._end(job, "failed", job.error["message"] if job.error else "Failed")
+                    self._end(job, state, job.error["message"] if job.error else "Failed")
+
+    def _run(self, job: Job) -> JobState:
+        """Run ``job`` on the warm predictor of its model; the state it ends in (its error in ``job.error``)."""
+        predictor = None
+        try:
+            with thread_warnings(job.warnings.append):
+                predictor = self.predictors.for_settings(job.settings)
+                run_job(predictor, job.request, job.progress, job.cancel)
+            return JobState.SUCCEEDED
+        except Cancelled as error:
+            job.fail(error)
+            return JobState.CANCELLED
+        except FateSAMError as error:
+            job.fail(error)
+        except Exception as error:  # a bug must end this job only, never the worker
+            memory = run_memory_error(error, predictor.loaded.device if predictor and predictor.loaded else None)
+            if memory is not None:
+                job.fail(memory)
+            else:
+                LOG.exception("Job %s failed", job.id)
+                job.error = {"message": "The server failed on this job (see its log); run again.", "kind": "Error"}
+        return JobState.FAILED

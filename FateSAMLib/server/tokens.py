@@ -3,7 +3,6 @@ time."""
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import os
 import secrets
@@ -44,11 +43,6 @@ def load_or_create_token(path: Path | None = None) -> tuple[str, Path, bool]:
     with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
         stream.write(token + "\n")
     return token, path, True
-
-
-def tokens_match(given: str | None, expected: str) -> bool:
-    """Whether ``given`` is the token, compared in constant time."""
-    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
 def is_loopback(host: str) -> bool:

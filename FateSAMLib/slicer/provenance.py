@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import InputError
+from ..summary import RunSummary
 from .scene import lps_to_ras
 
 
@@ -24,24 +25,26 @@ class SupportSliceRef:
     segments: tuple[str, ...]
 
 
-def read_provenance(stats: dict) -> dict[int, list[SupportSliceRef]]:
-    """The ``provenance`` of the engine's stats by query slice index, closest support first (empty when none);
-    :class:`InputError` when it is malformed."""
+def read_provenance(stats: RunSummary | None) -> dict[int, list[SupportSliceRef]]:
+    """The ``provenance`` of the engine's statistics by query slice index, closest support first (empty when there
+    are none); :class:`InputError` when it is malformed."""
+    if stats is None:
+        return {}
     try:
         return {
-            int(entry["slice_index"]): [
+            int(entry.slice_index): [
                 SupportSliceRef(
-                    rank=int(used["rank"]),
-                    support=int(used["support"]),
-                    support_name=str(used["support_name"]),
-                    slice_index=int(used["slice_index"]),
-                    center_ras=lps_to_ras(used["center_lps"]),
-                    distance=float(used["distance"]),
-                    segments=tuple(str(name) for name in used["segments"]),
+                    rank=int(used.rank),
+                    support=int(used.support),
+                    support_name=str(used.support_name),
+                    slice_index=int(used.slice_index),
+                    center_ras=lps_to_ras(used.center_lps),
+                    distance=float(used.distance),
+                    segments=tuple(str(name) for name in used.segments),
                 )
-                for used in sorted(entry["supports"], key=lambda used: used["rank"])
+                for used in sorted(entry.supports, key=lambda used: used.rank)
             ]
-            for entry in stats.get("provenance", [])
+            for entry in stats.provenance
         }
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
+    except (ValueError, TypeError, IndexError) as error:
         raise InputError(f"The engine's provenance is malformed ({error}); run again.") from error

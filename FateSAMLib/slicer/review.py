@@ -143,7 +143,12 @@ class ReviewSession:
         path = self.folder / f"result-{len(self._kept) + 1}{SEGMENTATION_SUFFIX}"
         shutil.move(str(output), path)  # both in the temporary folder: a rename
         kept = KeptResult(
-            path, run.target, list(run.supports), list(run.segments), run.options, str(run.stats.get("slice_axis"))
+            path,
+            run.target,
+            list(run.supports),
+            list(run.segments),
+            run.options,
+            run.stats.slice_axis if run.stats else "",
         )
         self._kept[run.result.GetID()] = kept
         return kept

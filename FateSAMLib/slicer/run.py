@@ -21,6 +21,7 @@ from ..errors import Cancelled, FateSAMError, InputError
 from ..formats import NRRD_SUFFIX
 from ..options import RunSettings
 from ..segments import Segment
+from ..summary import RunSummary
 from .apply_result import KeptSegments, untouched_segments
 from .exchange import RunInputs, export_inputs, import_result
 from .folders import RunFolder, remove_all_folders
@@ -59,7 +60,7 @@ class SegmentationRun:
     :meth:`stop` ends it at once (module closed, scene closed, Slicer exiting). With a ``session``
     (:class:`~FateSAMLib.slicer.review.ReviewSession`) the engine uses the session's feature cache and its output is
     kept there on success, for a refine of the result (:class:`~FateSAMLib.slicer.review.RefineRun`); :attr:`stats`
-    is then the engine's stats JSON.
+    is then the engine's statistics (a :class:`~FateSAMLib.summary.RunSummary`).
     """
 
     def __init__(
@@ -93,7 +94,7 @@ class SegmentationRun:
         self.error: FateSAMError | None = None
         self.result: slicer.vtkMRMLSegmentationNode | None = None
         self.doubtful_slices: list[DoubtfulSlice] = []
-        self.stats: dict = {}
+        self.stats: RunSummary | None = None
         self.segments: list[Segment] = []
         self.keeping = keeping or KeptSegments()
         self.probabilities = probabilities
@@ -176,7 +177,7 @@ class SegmentationRun:
                 self.stats = read_run_stats(self._inputs.stats)
                 self.provenance = read_provenance(self.stats)
                 if self.probabilities:  # read before the scene changes
-                    names = [str(segment["name"]) for segment in self.stats.get("segments", [])]
+                    names = [segment.name for segment in self.stats.segments]
                     path = self._probabilities_path(self._inputs)
                     self.probability_volumes = read_probabilities(path, self.target, names)
                 self.result = import_result(

@@ -1,4 +1,5 @@
-"""The engine's statistics of a run, read in the Slicer module: the slices to review first, in RAS."""
+"""The engine's statistics of a run (:class:`~FateSAMLib.summary.RunSummary`), read in the Slicer module: the slices
+to review first, in RAS."""
 
 from __future__ import annotations
 
@@ -6,11 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..json_input import parse_json
+from ..summary import RunSummary
 from .scene import lps_to_ras
-
-STATS_BYTES = 64 * 1024**2
-"""The largest statistics JSON read (per slice and label confidence of a long volume is a few MB)."""
 
 
 @dataclass(frozen=True)
@@ -24,34 +22,30 @@ class DoubtfulSlice:
     labels: tuple[str, ...]
 
 
-def read_run_stats(stats_path: Path) -> dict:
-    """The engine's stats JSON (``{}`` when it wrote none); :class:`InputError` when it is not a JSON object."""
-    if not Path(stats_path).is_file():
-        return {}
-    stats = parse_json(Path(stats_path), f"The engine's statistics {stats_path}", "run again.", max_bytes=STATS_BYTES)
-    if not isinstance(stats, dict):
-        raise InputError(f"The engine's statistics {stats_path} are not a JSON object; run again.")
-    return stats
+def read_run_stats(stats_path: Path) -> RunSummary | None:
+    """The engine's statistics of a run (None when it wrote none); :class:`InputError` when they are malformed."""
+    return RunSummary.read(stats_path) if Path(stats_path).is_file() else None
 
 
-def read_doubtful_slices(stats_path: Path, stats: dict | None = None) -> list[DoubtfulSlice]:
-    """The ``doubtful_slices`` of the engine's stats JSON, lowest certainty first, with centres converted LPS -> RAS.
+def read_doubtful_slices(stats_path: Path, stats: RunSummary | None = None) -> list[DoubtfulSlice]:
+    """The ``doubtful_slices`` of the engine's statistics, lowest certainty first, with centres converted LPS -> RAS.
 
-    ``stats``: the file's content when it was read already (:func:`read_run_stats`), so it is not read again.
+    ``stats``: the statistics when they were read already (:func:`read_run_stats`), so they are not read again.
     """
     stats = read_run_stats(stats_path) if stats is None else stats
+    if stats is None:
+        return []
     try:
-        entries = stats.get("doubtful_slices", [])
         slices = [
             DoubtfulSlice(
-                slice_index=int(entry["slice_index"]),
-                axis=str(entry["axis"]),
-                center_ras=lps_to_ras(entry["center_lps"]),
-                certainty=float(entry["certainty"]),
-                labels=tuple(str(label) for label in entry.get("labels", [])),
+                slice_index=int(entry.slice_index),
+                axis=str(entry.axis),
+                center_ras=lps_to_ras(entry.center_lps),
+                certainty=float(entry.certainty),
+                labels=tuple(str(label) for label in entry.labels),
             )
-            for entry in entries
+            for entry in stats.doubtful_slices
         ]
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
+    except (ValueError, TypeError, IndexError) as error:
         raise InputError(f"The engine's statistics {stats_path} are malformed ({error}); run again.") from error
     return sorted(slices, key=lambda doubtful: doubtful.certainty)

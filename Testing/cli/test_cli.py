@@ -175,17 +175,16 @@ def test_feature_cache_makes_the_second_run_encode_nothing(tmp_path):
 
 
 def test_paper_preset_takes_the_reference_settings():
-    from FateSAMLib.cli.arguments import engine_from_settings, settings_from_args
+    from FateSAMLib.cli.arguments import settings_from_args
     from FateSAMLib.cli.main import build_parser
-    from FateSAMLib.cli.reporting import Reporter
-    from FateSAMLib.progress import CancelToken, ignore_progress
+    from FateSAMLib.method.predictor import FateSamPredictor
 
     args = build_parser().parse_args(segment_args(Path("unused.nii.gz"), extra=["--preset", "paper"]))
     args.model = None  # the preset chooses the model; the input size stays small for speed
     # The reference code loads sam2_hiera_large.pt with sam2_hiera_l.yaml: SAM2.0, not SAM2.1.
     settings = settings_from_args(args)
     assert settings.model == "sam2.0-large"
-    engine = engine_from_settings(settings, Reporter(json_lines=True), CancelToken(), ignore_progress)
+    engine = FateSamPredictor(settings).engine
     assert engine.options.top_k == 3
     assert engine.model.image_encoder.trunk.blocks[0].dim == 144  # Hiera-L's first stage width
     assert engine.model.no_obj_embed_spatial is None  # a SAM2.1-only parameter

@@ -17,11 +17,11 @@ import pytest
 import torch
 from test_cli import REPO, segment_args
 
-from FateSAMLib.cli.arguments import warn_if_top_k_exceeds_candidates
 from FateSAMLib.cli.main import main
 from FateSAMLib.cli.reporting import Reporter
 from FateSAMLib.errors import InputError
 from FateSAMLib.method.encoder import FeatureCache, StackFeatures
+from FateSAMLib.method.predictor import FateSamPredictor
 from FateSAMLib.models.devices import available_memory_bytes
 from FateSAMLib.options import RunSettings
 
@@ -104,9 +104,12 @@ def test_top_k_above_the_candidate_slices_is_a_warning():
     """Clamped, not refused: the number of candidates depends on the data, and each query slice uses them all."""
     stdout = io.StringIO()
     reporter = Reporter(json_lines=True, stdout=stdout)
-    warn_if_top_k_exceeds_candidates(3, {"support_slices_retrievable": 12}, reporter)
-    assert stdout.getvalue() == ""
-    warn_if_top_k_exceeds_candidates(50, {"support_slices_retrievable": 12}, reporter)
+    with reporter.library_warnings():
+        FateSamPredictor(RunSettings(top_k=3)).warn_if_top_k_exceeds_candidates(12)
+        assert stdout.getvalue() == ""
+        predictor = FateSamPredictor(RunSettings(top_k=50))
+        predictor.warn_if_top_k_exceeds_candidates(12)
+        predictor.warn_if_top_k_exceeds_candidates(12)  # once per predictor (a cohort's cases share one)
     (event,) = [json.loads(line) for line in stdout.getvalue().splitlines()]
     assert event["event"] == "warning" and "--top-k 50 is more than the 12 support slices" in event["message"]
 

@@ -13,9 +13,10 @@ import pytest
 import SimpleITK as sitk
 from conftest import HIPPOCAMPUS, TEST_IMAGE_SIZE, case_paths
 
+from FateSAMLib.atomic import strict_json
 from FateSAMLib.cli.crossval import find_cases, split_cases, summarize
 from FateSAMLib.cli.main import build_parser, main
-from FateSAMLib.cli.reporting import Reporter, strict_json
+from FateSAMLib.cli.reporting import Reporter
 from FateSAMLib.errors import Cancelled, InputError
 from FateSAMLib.metrics import evaluate_labels
 from FateSAMLib.progress import CancelToken

@@ -16,9 +16,8 @@ import pytest
 from conftest import SEGMENTS, oblique_labels
 from test_cli import REPO, segment_args
 
-from FateSAMLib.atomic import OutputFiles, check_output_location
+from FateSAMLib.atomic import OutputFiles, check_output_location, json_writer, write_json_atomic
 from FateSAMLib.cli.main import main
-from FateSAMLib.cli.reporting import json_writer, write_json_atomic
 from FateSAMLib.errors import InputError, ResourceError
 from FateSAMLib.io.labels import label_map_writer
 

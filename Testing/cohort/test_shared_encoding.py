@@ -9,13 +9,16 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 from cohort_helpers import QUERIES
-from conftest import HIPPOCAMPUS, case_paths
+from conftest import HIPPOCAMPUS, TEST_IMAGE_SIZE, case_paths
 
 from FateSAMLib.cohort.cases import Case
 from FateSAMLib.cohort.runner import LocalPool, run_cohort
 from FateSAMLib.cohort.worker import CohortSettings
-from FateSAMLib.method.engine import EngineOptions, FateSamEngine
+from FateSAMLib.method.predictor import FateSamPredictor
+from FateSAMLib.options import RunSettings
 from FateSAMLib.progress import CancelToken, ignore_progress
+
+RUN = RunSettings(random_weights=True, image_size=TEST_IMAGE_SIZE, device="cpu", encoder_batch_size=4)
 
 
 def test_queries_encoded_together_give_the_same_labels_and_their_runs_encode_no_query_slice(tiny_model, tmp_path):
@@ -26,7 +29,7 @@ def test_queries_encoded_together_give_the_same_labels_and_their_runs_encode_no_
         settings = CohortSettings(
             supports=(support,), output_dir=tmp_path / str(together), queries_encoded_together=together
         )
-        pool = LocalPool(settings, lambda: FateSamEngine(tiny_model, EngineOptions(encoder_batch_size=4)))
+        pool = LocalPool(settings, lambda: FateSamPredictor(RUN, loaded=tiny_model))
         summary = run_cohort(cases, settings, pool, ignore_progress, CancelToken())
         assert summary["counts"]["done"] == len(cases)
         runs[together] = {record["id"]: record for record in summary["cases"]}

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 from conftest import ABDOMEN, HIPPOCAMPUS, case_paths
 
 from FateSAMLib.errors import InputError
-from FateSAMLib.io.geometry import SLICE_AXES, choose_slice_axis, from_slices, slice_centers, to_slices
+from FateSAMLib.io.geometry import SLICE_AXES, SliceFrame, choose_slice_axis, from_slices, slice_centers, to_slices
 from FateSAMLib.io.images import read_image
 from FateSAMLib.io.labels import labels_on_grid
 
@@ -100,7 +100,7 @@ def test_labels_on_grid_has_the_reference_geometry_exactly() -> None:
     other = variants(image)[3]
     array = (sitk.GetArrayFromImage(other) > 60).astype(np.int64) * 300
     for axis in SLICE_AXES:
-        labels = labels_on_grid(to_slices(array, other, axis), other, axis)
+        labels = labels_on_grid(to_slices(array, other, axis), other, SliceFrame.of(other, axis))
         assert labels.GetSize() == other.GetSize() and labels.GetSpacing() == other.GetSpacing()
         assert labels.GetOrigin() == other.GetOrigin() and labels.GetDirection() == other.GetDirection()
         np.testing.assert_array_equal(sitk.GetArrayFromImage(labels), array)

@@ -12,7 +12,13 @@ from FateSAMLib.errors import Cancelled, InputError
 from FateSAMLib.method import encoder
 from FateSAMLib.method.encoder import FeatureCache
 from FateSAMLib.method.engine import EngineOptions, FateSamEngine
-from FateSAMLib.method.pipeline import load_support, merge_segments, segment_volume, select_segments
+from FateSAMLib.method.pipeline import (
+    load_support,
+    merge_segments,
+    prepare_query,
+    segment_volume,
+    select_segments,
+)
 from FateSAMLib.progress import CancelToken
 from FateSAMLib.segments import Segment
 
@@ -52,7 +58,9 @@ def labelled_slices(case) -> int:
 def test_output_lies_on_the_query_grid_and_encodes_each_slice_once(tiny_model, hippocampus_cases):
     supports, query = hippocampus_cases
     fractions = []
-    result = segment_volume(make_engine(tiny_model), supports, query.image, progress=lambda f, m: fractions.append(f))
+    result = segment_volume(
+        make_engine(tiny_model), supports, prepare_query(query.image), progress=lambda f, m: fractions.append(f)
+    )
     labels = result.labels
     assert labels.GetSize() == query.image.GetSize()
     assert labels.GetSpacing() == query.image.GetSpacing()
@@ -74,8 +82,8 @@ def test_output_lies_on_the_query_grid_and_encodes_each_slice_once(tiny_model, h
 
 def test_cached_and_naive_modes_give_identical_masks(tiny_model, hippocampus_cases):
     supports, query = hippocampus_cases
-    cached = segment_volume(make_engine(tiny_model), supports[:1], query.image)
-    naive = segment_volume(make_engine(tiny_model, reuse_features=False), supports[:1], query.image)
+    cached = segment_volume(make_engine(tiny_model), supports[:1], prepare_query(query.image))
+    naive = segment_volume(make_engine(tiny_model, reuse_features=False), supports[:1], prepare_query(query.image))
     assert np.array_equal(sitk.GetArrayFromImage(cached.labels), sitk.GetArrayFromImage(naive.labels))
     # The naive mode repeats the reference's encoder passes: every query and support slice once for retrieval, then
     # per query slice the query slice again and each of its top-k support slices twice.
@@ -90,8 +98,8 @@ def test_feature_cache_makes_a_second_run_encode_nothing(tiny_model, hippocampus
     supports, query = hippocampus_cases
     cache = FeatureCache(tmp_path / "features", model_key="sam2.1-tiny/random-0/128")
     engine = FateSamEngine(tiny_model, EngineOptions(), cache)
-    first = segment_volume(engine, supports, query.image)
-    second = segment_volume(engine, supports, query.image)
+    first = segment_volume(engine, supports, prepare_query(query.image))
+    second = segment_volume(engine, supports, prepare_query(query.image))
     assert first.stats.encoder_passes == first.stats.query_slices + first.stats.support_slices_encoded
     assert second.stats.encoder_passes == 0  # support and query slices both cached by content
     assert second.stats.support_memories_encoded == 0  # and the support slices' memories
@@ -106,26 +114,32 @@ def test_cache_entries_that_do_not_read_as_ours_are_recomputed(tiny_model, hippo
     supports, query = hippocampus_cases
     folder = tmp_path / "features"
     engine = FateSamEngine(tiny_model, EngineOptions(), FeatureCache(folder, model_key="sam2.1-tiny/random-0/128"))
-    first = segment_volume(engine, supports[:1], query.image)
+    prepared = prepare_query(query.image)
+    first = segment_volume(engine, supports[:1], prepared)
     files = sorted(folder.glob("*.pt"))
     foreign = [{"weights": torch.zeros(3)}, [torch.zeros(2, 3)], torch.zeros(4)]  # valid torch files, not our entries
     for index, path in enumerate(files):
         torch.save(foreign[index % len(foreign)], path)
     files[0].write_bytes(b"not a torch file")
-    second = segment_volume(engine, supports[:1], query.image)
+    second = segment_volume(engine, supports[:1], prepared)
     assert second.stats.encoder_passes == first.stats.encoder_passes  # every entry ignored and encoded again
     assert second.stats.support_memories_encoded == first.stats.support_memories_encoded
     assert np.array_equal(sitk.GetArrayFromImage(first.labels), sitk.GetArrayFromImage(second.labels))
-    assert segment_volume(engine, supports[:1], query.image).stats.encoder_passes == 0  # written again, as ours
+    assert (
+        segment_volume(engine, supports[:1], prepare_query(query.image)).stats.encoder_passes == 0
+    )  # written again, as ours
     monkeypatch.setattr(encoder, "__version__", "another version")  # another FateSAM: other keys, nothing reused
-    assert segment_volume(engine, supports[:1], query.image).stats.encoder_passes == first.stats.encoder_passes
+    assert (
+        segment_volume(engine, supports[:1], prepare_query(query.image)).stats.encoder_passes
+        == first.stats.encoder_passes
+    )
 
 
 def test_reoriented_query_gives_the_same_labels_in_physical_space(tiny_model, hippocampus_cases):
     supports, query = hippocampus_cases
     engine = make_engine(tiny_model)
-    original = segment_volume(engine, supports[:1], query.image).labels
-    turned = segment_volume(engine, supports[:1], reoriented(query.image)).labels
+    original = segment_volume(engine, supports[:1], prepare_query(query.image)).labels
+    turned = segment_volume(engine, supports[:1], prepare_query(reoriented(query.image))).labels
     assert turned.GetDirection() != original.GetDirection()
     back = sitk.Resample(turned, original, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(original))
@@ -142,7 +156,9 @@ def test_cancel_stops_within_a_slice_and_returns_nothing(tiny_model, hippocampus
             cancel.cancel()
 
     with pytest.raises(Cancelled):
-        segment_volume(make_engine(tiny_model), supports[:1], query.image, progress=progress, cancel=cancel)
+        segment_volume(
+            make_engine(tiny_model), supports[:1], prepare_query(query.image), progress=progress, cancel=cancel
+        )
     assert messages[-1].startswith("Segmenting slice 2/")
 
 
@@ -169,4 +185,4 @@ def test_a_segment_empty_in_every_support_is_refused(tiny_model, hippocampus_cas
     case = supports[0]
     with_ghost = type(case)(case.image, case.labels, [*case.segments, Segment(9, "Ghost", (1, 1, 1))])
     with pytest.raises(InputError, match="empty in every support"):
-        segment_volume(make_engine(tiny_model), [with_ghost], query.image, segments=["Ghost"])
+        segment_volume(make_engine(tiny_model), [with_ghost], prepare_query(query.image), segments=["Ghost"])

@@ -9,7 +9,7 @@ import SimpleITK as sitk
 import torch
 from conftest import ABDOMEN, HIPPOCAMPUS, case_paths, oblique_labels
 
-from FateSAMLib.io.geometry import ijk_to_lps, slice_centers, to_slices
+from FateSAMLib.io.geometry import SliceFrame, ijk_to_lps, slice_centers, to_slices
 from FateSAMLib.method.encoder import SliceEncoder, StackFeatures
 from FateSAMLib.method.engine import EngineOptions, FateSamEngine, RunStats, StackSegmentation, support_candidates
 from FateSAMLib.method.normalization import to_model_input
@@ -122,7 +122,7 @@ def test_probabilities_of_corrected_slices_are_their_labels_and_quantisation_kee
     collector = ProbabilityCollector(stack.shape, 2)
     for index in set(range(stack.shape[0])) - {1}:
         collector(index, torch.stack([torch.from_numpy(np.where(stack[index] == v, 5.0, -5.0)) for v in (2, 7)]))
-    image = collector.on_grid(result, reference, "axial")
+    image = collector.on_grid(result, reference, SliceFrame.of(reference, "axial"))
     values = sitk.GetArrayFromImage(image)
     labels = sitk.GetArrayFromImage(reference)
     assert image.GetSize() == reference.GetSize() and image.GetDirection() == reference.GetDirection()

@@ -9,10 +9,10 @@ from conftest import HIPPOCAMPUS, case_paths
 from test_engine import reoriented
 
 from FateSAMLib.errors import InputError
-from FateSAMLib.io.geometry import from_slices, to_slices
+from FateSAMLib.io.geometry import SliceFrame, from_slices, to_slices
 from FateSAMLib.method.encoder import FeatureCache
 from FateSAMLib.method.engine import EngineOptions, FateSamEngine
-from FateSAMLib.method.pipeline import CorrectionInput, load_support, segment_volume
+from FateSAMLib.method.pipeline import CorrectionInput, load_support, prepare_query, segment_volume
 
 AXIS = "axial"
 
@@ -44,9 +44,9 @@ def test_corrected_slices_come_back_exactly_as_given(tiny_model, cases, turn):
     support, query = cases
     query = reoriented(query) if turn else query
     engine = FateSamEngine(tiny_model, EngineOptions(encoder_batch_size=4))
-    first = segment_volume(engine, [support], query, slice_axis=AXIS)
+    first = segment_volume(engine, [support], prepare_query(query, AXIS))
     corrections, drawn = redrawn(first.labels, 5)
-    refined = segment_volume(engine, [support], query, slice_axis=AXIS, corrections=CorrectionInput(corrections, [5]))
+    refined = segment_volume(engine, [support], prepare_query(query, AXIS, CorrectionInput(corrections, [5])))
     np.testing.assert_array_equal(stack_of(refined.labels)[5], drawn)
     assert refined.labels.GetDirection() == query.GetDirection() and refined.labels.GetOrigin() == query.GetOrigin()
     assert refined.stats.corrected_slices == [5]
@@ -57,10 +57,10 @@ def test_corrected_slices_come_back_exactly_as_given(tiny_model, cases, turn):
 def test_attending_to_every_corrected_slice_keeps_them_exact_too(tiny_model, cases):
     support, query = cases
     engine = FateSamEngine(tiny_model, EngineOptions(encoder_batch_size=4, corrected_per_side=None))
-    first = segment_volume(engine, [support], query, slice_axis=AXIS)
+    first = segment_volume(engine, [support], prepare_query(query, AXIS))
     once, drawn_once = redrawn(first.labels, 5)
     twice, drawn_twice = redrawn(once, 20)
-    refined = segment_volume(engine, [support], query, slice_axis=AXIS, corrections=CorrectionInput(twice, [5, 20]))
+    refined = segment_volume(engine, [support], prepare_query(query, AXIS, CorrectionInput(twice, [5, 20])))
     np.testing.assert_array_equal(stack_of(refined.labels)[5], drawn_once)
     np.testing.assert_array_equal(stack_of(refined.labels)[20], drawn_twice)
     assert refined.stats.corrected_slices == [5, 20]
@@ -69,17 +69,17 @@ def test_attending_to_every_corrected_slice_keeps_them_exact_too(tiny_model, cas
 def test_auto_finds_exactly_the_edited_slices(tiny_model, cases):
     support, query = cases
     engine = FateSamEngine(tiny_model, EngineOptions(encoder_batch_size=4))
-    first = segment_volume(engine, [support], query, slice_axis=AXIS)
+    first = segment_volume(engine, [support], prepare_query(query, AXIS))
     unchanged = CorrectionInput(first.labels, slices=None, previous=first.labels)
-    assert unchanged.on_stack(query, AXIS) is None  # nothing edited: a plain run
-    again = segment_volume(engine, [support], query, slice_axis=AXIS, corrections=unchanged)
+    assert unchanged.on_stack(query, SliceFrame.of(query, AXIS)) is None  # nothing edited: a plain run
+    again = segment_volume(engine, [support], prepare_query(query, AXIS, unchanged))
     assert np.array_equal(sitk.GetArrayFromImage(again.labels), sitk.GetArrayFromImage(first.labels))
     one_edit = CorrectionInput(redrawn(first.labels, 7)[0], slices=None, previous=first.labels)
-    assert one_edit.on_stack(query, AXIS).slices == [7]
+    assert one_edit.on_stack(query, SliceFrame.of(query, AXIS)).slices == [7]
     with pytest.raises(InputError, match="needs the result the corrections were made on"):
-        CorrectionInput(first.labels).on_stack(query, AXIS)
+        CorrectionInput(first.labels).on_stack(query, SliceFrame.of(query, AXIS))
     with pytest.raises(InputError, match=r"\[99\] are outside the query's"):
-        CorrectionInput(first.labels, slices=[3, 99]).on_stack(query, AXIS)
+        CorrectionInput(first.labels, slices=[3, 99]).on_stack(query, SliceFrame.of(query, AXIS))
 
 
 def test_a_refine_run_encodes_no_slice_and_recomputes_the_corrected_slices_neighbours(tiny_model, cases, tmp_path):
@@ -92,7 +92,7 @@ def test_a_refine_run_encodes_no_slice_and_recomputes_the_corrected_slices_neigh
         def keep(index, values):
             logits[index] = values.numpy()
 
-        return segment_volume(engine, [support], query, slice_axis=AXIS, corrections=corrections, on_slice_logits=keep)
+        return segment_volume(engine, [support], prepare_query(query, AXIS, corrections), on_slice_logits=keep)
 
     first = run(first_logits)
     assert first.stats.encoder_passes == first.stats.query_slices + first.stats.support_slices_encoded

@@ -12,7 +12,7 @@ from FateSAMLib.method.corrections import propagation_order, propagation_steps
 from FateSAMLib.method.encoder import SliceEncoder
 from FateSAMLib.method.engine import EngineOptions, FateSamEngine
 from FateSAMLib.method.normalization import masks_to_model_input, to_model_input
-from FateSAMLib.method.pipeline import load_support, segment_volume
+from FateSAMLib.method.pipeline import load_support, prepare_query, segment_volume
 from FateSAMLib.method.tracking import SliceQuery, SliceTracker
 from FateSAMLib.progress import CancelToken
 
@@ -57,7 +57,7 @@ def test_paired_directions_give_the_logits_of_one_slice_at_a_time(tiny_model):
     for paired in (True, False):
         logits: dict[int, torch.Tensor] = {}
         engine = FateSamEngine(tiny_model, EngineOptions(pair_directions=paired, encoder_batch_size=4))
-        result = segment_volume(engine, [support], query.image, on_slice_logits=logits.__setitem__)
+        result = segment_volume(engine, [support], prepare_query(query.image), on_slice_logits=logits.__setitem__)
         runs[paired] = logits, sitk.GetArrayFromImage(result.labels)
     (paired_logits, paired_labels), (plain_logits, plain_labels) = runs[True], runs[False]
     num_slices = len(plain_logits)

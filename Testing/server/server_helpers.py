@@ -22,6 +22,7 @@ import SimpleITK as sitk  # noqa: E402
 import uvicorn  # noqa: E402
 from conftest import HIPPOCAMPUS, TEST_IMAGE_SIZE, case_paths  # noqa: E402
 
+from FateSAMLib.options import RunSettings  # noqa: E402
 from FateSAMLib.remote import ServerClient  # noqa: E402
 from FateSAMLib.server.app import ServerConfig, Service, create_app  # noqa: E402
 from FateSAMLib.server.work_folder import LOCK_NAME  # noqa: E402
@@ -30,6 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-0123456789"
 ENGINE = ("--random-weights", "--image-size", str(TEST_IMAGE_SIZE), "--device", "cpu", "--slice-axis", "axial")
 """The server's options: those of the local runs the tests compare with."""
+SETTINGS = RunSettings(random_weights=True, image_size=TEST_IMAGE_SIZE, device="cpu", slice_axis="axial")
+"""The same settings as the server takes them."""
 
 
 @dataclass
@@ -56,8 +59,10 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(**config: object) -> Iterator[Served]:
-    """Serve on a free loopback port until the block ends (uvicorn's shutdown then runs the lifespan's)."""
-    app = create_app(ServerConfig(engine_arguments=ENGINE, token=TOKEN, **config))
+    """Serve on a free loopback port, once its workers have loaded the model, until the block ends (uvicorn's
+    shutdown then runs the lifespan's)."""
+    config = {"settings": SETTINGS, "token": TOKEN, **config}
+    app = create_app(ServerConfig(**config))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="test-server", daemon=True)
@@ -65,7 +70,9 @@ def running_server(**config: object) -> Iterator[Served]:
     wait_for(lambda: server.started or not thread.is_alive(), 30, "the server to start")
     assert thread.is_alive(), "the server did not start"
     try:
-        yield Served(f"http://127.0.0.1:{port}", server, app)
+        served = Served(f"http://127.0.0.1:{port}", server, app)
+        wait_for(lambda: served.service.predictors.counts()["models_loaded"], 120, "the workers to load the model")
+        yield served
     finally:
         server.should_exit = True
         thread.join(60)

@@ -10,7 +10,8 @@ import numpy as np
 import SimpleITK as sitk
 from server_helpers import running_server, small_inputs
 
-from FateSAMLib.remote import FINISHED_STATES, ServerBusy
+from FateSAMLib.protocol import FINISHED_STATES
+from FateSAMLib.remote import ServerBusy
 
 CLIENTS = 20
 

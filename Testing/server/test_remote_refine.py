@@ -20,8 +20,9 @@ from FateSAMLib.cli.corrections import corrections_from_args
 from FateSAMLib.cli.main import build_parser, main
 from FateSAMLib.errors import InputError
 from FateSAMLib.io.geometry import from_slices, to_slices
-from FateSAMLib.io.images import read_image
-from FateSAMLib.remote import FINISHED_STATES, CorrectionFiles
+from FateSAMLib.method.pipeline import prepare_query
+from FateSAMLib.protocol import FINISHED_STATES
+from FateSAMLib.remote import CorrectionFiles
 
 EDITED_SLICE = 1
 
@@ -105,7 +106,7 @@ def local_message(inputs, corrections: CorrectionFiles) -> str:
         arguments += ["--previous", str(corrections.previous)]
     args = build_parser().parse_args(arguments)
     with pytest.raises(InputError) as refused:
-        corrections_from_args(args, read_image(inputs.query), settings_from_args(args).slice_axis)
+        prepare_query(inputs.query, settings_from_args(args).slice_axis, corrections_from_args(args))
     message = str(refused.value)
     for path in (inputs.query, corrections.labels, corrections.previous):
         message = message.replace(str(path), path.name) if path else message
@@ -155,7 +156,7 @@ def test_the_command_line_reports_the_servers_refusal_and_writes_nothing(served,
     assert "missing.nii.gz is not a file" in capsys.readouterr().err and not output.exists()
 
 
-def test_a_refine_still_needs_the_token_and_its_values_never_become_options(
+def test_a_refine_still_needs_the_token_and_its_values_are_checked_as_slice_numbers(
     served, inputs, first, tmp_path, capsys, monkeypatch
 ):
     result, edited = first
@@ -166,7 +167,7 @@ def test_a_refine_still_needs_the_token_and_its_values_never_become_options(
     assert "Check the token" in capsys.readouterr().err and not output.exists()
     set_id = served.client().upload_support_set(inputs.supports)
     for slices in (["1", "--overwrite"], ["--stats-json", "/tmp/fatesam-evil.json"]):
-        with pytest.raises(InputError, match="would be read as an option"):
+        with pytest.raises(InputError, match="--corrected-slices takes 'auto' or slice numbers"):
             served.client().submit(inputs.query, set_id, corrections=CorrectionFiles(edited, slices))
     assert list(served.service.jobs_folder.iterdir()) == [] and not Path("/tmp/fatesam-evil.json").exists()
 

@@ -14,6 +14,7 @@ slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is needed f
 from FateSAMLib.errors import InputError  # noqa: E402
 from FateSAMLib.options import RunSettings  # noqa: E402
 from FateSAMLib.segments import Segment  # noqa: E402
+from FateSAMLib.server.users import SINGLE_USER  # noqa: E402
 from FateSAMLib.slicer.plan import SupportPair  # noqa: E402
 from FateSAMLib.slicer.remote_run import RemoteRefineRun, RemoteSegmentationRun  # noqa: E402
 from FateSAMLib.slicer.review import ReviewSession, slice_array_axis  # noqa: E402
@@ -79,7 +80,7 @@ def test_cancel_stops_the_job_on_the_server_and_leaves_the_scene_unchanged(serve
     started = time.monotonic()
     wait_for(lambda: run.poll() is not None and run.finished, 30, "the cancel")
     assert run.state == "cancelled" and time.monotonic() - started < 15
-    assert served.service.queue.get(job_id).state == "cancelled"
+    assert served.service.queue.get(job_id, SINGLE_USER).state == "cancelled"
     assert scene.GetNumberOfNodes() == nodes and run.result is None
 
 
@@ -108,7 +109,7 @@ def test_a_remote_refine_keeps_the_edited_slice_and_encodes_nothing_on_the_serve
         wait_for(lambda: first.poll() is not None and first.finished, 240, "the remote run", interval_s=0.05)
         assert first.state == "succeeded", first.error
         result = first.result
-        axis = slice_array_axis(ijk_to_ras(target), first.stats["slice_axis"])
+        axis = slice_array_axis(ijk_to_ras(target), first.stats.slice_axis)
         edited = np.moveaxis(labels_of(result, target), axis, 0)  # a view: edits go into the array
         edited[1] = 0
         edited[1, 4:12, 6:14] = 1
@@ -122,7 +123,7 @@ def test_a_remote_refine_keeps_the_edited_slice_and_encodes_nothing_on_the_serve
         assert refine.state == "succeeded", refine.error
         refined = np.moveaxis(labels_of(refine.result, target), axis, 0)
         np.testing.assert_array_equal(refined[1], np.moveaxis(edited, axis, 0)[1])  # kept exactly
-        assert refine.stats["corrected_slices"] == [1] and refine.stats["encoder_passes"] == 0
+        assert refine.stats.corrected_slices == [1] and refine.stats.encoder_passes == 0
         assert not result.GetDisplayNode().GetVisibility() and refine.folder is None
         assert session.changes(refine.result).slices == []  # kept in the session: refine it again
         folder = session.folder

@@ -205,14 +205,20 @@ def test_damaged_and_mismatched_inputs_are_refused_with_the_command_lines_messag
     assert not any(path.name.startswith("result") for path in files_under(served.service.jobs_folder))
 
 
-def test_a_jobs_values_never_become_options_of_the_servers_command_line(served, inputs):
+def test_a_jobs_values_are_checked_as_values_and_never_reach_the_servers_options_or_files(served, inputs):
+    """A job is a typed request (no command line is parsed), and a value that is no setting is refused before it."""
     client = served.client()
     set_id = client.upload_support_set(inputs.supports)
-    for settings, segments in (({}, ["1", "--query", "/etc/hostname"]), ({"window": [0, 1, "--overwrite"]}, None)):
-        with pytest.raises(InputError, match="would be read as an option") as refused:
+    for settings, segments, message in (
+        ({}, ["1", "--query", "/etc/hostname"], "No support has the segment '--query'"),
+        ({"window": [0, 1, "--overwrite"]}, None, r"window must be \(level, width\)"),
+        ({"feature_cache": "/tmp/fatesam-evil"}, None, "A job cannot set 'feature_cache'"),
+        ({"top_k": "--overwrite"}, None, "--top-k must be a whole number"),
+    ):
+        with pytest.raises(InputError, match=message) as refused:
             client.submit(inputs.query, set_id, settings, segments)
         assert refused.value.status == 422
-    assert list(served.service.jobs_folder.iterdir()) == []
+    assert list(served.service.jobs_folder.iterdir()) == [] and not Path("/tmp/fatesam-evil").exists()
 
 
 def detached_headers(folder: Path, query: Path) -> dict[str, Path]:

@@ -147,11 +147,11 @@ def test_a_second_run_into_an_edited_result_keeps_the_edits_and_shows_its_proven
         first = succeeded(SegmentationRun(scene, target, pairs, options=FAST, python=sys.executable, session=session))
         result = first.result
         measured = {v.name: v for v in segmentation_volumes(result, target)}
-        for stats_volume in first.stats["volumes"]:  # the module measures the result as the engine did
-            assert measured[stats_volume["name"]].voxels == stats_volume["voxels"]
-            assert measured[stats_volume["name"]].volume_ml == pytest.approx(stats_volume["volume_ml"])
+        for stats_volume in first.stats.volumes:  # the module measures the result as the engine did
+            assert measured[stats_volume.name].voxels == stats_volume.voxels
+            assert measured[stats_volume.name].volume_ml == pytest.approx(stats_volume.volume_ml)
 
-        axis = slice_array_axis(ijk_to_ras(target), first.stats["slice_axis"])
+        axis = slice_array_axis(ijk_to_ras(target), first.stats.slice_axis)
         edit_slice(result, target, axis, 1, "Ball")  # the reader corrects Ball on one slice
         note = label_array_to_segmentation(
             np.pad(np.ones((1, 2, 2), np.uint8), ((1, 1), (5, 25), (5, 25))),
@@ -187,22 +187,22 @@ def test_a_second_run_into_an_edited_result_keeps_the_edits_and_shows_its_proven
 
         # the engine's slice numbers, found back from a point of the slice (as the views' centre is)
         for doubtful in second.doubtful_slices:
-            assert stack_index(target, second.stats["slice_axis"], doubtful.center_ras) == doubtful.slice_index
+            assert stack_index(target, second.stats.slice_axis, doubtful.center_ras) == doubtful.slice_index
         # provenance: the support slice the middle slice leaned on, shown in a second view
         middle = len(second.provenance) // 2
         used = leaned_on(second.provenance, middle)
         pair = second.used_supports[used.support]
         assert used.support_name == f"support-{used.support + 1}.nrrd" and used.segments
         slice_node, composite = second_view(scene)
-        world = show_support_slice(scene, slice_node, pair.volume, pair.segmentation, used, second.stats["slice_axis"])
+        world = show_support_slice(scene, slice_node, pair.volume, pair.segmentation, used, second.stats.slice_axis)
         assert composite.GetBackgroundVolumeID() == pair.volume.GetID()
         assert pair.segmentation.GetDisplayNode().GetVisibility()
-        np.testing.assert_allclose(world, lps_to_ras(second.stats["provenance"][middle]["supports"][0]["center_lps"]))
+        np.testing.assert_allclose(world, lps_to_ras(second.stats.provenance[middle].supports[0].center_lps))
         slice_to_ras = slice_node.GetSliceToRAS()
         np.testing.assert_allclose([slice_to_ras.GetElement(r, 3) for r in range(3)], world, atol=1e-6)
         # the slice shown is a labelled slice of the support: its labels there show the segments listed
         support_labels = labels_of(pair.segmentation, pair.volume)
-        support_axis = slice_array_axis(ijk_to_ras(pair.volume), second.stats["slice_axis"])
+        support_axis = slice_array_axis(ijk_to_ras(pair.volume), second.stats.slice_axis)
         ijk = np.linalg.solve(ijk_to_ras(pair.volume), [*used.center_ras, 1.0])[:3]
         index = int(round(ijk[2 - support_axis]))  # array axis a is voxel axis 2 - a
         shown = np.take(support_labels, index, axis=support_axis)

@@ -94,14 +94,14 @@ def test_refine_keeps_the_edited_slice_and_encodes_nothing(scene, tmp_path):
     session = ReviewSession()
     try:
         first = succeeded(SegmentationRun(scene, target, pairs, options=FAST, python=sys.executable, session=session))
-        assert first.stats["encoder_passes"] > 0 and any(session.feature_cache.iterdir())
+        assert first.stats.encoder_passes > 0 and any(session.feature_cache.iterdir())
         result = first.result
         unedited = session.changes(result)
         assert unedited.slices == [] and unedited.per_segment == {"Ball": [], "Box": []}
         with pytest.raises(InputError, match="no edited slice"):
             RefineRun(scene, result, session, python=sys.executable)
 
-        axis = slice_array_axis(ijk_to_ras(target), first.stats["slice_axis"])
+        axis = slice_array_axis(ijk_to_ras(target), first.stats.slice_axis)
         edit_slice(result, target, axis, 1, "Ball")
         edited = labels_of(result, target)
         changes = session.changes(result)
@@ -121,9 +121,9 @@ def test_refine_keeps_the_edited_slice_and_encodes_nothing(scene, tmp_path):
         where = [slice(None)] * 3
         where[axis] = 1
         np.testing.assert_array_equal(new[tuple(where)], edited[tuple(where)])  # kept exactly
-        assert refine.stats["encoder_passes"] == 0  # every feature from the session's cache
-        assert refine.stats["corrected_slices"] == [1]
-        assert [c["slice_index"] for c in refine.stats["confidence"] if c["corrected"]] == [1, 1]
+        assert refine.stats.encoder_passes == 0  # every feature from the session's cache
+        assert refine.stats.corrected_slices == [1]
+        assert [c.slice_index for c in refine.stats.confidence if c.corrected] == [1, 1]
         assert all(doubtful.slice_index != 1 for doubtful in refine.doubtful_slices)
         assert session.changes(refined).slices == []  # the refined result is kept too: refine it again
 
