@@ -23,17 +23,17 @@ from ..io.labels import (
     require_segments,
     write_label_map,
 )
-from ..measurements import SegmentVolume, segment_volumes
+from ..measurements import segment_volumes
 from ..models.devices import available_memory_bytes, not_enough_memory
 from ..options import RunSettings
 from ..progress import CancelToken, ProgressCallback, StageProgress, ignore_progress
 from ..segments import MAX_LABEL_VALUE, Segment, segment_key
-from ..summary import DoubtfulSlice, SliceConfidence
+from ..summary import DoubtfulSlice, SegmentVolume, SliceConfidence, SliceProvenance
 from .corrections import Corrections, changed_slices, check_slice_indices
 from .engine import FateSamEngine, RunStats, SliceLogitsCallback, StackSegmentation, SupportStack
 from .normalization import normalize_intensities
 from .probabilities import ProbabilityCollector
-from .provenance import SliceProvenance, slice_provenance
+from .provenance import slice_provenance
 
 DOUBTFUL_SLICES_LISTED = 10
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import slicer
 
-from ..measurements import SegmentVolume, voxel_volume_ml
+from ..measurements import voxel_volume_ml
+from ..summary import SegmentVolume
 from .scene import ijk_to_ras, segment_infos, segmentation_to_label_array
 
 
