@@ -13,7 +13,7 @@ from FateSAMLib.io.geometry import SliceFrame, ijk_to_lps, slice_centers, to_sli
 from FateSAMLib.method.encoder import SliceEncoder, StackFeatures
 from FateSAMLib.method.engine import EngineOptions, FateSamEngine, RunStats, StackSegmentation, support_candidates
 from FateSAMLib.method.normalization import to_model_input
-from FateSAMLib.method.pipeline import load_support, prepare_inputs, segment_volume
+from FateSAMLib.method.pipeline import load_support, prepare_inputs, prepare_query, segment_volume
 from FateSAMLib.method.probabilities import PRESENT_FROM, ProbabilityCollector, quantized_probabilities
 from FateSAMLib.method.retrieval import feature_distances
 from FateSAMLib.progress import CancelToken
@@ -31,12 +31,12 @@ def run(request, tiny_model):
     supports = [load_support(*case_paths(folder, name)) for name in support_names]
     query = load_support(*case_paths(folder, query_name)).image
     engine = FateSamEngine(tiny_model, EngineOptions(top_k=3))
-    return supports, query, segment_volume(engine, supports, query, probabilities=True)
+    return supports, query, segment_volume(engine, supports, prepare_query(query), probabilities=True)
 
 
 def test_provenance_names_real_support_slices_that_show_the_segments(run):
     supports, query, result = run
-    prepared = prepare_inputs(supports, query)
+    prepared = prepare_inputs(supports, prepare_query(query))
     assert [entry.slice_index for entry in result.provenance] == list(range(prepared.query.shape[0]))
     names = {s.value: s.name for s in result.segments}
     for entry in result.provenance:
@@ -56,7 +56,7 @@ def test_provenance_names_real_support_slices_that_show_the_segments(run):
 
 def test_provenance_matches_the_retrieval_recomputed_from_the_encoder(run, tiny_model):
     supports, query, result = run
-    prepared = prepare_inputs(supports, query)
+    prepared = prepare_inputs(supports, prepare_query(query))
     refs = support_candidates(prepared.supports, prepared.label_values)
     encoder = SliceEncoder(tiny_model.model, tiny_model.device, 4)
 
