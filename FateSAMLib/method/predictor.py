@@ -46,6 +46,9 @@ from .pipeline import (
 
 logger = logging.getLogger(__name__)
 
+MEMORY_CACHE_SHARE = 4
+"""A kept predictor's in-memory feature cache holds at most this share (1/4) of the memory free at its load."""
+
 MODEL_SETTINGS = ("model", "checkpoint", "random_weights", "image_size", "device")
 """The settings that choose the loaded model: predictors that agree on them share it (see :meth:`with_settings`)."""
 
@@ -256,5 +259,5 @@ class _SharedModel:
         if settings.feature_cache:
             self.feature_cache = FeatureCache(settings.feature_cache, model_identity(loaded))
         elif self.keep_features:
-            self.feature_cache = MemoryFeatureCache()
+            self.feature_cache = MemoryFeatureCache(available_memory_bytes(loaded.device) // MEMORY_CACHE_SHARE)
         self.loaded = loaded
