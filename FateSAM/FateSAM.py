@@ -61,6 +61,7 @@ _addEngineToPath()
 from FateSAMLib.errors import FateSAMError, InputError  # noqa: E402
 from FateSAMLib.models.registry import MODELS, cached_checkpoint_path, model_names  # noqa: E402
 from FateSAMLib.options import DEVICES, NORMALIZATIONS, SLICE_AXIS_CHOICES, RunSettings  # noqa: E402
+from FateSAMLib.progress import TaskState  # noqa: E402
 from FateSAMLib.remote import ServerClient  # noqa: E402
 from FateSAMLib.slicer.apply_result import ApplyPlan, KeptSegments, plan_apply, untouched_segments  # noqa: E402
 from FateSAMLib.slicer.deps import (  # noqa: E402
@@ -459,9 +460,9 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onDownloadFinished(self, job: BackgroundJob) -> None:
         self._showModelState()
-        if job.state == "succeeded":
+        if job.state == TaskState.SUCCEEDED:
             self.ui.statusLabel.text = _("Downloaded.")
-        elif job.state == "cancelled":
+        elif job.state == TaskState.CANCELLED:
             self.ui.statusLabel.text = _("Download cancelled.")
         else:
             self.ui.statusLabel.text = _("Download failed.")
@@ -527,10 +528,10 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onInstallFinished(self, job: JobSequence) -> None:
         then, self._afterInstall = self._afterInstall, None
-        if job.state == "cancelled":
+        if job.state == TaskState.CANCELLED:
             self.ui.statusLabel.text = _("Installation cancelled; nothing was run.")
             return
-        if job.state == "failed":
+        if job.state == TaskState.FAILED:
             self.ui.statusLabel.text = _("Installation failed.")
             slicer.util.errorDisplay(str(job.error), windowTitle=_("FateSAM: installation failed"))
             return
@@ -645,7 +646,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.logTextEdit.appendPlainText(message)
 
     def onRunFinished(self, run: SegmentationRun) -> None:
-        if run.state == "succeeded":
+        if run.state == TaskState.SUCCEEDED:
             self._showModelState()  # the run may have downloaded the checkpoint
             self._lastResult, self._lastTarget, self._lastRun = run.result, run.target, run
             self._updateButtons()
@@ -675,7 +676,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     axis=run.stats.slice_axis, index=index
                 )
                 self.ui.doubtfulSlicesList.addItem(qt.QListWidgetItem(text))
-        elif run.state == "cancelled":
+        elif run.state == TaskState.CANCELLED:
             self.ui.progressBar.value = 0
             self.ui.statusLabel.text = _("Cancelled; the scene was not changed.")
         else:
@@ -840,7 +841,7 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
             job.wait(on_poll=lambda _job: slicer.app.processEvents())
             for line in job.log_tail:
                 logging.info(line)
-            if job.state != "succeeded":
+            if job.state != TaskState.SUCCEEDED:
                 raise job.error
         if not server:
             check_installed()

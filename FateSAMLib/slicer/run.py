@@ -20,6 +20,7 @@ import slicer
 from ..errors import Cancelled, FateSAMError, InputError
 from ..formats import NRRD_SUFFIX
 from ..options import RunSettings
+from ..progress import TaskState
 from ..segments import Segment
 from ..summary import RunSummary
 from .apply_result import KeptSegments, untouched_segments
@@ -88,7 +89,7 @@ class SegmentationRun:
         self.session = session
         if session is not None and self.options.feature_cache is None:  # a refine of the result encodes nothing
             self.options = replace(self.options, feature_cache=session.feature_cache)
-        self.state = "ready"
+        self.state = TaskState.READY
         self.fraction = 0.0
         self.message = ""
         self.error: FateSAMError | None = None
@@ -108,7 +109,7 @@ class SegmentationRun:
 
     @property
     def finished(self) -> bool:
-        return self.state in ("succeeded", "failed", "cancelled")
+        return TaskState(self.state).finished
 
     @property
     def folder(self) -> Path | None:
@@ -133,7 +134,7 @@ class SegmentationRun:
 
     def start(self) -> None:
         """Export the inputs and start the engine; on an input error nothing is left behind and it is raised."""
-        if self.state != "ready":
+        if self.state != TaskState.READY:
             raise RuntimeError("A run starts once; create a new SegmentationRun to run again.")
         if self.target is None:
             raise InputError("No target volume: select the volume to segment.")
@@ -149,7 +150,7 @@ class SegmentationRun:
             self._folder = None
             raise
         _LIVE_RUNS.add(self)
-        self.state = "running"
+        self.state = TaskState.RUNNING
         self.message = "Starting the engine"
 
     def _start_job(self, inputs: RunInputs) -> BackgroundJob:
@@ -161,7 +162,7 @@ class SegmentationRun:
 
     def poll(self) -> list[EngineEvent]:
         """Handle what the engine reported since the last call; when it has ended, import or clean up."""
-        if self.state != "running":
+        if self.state != TaskState.RUNNING:
             return []
         events = self._job.poll()
         self.fraction, self.message = self._job.fraction, self._job.message
@@ -171,7 +172,7 @@ class SegmentationRun:
 
     def _finish(self) -> None:
         try:
-            if self._job.state == "succeeded" and self._job.done_output:
+            if self._job.state == TaskState.SUCCEEDED and self._job.done_output:
                 if self.output_node is not None:  # as the node is now: the user may have edited it during the run
                     self.keeping.untouched = untouched_segments(self.output_node, self.session)
                 self.stats = read_run_stats(self._inputs.stats)
@@ -193,17 +194,20 @@ class SegmentationRun:
                     place_probabilities(self.scene, self.probability_volumes, self.target)
                 if self.session is not None:
                     self.session.keep(self, Path(self._job.done_output))
-                self.state, self.fraction, self.message = "succeeded", 1.0, "Done"
-            elif self._job.state == "cancelled":
-                self.state, self.error = "cancelled", Cancelled("The run was cancelled; the scene was not changed.")
+                self.state, self.fraction, self.message = TaskState.SUCCEEDED, 1.0, "Done"
+            elif self._job.state == TaskState.CANCELLED:
+                self.state, self.error = (
+                    TaskState.CANCELLED,
+                    Cancelled("The run was cancelled; the scene was not changed."),
+                )
             else:
-                self.state = "failed"
+                self.state = TaskState.FAILED
                 details = "\n".join(self._job.log_tail[-10:])
                 self.error = self._job.error or FateSAMError(
                     f"The engine ended without reporting a result; run again. Its last output:\n{details}"
                 )
         except Exception as error:  # a run must always end: report anything that breaks the import
-            self.state = "failed"
+            self.state = TaskState.FAILED
             self.error = (
                 error if isinstance(error, FateSAMError) else FateSAMError(f"Importing the result failed: {error}")
             )
@@ -218,7 +222,7 @@ class SegmentationRun:
 
     def cancel(self) -> None:
         """Ask the engine to stop; the run ends as "cancelled" at a later :meth:`poll` (see :meth:`stop`)."""
-        if self.state == "running":
+        if self.state == TaskState.RUNNING:
             self._job.cancel()
             self.message = "Cancelling"
 
@@ -228,20 +232,20 @@ class SegmentationRun:
         The run is then "cancelled" and the scene untouched (nothing is imported), even if the engine had just
         finished: for when the module, the scene or Slicer closes during a run.
         """
-        if self.state != "running":
+        if self.state != TaskState.RUNNING:
             return
         self._job.stop(timeout_s)
-        if self._job.state == "succeeded":  # it finished before the cancel reached it: import nothing
-            self._job.state = "cancelled"
+        if self._job.state == TaskState.SUCCEEDED:  # it finished before the cancel reached it: import nothing
+            self._job.state = TaskState.CANCELLED
         self._finish()
 
     def run_blocking(
         self, on_poll: Callable[[SegmentationRun], None] | None = None, interval_s: float = 0.1
     ) -> slicer.vtkMRMLSegmentationNode:
         """Start (if needed) and wait for the end; returns the result node or raises the run's error."""
-        if self.state == "ready":
+        if self.state == TaskState.READY:
             self.start()
         poll_until_finished(self, on_poll, interval_s)  # stops the engine on an exception (e.g. KeyboardInterrupt)
-        if self.state != "succeeded":
+        if self.state != TaskState.SUCCEEDED:
             raise self.error
         return self.result
