@@ -58,10 +58,12 @@ def _addEngineToPath() -> None:
 
 _addEngineToPath()
 
-from FateSAMLib.errors import FateSAMError  # noqa: E402
+from FateSAMLib.errors import FateSAMError, InputError  # noqa: E402
 from FateSAMLib.models.registry import MODELS, cached_checkpoint_path, model_names  # noqa: E402
 from FateSAMLib.options import DEVICES, NORMALIZATIONS, SLICE_AXIS_CHOICES, RunSettings  # noqa: E402
+from FateSAMLib.progress import TaskState  # noqa: E402
 from FateSAMLib.remote import ServerClient  # noqa: E402
+from FateSAMLib.slicer.apply_result import ApplyPlan, KeptSegments, plan_apply, untouched_segments  # noqa: E402
 from FateSAMLib.slicer.deps import (  # noqa: E402
     DependencyPlan,
     check_installed,
@@ -85,16 +87,20 @@ from FateSAMLib.slicer.parameters import (  # noqa: E402
     with_scene_supports,
 )
 from FateSAMLib.slicer.plan import SupportPair, segment_names  # noqa: E402
+from FateSAMLib.slicer.probabilities import overlay  # noqa: E402
 from FateSAMLib.slicer.process import BackgroundJob, JobSequence, start_download, start_estimate  # noqa: E402
 from FateSAMLib.slicer.remote_run import RemoteRefineRun, RemoteSegmentationRun  # noqa: E402
 from FateSAMLib.slicer.review import RefineRun, ReviewSession, reviewed_support  # noqa: E402
 from FateSAMLib.slicer.run import SegmentationRun  # noqa: E402
 from FateSAMLib.slicer.scene import (  # noqa: E402
+    from_world,
     register_segmentation_converters,
 )
 from FateSAMLib.slicer.self_test import SelfTest  # noqa: E402
 from FateSAMLib.slicer.support_set import load_support_set, save_support_set  # noqa: E402
+from FateSAMLib.slicer.support_view import leaned_on, show_support_slice, stack_index  # noqa: E402
 from FateSAMLib.slicer.views import display_result, jump_to  # noqa: E402
+from FateSAMLib.slicer.volumes import segmentation_volumes  # noqa: E402
 
 POLL_INTERVAL_MS = 200
 README_URL = "https://github.com/fatesam/FateSAM#3d-slicer-module"
@@ -119,7 +125,7 @@ class FateSAM(ScriptedLoadableModule):
         self.parent.helpText = _(
             "Segment a volume from a few segmented examples (supports), with no prompts and no training, using the "
             "frozen modules of Meta's SAM2 (FATE-SAM, arXiv 2501.09138). Pick the volume, add supports, press Apply; "
-            "review the result in Segment Editor, starting with the slices of lowest confidence. Needs 3D Slicer "
+            "review the result in Segment Editor, starting with the slices of lowest certainty. Needs 3D Slicer "
             "{major}.{minor} or later."
         ).format(major=MINIMUM_SLICER[0], minor=MINIMUM_SLICER[1])
         self.parent.helpText += _('<p>See the <a href="{url}">FateSAM documentation</a>.</p>').format(url=README_URL)
@@ -208,6 +214,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._afterInstall = None  # what to start once the dependencies are installed
         self._lastResult = None
         self._lastTarget = None
+        self._lastRun = None  # the run that made the last result: its provenance and supports
         self._timer = None
         self._updatingGui = False
 
@@ -246,6 +253,7 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.refineButton.clicked.connect(self.onRefine)
         self.ui.addAsSupportButton.clicked.connect(self.onAddAsSupport)
         self.ui.doubtfulSlicesList.itemClicked.connect(self.onDoubtfulSliceClicked)
+        self.ui.showSupportSliceButton.clicked.connect(self.onShowSupportSlice)
 
         self.initializeParameterNode()
         self._showModelState()
@@ -401,6 +409,8 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.showInSegmentEditorButton.enabled = reviewing
         self.ui.refineButton.enabled = reviewing
         self.ui.addAsSupportButton.enabled = reviewing
+        provenance = self._lastRun is not None and bool(self._lastRun.provenance)
+        self.ui.showSupportSliceButton.enabled = reviewing and provenance
         self.ui.modelComboBox.enabled = not busy
         self.ui.runOnComboBox.enabled = not busy
         self._showModelState()
@@ -464,17 +474,19 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onEstimateFinished(self, job: BackgroundJob) -> None:
         self._showModelState()
-        self.ui.statusLabel.text = {"succeeded": _("Measured."), "cancelled": _("Measurement cancelled.")}.get(
-            job.state, _("Measurement failed.")
-        )
-        if job.state == "failed":
+        if job.state == TaskState.SUCCEEDED:
+            self.ui.statusLabel.text = _("Measured.")
+        elif job.state == TaskState.CANCELLED:
+            self.ui.statusLabel.text = _("Measurement cancelled.")
+        else:
+            self.ui.statusLabel.text = _("Measurement failed.")
             slicer.util.errorDisplay(str(job.error), windowTitle=_("FateSAM: measurement failed"))
 
     def onDownloadFinished(self, job: BackgroundJob) -> None:
         self._showModelState()
-        if job.state == "succeeded":
+        if job.state == TaskState.SUCCEEDED:
             self.ui.statusLabel.text = _("Downloaded.")
-        elif job.state == "cancelled":
+        elif job.state == TaskState.CANCELLED:
             self.ui.statusLabel.text = _("Download cancelled.")
         else:
             self.ui.statusLabel.text = _("Download failed.")
@@ -540,10 +552,10 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onInstallFinished(self, job: JobSequence) -> None:
         then, self._afterInstall = self._afterInstall, None
-        if job.state == "cancelled":
+        if job.state == TaskState.CANCELLED:
             self.ui.statusLabel.text = _("Installation cancelled; nothing was run.")
             return
-        if job.state == "failed":
+        if job.state == TaskState.FAILED:
             self.ui.statusLabel.text = _("Installation failed.")
             slicer.util.errorDisplay(str(job.error), windowTitle=_("FateSAM: installation failed"))
             return
@@ -628,7 +640,10 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode is None:
             return
         with slicer.util.tryWithErrorDisplay(_("FateSAM could not start."), waitCursor=True):
-            run = self.logic.createRunFromParameterNode(self._parameterNode, **server)
+            probabilities = self.ui.probabilitiesCheckBox.checked
+            run = self.logic.createRunFromParameterNode(
+                self._parameterNode, keeping=self._askKeeping(), probabilities=probabilities, **server
+            )
             self.ui.logTextEdit.clear()
             self.ui.doubtfulSlicesList.clear()
             if server:
@@ -639,13 +654,26 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._log(_("Temporary folder: ") + str(run.folder))
             self._startTask(run, "run")
 
+    def _askKeeping(self) -> KeptSegments:
+        """How the run applies into the output segmentation: the locked segments, and, when it would replace segments
+        drawn or edited by hand, whether the user agrees (else the run's versions are added beside them)."""
+        locked = tuple(name.strip() for name in self.ui.lockedSegmentsLineEdit.text.split(",") if name.strip())
+        output = self._parameterNode.outputSegmentation
+        if output is None:
+            return KeptSegments(locked=locked)
+        pairs = complete_pairs(self._parameterNode.supports)
+        names = chosen_segment_names(pairs, self._parameterNode.uncheckedSegments)
+        plan = self.logic.planApply(output, names, locked)
+        replace = bool(plan.edited) and slicer.util.confirmYesNoDisplay(plan.question(), windowTitle=_("FateSAM"))
+        return KeptSegments(locked=locked, replace_edited=replace)
+
     def _log(self, message: str) -> None:
         self.ui.logTextEdit.appendPlainText(message)
 
     def onRunFinished(self, run: SegmentationRun) -> None:
-        if run.state == "succeeded":
+        if run.state == TaskState.SUCCEEDED:
             self._showModelState()  # the run may have downloaded the checkpoint
-            self._lastResult, self._lastTarget = run.result, run.target
+            self._lastResult, self._lastTarget, self._lastRun = run.result, run.target, run
             self._updateButtons()
             for warning in self.logic.showResult(run.result, run.target):
                 self._log(_("Warning: ") + warning)
@@ -654,22 +682,26 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 name=run.result.GetName()
             )
             for doubtful in run.doubtful_slices:
-                text = _("{axis} slice {index}: confidence {score:.2f} ({labels})").format(
+                text = _("{axis} slice {index}: certainty {certainty:.2f} ({labels})").format(
                     axis=doubtful.axis,
                     index=doubtful.slice_index,
-                    score=doubtful.score,
+                    certainty=doubtful.certainty,
                     labels=", ".join(doubtful.labels),
                 )
                 item = qt.QListWidgetItem(text)
                 item.setData(qt.Qt.UserRole, list(doubtful.center_ras))
+                item.setData(qt.Qt.UserRole + 1, doubtful.slice_index)
                 self.ui.doubtfulSlicesList.addItem(item)
+            self._showVolumes()
+            if run.probability_volumes:
+                overlay(slicer.mrmlScene, run.probability_volumes[0])
             corrected = run.stats.corrected_slices if run.stats else []
             for index in corrected:  # not in the list above: kept as drawn
                 text = _("{axis} slice {index}: corrected (kept as you drew it)").format(
                     axis=run.stats.slice_axis, index=index
                 )
                 self.ui.doubtfulSlicesList.addItem(qt.QListWidgetItem(text))
-        elif run.state == "cancelled":
+        elif run.state == TaskState.CANCELLED:
             self.ui.progressBar.value = 0
             self.ui.statusLabel.text = _("Cancelled; the scene was not changed.")
         else:
@@ -714,9 +746,40 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             editorWidget.setSourceVolumeNode(reference)
 
     def onDoubtfulSliceClicked(self, item) -> None:
-        """Centre the slice views on the slice, where the target volume is shown (through its parent transform)."""
+        """Centre the slice views on the slice, where the target volume is shown (through its parent transform), and
+        show the support slice it leaned on in the yellow view."""
         if self._lastTarget is not None and item.data(qt.Qt.UserRole) is not None:
             jump_to(slicer.mrmlScene, self._lastTarget, item.data(qt.Qt.UserRole))
+            self._showSupportSlice(item.data(qt.Qt.UserRole + 1))
+
+    def onShowSupportSlice(self) -> None:
+        """Show in the yellow view the support slice that the red view's slice of the result leaned on most."""
+        with slicer.util.tryWithErrorDisplay(_("FateSAM could not show the support slice."), waitCursor=False):
+            red = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode().GetSliceToRAS()
+            point = from_world(self._lastTarget, [red.GetElement(row, 3) for row in range(3)])
+            self._showSupportSlice(stack_index(self._lastTarget, self._lastRun.stats.slice_axis, point))
+
+    def _showSupportSlice(self, sliceIndex: int) -> None:
+        if self._lastRun is None or sliceIndex is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("FateSAM could not show the support slice."), waitCursor=False):
+            yellow = slicer.app.layoutManager().sliceWidget("Yellow").mrmlSliceNode()
+            used = self.logic.showSupportSlice(self._lastRun, int(sliceIndex), yellow)
+            self.ui.statusLabel.text = _(
+                "Slice {index} leaned most on slice {support_slice} of {support} (distance {distance:.3g}), in the "
+                "yellow view."
+            ).format(
+                index=sliceIndex, support_slice=used.slice_index, support=used.support_name, distance=used.distance
+            )
+
+    def _showVolumes(self) -> None:
+        """The result's segment volumes (as it is now, edits included) in the review panel."""
+        with slicer.util.tryWithErrorDisplay(_("FateSAM could not measure the result."), waitCursor=False):
+            rows = self.logic.segmentVolumes(self._lastResult, self._lastTarget)
+            self.ui.volumesLabel.text = "\n".join(
+                _("{name}: {ml:.2f} mL ({voxels} voxels)").format(name=v.name, ml=v.volume_ml, voxels=v.voxels)
+                for v in rows
+            )
 
     # Support sets
 
@@ -803,7 +866,7 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
             job.wait(on_poll=lambda _job: slicer.app.processEvents())
             for line in job.log_tail:
                 logging.info(line)
-            if job.state != "succeeded":
+            if job.state != TaskState.SUCCEEDED:
                 raise job.error
         if not server:
             check_installed()
@@ -846,6 +909,8 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
         *,
         server=None,
         token=None,
+        keeping=None,
+        probabilities=False,
         **options,
     ) -> SegmentationRun:
         """A background run; call start(), then poll() from a timer until finished (see FateSAMLib.slicer.run).
@@ -855,10 +920,15 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
         out of range before anything is exported. With ``server`` (a ``fatesam serve`` URL) and its ``token``, the
         run goes to that server (FateSAMLib.slicer.remote_run): only the job settings are sent (model, image_size,
         top_k, slice_axis, normalization, percentiles, window); the device and weights are the server's.
+        ``keeping`` (FateSAMLib.slicer.apply_result.KeptSegments): the locked segments of ``outputSegmentation`` and
+        whether hand-edited ones may be replaced (default: never; the run's versions are added beside them).
+        ``probabilities``: also add one probability volume per segment (on this computer only).
         """
         pairs = [SupportPair(volume, segmentation) for volume, segmentation in supports]
         if server:
-            return RemoteSegmentationRun(
+            if probabilities:
+                raise InputError("Probability volumes are made on this computer only; choose 'Run on: this computer'.")
+            run = RemoteSegmentationRun(
                 slicer.mrmlScene,
                 targetVolume,
                 pairs,
@@ -869,6 +939,8 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
                 output_node=outputSegmentation,
                 session=REVIEW_SESSION,
             )
+            run.keeping = keeping or KeptSegments()
+            return run
         return SegmentationRun(
             slicer.mrmlScene,
             targetVolume,
@@ -877,6 +949,8 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
             options=RunSettings(**options),
             output_node=outputSegmentation,
             session=REVIEW_SESSION,
+            keeping=keeping,
+            probabilities=probabilities,
         )
 
     @staticmethod
@@ -896,7 +970,9 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
         """Forget the kept engine outputs and remove the session's feature cache (e.g. when the scene closes)."""
         REVIEW_SESSION.close()
 
-    def createRunFromParameterNode(self, parameterNode, *, server=None, token=None) -> SegmentationRun:
+    def createRunFromParameterNode(
+        self, parameterNode, *, server=None, token=None, keeping=None, probabilities=False
+    ) -> SegmentationRun:
         """A background run with the module's current settings, on this computer or on ``server`` (see createRun)."""
         pairs = complete_pairs(parameterNode.supports)
         return self.createRun(
@@ -906,6 +982,8 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
             outputSegmentation=parameterNode.outputSegmentation,
             server=server,
             token=token,
+            keeping=keeping,
+            probabilities=probabilities,
             **run_options(parameterNode),
         )
 
@@ -925,6 +1003,27 @@ class FateSAMLogic(ScriptedLoadableModuleLogic):
         for warning in run.warnings + self.showResult(result, targetVolume):
             logging.warning(warning)
         return result
+
+    @staticmethod
+    def planApply(outputSegmentation, segmentNames, locked=()) -> ApplyPlan:
+        """What applying the segments ``segmentNames`` into ``outputSegmentation`` would replace, add, keep locked,
+        and which of its segments were drawn or edited by hand (``plan.question()``: what to ask before replacing)."""
+        untouched = untouched_segments(outputSegmentation, REVIEW_SESSION)
+        return plan_apply(outputSegmentation, segmentNames, locked, untouched)
+
+    @staticmethod
+    def showSupportSlice(run, sliceIndex: int, sliceNode):
+        """Show in ``sliceNode``'s view the support slice that slice ``sliceIndex`` of ``run``'s result leaned on
+        most (the support volume with its segmentation); returns that support slice's provenance entry."""
+        used = leaned_on(run.provenance, sliceIndex)
+        pair = run.used_supports[used.support]
+        show_support_slice(slicer.mrmlScene, sliceNode, pair.volume, pair.segmentation, used, run.stats.slice_axis)
+        return used
+
+    @staticmethod
+    def segmentVolumes(segmentation, volume) -> list:
+        """Each segment's voxel count and volume (mL) on ``volume``'s grid (FateSAMLib.measurements.SegmentVolume)."""
+        return segmentation_volumes(segmentation, volume)
 
     @staticmethod
     def showResult(segmentation, targetVolume) -> list:

@@ -28,6 +28,9 @@ LABEL_SUFFIXES = (SEGMENTATION_SUFFIX, *IMAGE_SUFFIXES)
 OUTPUT_SUFFIXES = (SEGMENTATION_SUFFIX, ".nii.gz", ".nii", NRRD_SUFFIX, ".mha")
 """Label maps that are written (single-file formats only)."""
 
+PROBABILITY_SUFFIXES = (NRRD_SUFFIX, ".nii.gz", ".nii", ".mha")
+"""Probability images that are written: one uint8 component per segment, on the query's grid."""
+
 
 def suffix_of(path: str | Path, suffixes: tuple[str, ...] = LABEL_SUFFIXES) -> str:
     """The longest of ``suffixes`` that ``path``'s file name ends with, ignoring case ('' when none does)."""

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import Enum
 
 from .errors import Cancelled
 
@@ -23,6 +24,25 @@ ProgressCallback = Callable[[float, str], None]
 
 def ignore_progress(fraction: float, message: str) -> None:
     """A progress callback that does nothing."""
+
+
+class TaskState(str, Enum):
+    """The state of a task this process runs or follows (an engine process, an installation step, a Slicer run);
+    equal to its lower-case name, as a server job's :class:`~FateSAMLib.protocol.JobState`."""
+
+    READY = "ready"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the task has ended (succeeded, failed or cancelled)."""
+        return self in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class CancelToken:

@@ -33,14 +33,52 @@ class SliceConfidence:
 
 @dataclass(frozen=True)
 class DoubtfulSlice:
-    """A query slice to review first: its index along ``axis``, its centre (LPS, mm), its lowest certainty, and
-    the label that has it."""
+    """A query slice to review first: its index along ``axis``, its centre (LPS, mm), its certainty (the lowest of
+    its labels'), and the label that has it."""
 
     slice_index: int
     axis: str
     center_lps: list[float]
-    score: float
+    certainty: float
     labels: list[str]
+
+
+@dataclass(frozen=True)
+class SegmentVolume:
+    """One segment's size: its label value and name, its voxel count and its volume in mL (``measurements``)."""
+
+    value: int
+    name: str
+    voxels: int
+    volume_ml: float
+
+
+@dataclass(frozen=True)
+class SupportSliceUsed:
+    """One retrieved support slice: its ``rank`` (1: closest), the support (index in the run's supports and file
+    name), its index along the run's slice axis (stack order, as query slices are numbered), its centre (LPS, mm, in
+    the support's space), its feature distance to the query slice, and the segments it shows."""
+
+    rank: int
+    support: int
+    support_name: str
+    slice_index: int
+    center_lps: list[float]
+    distance: float
+    segments: list[str]
+
+
+@dataclass(frozen=True)
+class SliceProvenance:
+    """The support slices a predicted query slice attended to (a corrected slice, copied, has no entry)."""
+
+    slice_index: int
+    supports: list[SupportSliceUsed]
+
+    @classmethod
+    def from_json(cls, slice_index: int, supports: list[dict[str, Any]]) -> SliceProvenance:
+        """An entry of the statistics JSON's ``provenance``."""
+        return cls(slice_index, [SupportSliceUsed(**used) for used in supports])
 
 
 @dataclass(frozen=True)
@@ -55,7 +93,8 @@ class SegmentEntry:
 @dataclass(frozen=True)
 class RunSummary:
     """What a run did and found: the engine's counts and seconds, the slice axis and segments, the model and
-    settings it ran with, the slices to review first and the per-slice confidence. Its JSON keeps this order."""
+    settings it ran with, each segment's volume, the slices to review first, the per-slice confidence and each slice's
+    provenance (the support slices it was predicted from). Its JSON keeps this order."""
 
     encoder_passes: int
     query_slices: int
@@ -74,8 +113,10 @@ class RunSummary:
     reuse_features: bool
     top_k: int
     threads: int | None = None  # the CPU threads torch ran with (None: statistics of an older FateSAM)
+    volumes: list[SegmentVolume] = field(default_factory=list)
     doubtful_slices: list[DoubtfulSlice] = field(default_factory=list)
     confidence: list[SliceConfidence] = field(default_factory=list)
+    provenance: list[SliceProvenance] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The summary as the statistics JSON's object."""
@@ -84,7 +125,13 @@ class RunSummary:
     @classmethod
     def from_json(cls, data: object, source: str = "the statistics") -> RunSummary:
         """The summary of a statistics JSON object; InputError naming ``source`` when it does not fit the schema."""
-        nested = {"segments": SegmentEntry, "doubtful_slices": DoubtfulSlice, "confidence": SliceConfidence}
+        nested = {
+            "segments": SegmentEntry,
+            "volumes": SegmentVolume,
+            "doubtful_slices": DoubtfulSlice,
+            "confidence": SliceConfidence,
+            "provenance": SliceProvenance.from_json,
+        }
         try:
             values = dict(data)  # type: ignore[call-overload]
             for name, kind in nested.items():

@@ -7,6 +7,8 @@ import argparse
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..errors import InputError
+from ..io.label_names import parse_label_names
 from ..options import PRESETS, SETTINGS, RunSettings, option_arguments
 from ..support_sets import MANIFEST_NAME, read_support_set
 from .reporting import Reporter
@@ -31,6 +33,28 @@ def add_support_argument(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="DIR",
         help=f"a support set folder saved by the Slicer module ({MANIFEST_NAME} and its cases), instead of --support",
+    )
+
+
+class _LabelNames(argparse.Action):
+    """``--label-names 1=anterior 2=posterior``, parsed and checked as it is read (a bad item exits 1 at once)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        try:
+            setattr(namespace, self.dest, parse_label_names(values))
+        except InputError as error:
+            parser.error(str(error))
+
+
+def add_label_names_argument(parser: argparse.ArgumentParser) -> None:
+    """``--label-names VALUE=NAME ...``: names for the values of plain label maps (see ``io.label_names``)."""
+    parser.add_argument(
+        "--label-names",
+        nargs="+",
+        action=_LabelNames,
+        metavar="VALUE=NAME",
+        help="names of plain label maps' values, e.g. 1=anterior 2=posterior (default: a dataset.json beside the "
+        "labels, else 'Label N'); a .seg.nrrd keeps its own names",
     )
 
 

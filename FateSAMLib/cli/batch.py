@@ -13,7 +13,13 @@ from ..cohort.worker import OUTPUT_FORMATS, CohortSettings, check_cohort
 from ..errors import InputError
 from ..options import result_settings
 from ..progress import CancelToken
-from .arguments import add_model_arguments, add_support_argument, settings_from_args, support_pairs
+from .arguments import (
+    add_label_names_argument,
+    add_model_arguments,
+    add_support_argument,
+    settings_from_args,
+    support_pairs,
+)
 from .pools import add_pool_arguments, case_event_writer, case_pool
 from .reporting import Reporter
 
@@ -32,6 +38,7 @@ def run_batch(args: argparse.Namespace, reporter: Reporter, cancel: CancelToken)
         output_format=args.format,
         segments=tuple(args.segments) if args.segments else None,
         overwrite=args.overwrite,
+        label_names=args.label_names,
     )
     reporter.progress(0.0, "Reading the supports and checking the queries")
     check_cohort(cohort, cases)
@@ -57,9 +64,10 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Each query's segmentation is written to OUTPUT_DIR/<id><format>; a case whose output exists is "
         "skipped (unless --overwrite), so an interrupted run resumes where it stopped; a rerun with other supports or "
         "settings than summary.json records is refused (unless --overwrite). summary.csv and summary.json list each "
-        "case's status, error, seconds, encoder passes, lowest-confidence slices and, with --references, "
-        "Dice/HD95/ASSD per label and the cohort's means; summary.json also the supports' SHA-256 and the settings. "
-        "Exit code 0: every case succeeded; 1: some failed; 130: cancelled.",
+        "case's status, error, seconds, encoder passes, lowest-certainty slices, each segment's volume (mL) and voxel "
+        "count and, with --references, Dice/HD95/ASSD per label, with the cohort's means; summary.json also the "
+        "supports' SHA-256, the settings and each slice's provenance. Exit code 0: every case succeeded; 1: some "
+        "failed; 130: cancelled.",
     )
     add_support_argument(parser)
     parser.add_argument(
@@ -73,6 +81,7 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--references", type=Path, help="folder of <id>.nii.gz (.nrrd, .seg.nrrd...) to score against")
     parser.add_argument("--segments", nargs="+", metavar="NAME_OR_VALUE", help="only these segments (default all)")
     parser.add_argument("--overwrite", action="store_true", help="segment every case again, replacing its output")
+    add_label_names_argument(parser)
     parser.add_argument("--json-progress", action="store_true", help="one JSON object per line on stdout")
     add_pool_arguments(parser)
     add_model_arguments(parser)

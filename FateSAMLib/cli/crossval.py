@@ -23,11 +23,13 @@ from ..method.pipeline import load_support
 from ..names import check_distinct_names, check_output_name
 from ..options import result_settings, whole_number_type
 from ..progress import CancelToken
-from .arguments import add_model_arguments, settings_from_args
+from .arguments import add_label_names_argument, add_model_arguments, settings_from_args
 from .pools import add_pool_arguments, case_event_writer, case_pool
 from .reporting import Reporter
 
 PREDICTION_SUFFIX = ".nii.gz"
+SPREAD = "standard deviation over the scored queries (population, ddof 0)"
+"""What the ``±`` of the table and the ``*_std`` of the report are."""
 
 
 def find_cases(folder: Path) -> list[tuple[str, Path, Path]]:
@@ -65,11 +67,15 @@ def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
     return summary
 
 
-def format_table(summary: dict[str, dict[str, float]], names: dict[int, str]) -> str:
-    """A plain-text table: one row per label, then the mean over labels."""
+def format_table(summary: dict[str, dict[str, float]], names: dict[int, str], supports: list[str], queries: int) -> str:
+    """A plain-text table: what it is (the supports, how many queries, what ``±`` is), one row per label, then the
+    mean over labels."""
     if not summary:
         return "No query was scored."
-    lines = [f"{'label':<24}{'Dice':>16}{'HD95 mm':>18}{'ASSD mm':>18}"]
+    lines = [
+        f"mean ± {SPREAD}; queries scored: {queries}; supports: {', '.join(supports)}",
+        f"{'label':<24}{'Dice':>16}{'HD95 mm':>18}{'ASSD mm':>18}",
+    ]
     for label, entry in summary.items():
         cells = [f"{entry[m + '_mean']:.3f} ± {entry[m + '_std']:.3f}" for m in ("dice", "hd95", "assd")]
         lines.append(f"{names.get(int(label), label):<24}{cells[0]:>16}{cells[1]:>18}{cells[2]:>18}")
@@ -135,11 +141,12 @@ def run_crossval(args: argparse.Namespace, reporter: Reporter, cancel: CancelTok
         output_dir=None,
         output_format=PREDICTION_SUFFIX,
         segments=tuple(args.segments) if args.segments else None,
+        label_names=args.label_names,
     )
     check_cohort(cohort, [])
     origin = provenance(cohort, result_settings(run))
     for _, image, labels in queries:  # a damaged case is refused now, not after hours of work
-        load_support(image, labels)
+        load_support(image, labels, label_names=args.label_names)
     with _staging(folder_out) as staging:
         cohort = dataclasses.replace(cohort, output_dir=staging)
         pool = case_pool(args, cohort, run, reporter, cancel)
@@ -152,6 +159,7 @@ def run_crossval(args: argparse.Namespace, reporter: Reporter, cancel: CancelTok
         rows = _summary_rows(records)
         summary = summarize(rows)
         failed = [{"case": r["id"], "error": r["error"]} for r in records if r["status"] == "failed"]
+        scored = len({row["case"] for row in rows})
         with OutputFiles(args.overwrite) as outputs:
             for record in records:
                 if record["status"] == "done" and record["id"] in predictions:
@@ -162,13 +170,15 @@ def run_crossval(args: argparse.Namespace, reporter: Reporter, cancel: CancelTok
                     "run": origin,
                     "shots": args.shots,
                     "supports": [c for c, _, _ in support_cases],
+                    "queries": scored,
+                    "spread": SPREAD,
                     "rows": rows,
                     "summary": summary,
                     "failed": failed,
                 }
                 outputs.add(args.json, json_writer(report))
     names = {int(value): name for r in records for value, name in r.get("segments", {}).items()}
-    reporter.done(format_table(summary, names))
+    reporter.done(format_table(summary, names, [c for c, _, _ in support_cases], scored))
     return 1 if failed else 0
 
 
@@ -195,6 +205,7 @@ def add_crossval_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output-dir", type=Path, help="also write each prediction here, as <case>.nii.gz")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json and predictions")
     parser.add_argument("--json-progress", action="store_true", help="one JSON object per line on stdout")
+    add_label_names_argument(parser)
     add_pool_arguments(parser)
     add_model_arguments(parser)
     parser.set_defaults(func=run_crossval, reporting=True)

@@ -14,11 +14,18 @@ from .. import __version__
 from ..atomic import check_outputs
 from ..errors import INTERRUPTED, Cancelled, FateSAMError, InputError
 from ..formats import OUTPUT_SUFFIXES, output_suffix
+from ..io.probabilities import probability_suffix
 from ..method.jobs import SegmentJob, run_job
 from ..method.predictor import FateSamPredictor
 from ..models.devices import resolve_device, run_memory_error
 from ..progress import CancelToken
-from .arguments import add_model_arguments, add_support_argument, settings_from_args, support_pairs
+from .arguments import (
+    add_label_names_argument,
+    add_model_arguments,
+    add_support_argument,
+    settings_from_args,
+    support_pairs,
+)
 from .batch import add_batch_parser
 from .corrections import add_correction_arguments, corrections_from_args
 from .crossval import add_crossval_parser
@@ -34,14 +41,27 @@ def run_segment(args: argparse.Namespace, reporter: Reporter, cancel: CancelToke
     """``fatesam segment``: read and check, segment with the predictor, write the label volume (and stats)
     atomically."""
     if args.server:
+        if args.probabilities or args.label_names:
+            raise InputError("--probabilities and --label-names run locally only: leave out --server to use them.")
         return run_remote_segment(args, reporter, cancel)
     output = Path(args.output)
     if not output_suffix(output):
         raise InputError(f"Unsupported output '{output}'. Use one of: {', '.join(OUTPUT_SUFFIXES)}.")
-    check_outputs([output, args.stats_json], args.overwrite)
+    if args.probabilities:
+        probability_suffix(args.probabilities)  # a format it cannot be is refused before any work
+    check_outputs([output, args.stats_json, args.probabilities], args.overwrite)
     settings = settings_from_args(args)
     pairs = support_pairs(args, settings, reporter)
-    job = SegmentJob(args.query, pairs, output, args.stats_json, args.segments, corrections_from_args(args))
+    job = SegmentJob(
+        args.query,
+        pairs,
+        output,
+        args.stats_json,
+        args.segments,
+        corrections_from_args(args),
+        probabilities=args.probabilities,
+        label_names=args.label_names,
+    )
     run_job(FateSamPredictor(settings, keep_features=False), job, reporter.progress, cancel, args.overwrite)
     reporter.progress(1.0, f"Wrote {output}")
     reporter.done(str(output))
@@ -72,7 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--query", required=True, help="the volume to segment (NIfTI, NRRD, MHA or a DICOM folder)")
     segment.add_argument("--output", required=True, help="output label volume: .nii.gz, .nrrd, .mha or .seg.nrrd")
     segment.add_argument("--segments", nargs="+", metavar="NAME_OR_VALUE", help="only these segments (default all)")
-    segment.add_argument("--stats-json", type=Path, help="write counts, timings and per-slice confidence here")
+    segment.add_argument(
+        "--stats-json", type=Path, help="write counts, timings, volumes, per-slice certainty and provenance here"
+    )
+    segment.add_argument(
+        "--probabilities",
+        type=Path,
+        help="also write each segment's probability on the query's grid here (.nrrd, .nii.gz, .nii, .mha): one uint8 "
+        "component per segment, 0..255; >= 128 where the segment's logit is above 0",
+    )
+    add_label_names_argument(segment)
     segment.add_argument("--json-progress", action="store_true", help="one JSON object per line on stdout")
     segment.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_model_arguments(segment)

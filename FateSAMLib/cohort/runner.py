@@ -39,6 +39,8 @@ CSV_COLUMNS = (
     "support_memories_encoded",
     "doubtful_slices",
 )
+VOLUME_COLUMNS = ("volume_ml", "voxels")
+"""Per label, after its metrics: the segment's volume (mL) and voxel count (the mean row: the mean volume)."""
 
 
 class CasePool(Protocol):
@@ -176,32 +178,48 @@ def check_resume(cases: list[Case], settings: CohortSettings, origin: dict) -> N
         )
 
 
+def _mean(values: list[float | None]) -> float | None:
+    finite = [value for value in values if value is not None and math.isfinite(value)]
+    return float(np.mean(finite)) if finite else None
+
+
 def cohort_means(records: list[dict]) -> dict[str, dict[str, float | None]]:
-    """Per label, the mean of each metric over the cases that have it (infinite distances left out; None if none)."""
+    """Per label, the mean of each metric over the cases scored for it (infinite distances left out; None if none),
+    and the mean volume (mL) over the cases segmented with it; ``cases``: how many were scored."""
     means: dict[str, dict[str, float | None]] = {}
-    labels = sorted({label for r in records for label in r.get("metrics", {})}, key=int)
+    labels = sorted({label for r in records for key in ("metrics", "volumes") for label in r.get(key, {})}, key=int)
     for label in labels:
         rows = [r["metrics"][label] for r in records if label in r.get("metrics", {})]
-        values = {m: [row[m] for row in rows if row[m] is not None and math.isfinite(row[m])] for m in METRICS}
-        means[label] = {m: float(np.mean(v)) if v else None for m, v in values.items()}
+        means[label] = {m: _mean([row[m] for row in rows]) for m in METRICS}
         means[label]["cases"] = len(rows)
+        means[label]["volume_ml"] = _mean(
+            [r["volumes"][label]["volume_ml"] for r in records if label in r.get("volumes", {})]
+        )
     return means
 
 
 def _csv_text(records: list[dict], means: dict[str, dict]) -> str:
     labels = list(means)
-    metric_columns = [f"{m}_{label}" for label in labels for m in METRICS]
+    metric_columns = [f"{m}_{label}" for label in labels for m in (*METRICS, *VOLUME_COLUMNS)]
     stream = io.StringIO()
     writer = csv.writer(stream, lineterminator="\n")
     writer.writerow([*CSV_COLUMNS, "output", *metric_columns])
     for record in records:
         cells = [record.get(column, "") for column in CSV_COLUMNS]
         cells[CSV_COLUMNS.index("doubtful_slices")] = " ".join(str(i) for i in record.get("doubtful_slices", []))
-        metrics = record.get("metrics", {})
-        scores = [metrics.get(label, {}).get(m, "") for label in labels for m in METRICS]
+        metrics, volumes = record.get("metrics", {}), record.get("volumes", {})
+        scores = [
+            cell
+            for label in labels
+            for cell in (
+                *(metrics.get(label, {}).get(m, "") for m in METRICS),
+                *(volumes.get(label, {}).get(v, "") for v in VOLUME_COLUMNS),
+            )
+        ]
         writer.writerow([*cells, record.get("output", ""), *scores])
     if labels:
-        writer.writerow(["mean", *[""] * len(CSV_COLUMNS), *[means[label][m] for label in labels for m in METRICS]])
+        mean_cells = [means[label].get(m, "") for label in labels for m in (*METRICS, *VOLUME_COLUMNS)]
+        writer.writerow(["mean", *[""] * len(CSV_COLUMNS), *mean_cells])
     return stream.getvalue()
 
 

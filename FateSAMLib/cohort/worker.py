@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..atomic import OutputFiles
@@ -39,6 +39,7 @@ class CohortSettings:
     output_format: str = ".nii.gz"
     segments: tuple[str, ...] | None = None
     overwrite: bool = False
+    label_names: dict[int, str] | None = None  # names of plain label maps' values (``io.label_names``)
     queries_encoded_together: int = 1
     """Queries whose slices share the image encoder's batches, encoded before their runs (fuller batches on a GPU
     where queries are short; each query is then read twice). 1: each query is encoded in its own run."""
@@ -52,7 +53,7 @@ def check_cohort(settings: CohortSettings, cases: list[Case]) -> None:
     """Refuse (:class:`InputError`), before any model work, a cohort that would fail in every case or after its work:
     a damaged support, a ``segments`` name that no support has, or a DICOM SEG output for a query it cannot reference
     (the message names the case)."""
-    supports = [load_support(image, labels) for image, labels in settings.supports]
+    supports = [load_support(image, labels, label_names=settings.label_names) for image, labels in settings.supports]
     select_segments(merge_segments(supports)[0], list(settings.segments or ()))
     if settings.output_dir is not None and settings.output_format == DICOM_SEG_SUFFIX:
         for case in cases:
@@ -85,7 +86,7 @@ class CaseWorker:
         if self.predictor is not None:
             return
         predictor = self.predictor_factory()
-        predictor.prepare_supports(self.settings.supports)
+        predictor.prepare_supports(self.settings.supports, self.settings.label_names)
         predictor.load()
         self.predictor = predictor
 
@@ -135,7 +136,7 @@ class CaseWorker:
         reference = None
         if case.reference is not None:
             what = f"The reference {case.reference} does not match the query {case.query}"
-            reference, _ = read_labels_on_grid(case.reference, query.image, what)
+            reference, _ = read_labels_on_grid(case.reference, query.image, what, settings.label_names)
         result = self.predictor.segment(query, segments=settings.segments, progress=progress, cancel=cancel)
         cancel.raise_if_cancelled()
         if output is not None:
@@ -156,6 +157,10 @@ class CaseWorker:
             "support_memories_encoded": result.stats.support_memories_encoded,
             "doubtful_slices": [entry.slice_index for entry in result.doubtful_slices],
             "segments": {str(s.value): s.name for s in result.segments},
+            "volumes": {
+                str(v.value): {"name": v.name, "voxels": v.voxels, "volume_ml": v.volume_ml} for v in result.volumes
+            },
+            "provenance": [asdict(entry) for entry in result.provenance],
         }
         if reference is not None:
             scores = evaluate_labels(result.labels, reference, [s.value for s in result.segments])

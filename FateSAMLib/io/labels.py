@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from .geometry import (
 )
 from .images import allocation_error, read_volume
 from .integrity import check_image_file
+from .label_names import label_names_for
 
 logger = logging.getLogger(__name__)
 
@@ -169,10 +171,11 @@ def _read_segmentation(path: Path) -> tuple[sitk.Image, list[Segment]]:
     return image, sorted(segments, key=lambda s: s.value)
 
 
-def read_labels(path: str | Path) -> tuple[sitk.Image, list[Segment]]:
+def read_labels(path: str | Path, names: Mapping[int, str] | None = None) -> tuple[sitk.Image, list[Segment]]:
     """Read a label map or a Slicer .seg.nrrd as an integer (z, y, x) image and its non-empty segments by value.
 
-    Plain label maps get :func:`default_segment` names and colours; a .seg.nrrd keeps its names and colours.
+    Plain label maps get :func:`default_segment` colours and names, but the names of a ``dataset.json`` beside them
+    and, above those, ``names`` (see :mod:`.label_names`); a .seg.nrrd keeps its own names and colours.
     Raises :class:`InputError` for a missing, unreadable or truncated file, non-integer, negative or too large
     (above 65535) values, or overlapping segments.
     """
@@ -182,15 +185,19 @@ def read_labels(path: str | Path) -> tuple[sitk.Image, list[Segment]]:
         raise InputError(f"{path} does not exist. Check the path of the label map.")
     if is_segmentation_file(path):
         return _read_segmentation(path)
-    return labels_of_image(read_volume(path), path)
+    return labels_of_image(read_volume(path), path, label_names_for(path, names))
 
 
-def labels_of_image(image: sitk.Image, name: str | Path) -> tuple[sitk.Image, list[Segment]]:
+def labels_of_image(
+    image: sitk.Image, name: str | Path, names: Mapping[int, str] | None = None
+) -> tuple[sitk.Image, list[Segment]]:
     """A plain label map already in memory (``name`` in messages) as :func:`read_labels` returns one: checked as
-    integer values in 0..65535, with default segments."""
+    integer values in 0..65535, with default segments, named by ``names`` where they name a value."""
     array = _integer_labels(sitk.GetArrayFromImage(image), name)
     values = [int(v) for v in np.unique(array) if v != 0]
-    return label_image(array, image), [default_segment(v) for v in values]
+    named = names or {}
+    segments = [default_segment(v) for v in values]
+    return label_image(array, image), [replace(s, name=named.get(s.value, s.name)) for s in segments]
 
 
 def _paste_subgrid(labels: sitk.Image, reference: sitk.Image) -> sitk.Image | None:
@@ -221,20 +228,24 @@ def on_reference_grid(labels: sitk.Image, reference: sitk.Image, what: str, *, c
     return placed
 
 
-def read_labels_on_grid(path: str | Path, reference: sitk.Image, what: str) -> tuple[sitk.Image, list[Segment]]:
+def read_labels_on_grid(
+    path: str | Path, reference: sitk.Image, what: str, names: Mapping[int, str] | None = None
+) -> tuple[sitk.Image, list[Segment]]:
     """Read a label map or .seg.nrrd onto ``reference``'s grid (``what`` names the pair in a mismatch message).
 
     A plain label map must be on the reference's grid; a .seg.nrrd on a cropped but aligned sub-grid of it (as Slicer
     may save) is padded with background. Raises :class:`InputError` as :func:`read_labels` does, and for another grid.
     """
-    labels, segments = read_labels(path)
+    labels, segments = read_labels(path, names)
     return on_reference_grid(labels, reference, what, cropped=is_segmentation_file(path)), segments
 
 
-def read_label_map(path: str | Path, reference: sitk.Image) -> tuple[sitk.Image, list[Segment]]:
+def read_label_map(
+    path: str | Path, reference: sitk.Image, names: Mapping[int, str] | None = None
+) -> tuple[sitk.Image, list[Segment]]:
     """Read support labels onto ``reference``'s grid (see :func:`read_labels_on_grid`); refuses empty labels, and
     warns (``FateSAMLib`` logger) when there are more than ``MANY_LABEL_VALUES`` values: an image passed as labels?"""
-    labels, segments = read_labels_on_grid(path, reference, f"{path} does not match its image")
+    labels, segments = read_labels_on_grid(path, reference, f"{path} does not match its image", names)
     require_segments(segments, path)
     if len(segments) > MANY_LABEL_VALUES:
         logger.warning(

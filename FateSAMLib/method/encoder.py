@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,18 +227,36 @@ class FeatureCache:
 
 
 class MemoryFeatureCache(FeatureCache):
-    """The feature cache kept in this process's memory (on the model's device): a cohort worker encodes its supports
-    and their memories for the first case only."""
+    """The feature cache kept in this process's memory (on the model's device): a cohort worker or a warm server
+    encodes its supports and their memories for the first case only.
 
-    def __init__(self) -> None:
+    It holds at most ``max_bytes`` of tensors: past that, the least recently used entries are dropped (a query's
+    features, read by its own run only, go first; supports read by every case stay), so a process that serves case
+    after case does not grow without bound. A dropped entry is simply encoded again when needed.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
         super().__init__(Path(), model_key="this process's model")
-        self._entries: dict[str, object] = {}
+        self.max_bytes = max_bytes
+        self.bytes_held = 0
+        self._entries: OrderedDict[str, tuple[object, int]] = OrderedDict()
 
     def _read(self, key: str, device: torch.device, valid: Callable[[object], bool]) -> object | None:
-        return self._entries.get(key)
+        if key not in self._entries:
+            return None
+        self._entries.move_to_end(key)
+        return self._entries[key][0]
 
     def _write(self, key: str, value: object) -> None:
-        self._entries[key] = value
+        size = _tensor_bytes(value)
+        if key in self._entries:
+            self.bytes_held -= self._entries.pop(key)[1]
+        if size > self.max_bytes:
+            return
+        while self.bytes_held + size > self.max_bytes:
+            self.bytes_held -= self._entries.popitem(last=False)[1][1]
+        self._entries[key] = (value, size)
+        self.bytes_held += size
 
 
 _ENTRY = "FateSAM feature cache entry"
@@ -265,6 +284,17 @@ def _is_memory(value: object, labels: int) -> bool:
         and isinstance(pos_enc, list)
         and all(isinstance(t, torch.Tensor) for t in pos_enc)
     )
+
+
+def _tensor_bytes(value: object) -> int:
+    """How many bytes the tensors in ``value`` (in lists, tuples and dicts) hold."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, list | tuple):
+        return sum(_tensor_bytes(item) for item in value)
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(item) for item in value.values())
+    return 0
 
 
 def _tensors_to_cpu(value: object) -> object:

@@ -68,6 +68,16 @@ class EngineOptions:
         )
 
 
+@dataclass(frozen=True)
+class Retrieved:
+    """A support slice a query slice was predicted from: its support, its index in that support's stack, and its
+    feature distance to the query slice (the retrieval's, see ``retrieval.feature_distances``)."""
+
+    support: int
+    slice_index: int
+    distance: float
+
+
 SliceLogitsCallback = Callable[[int, torch.Tensor], None]
 """Called with a query slice's index and its (L, H, W) mask logits at the slice's size, once it is predicted."""
 
@@ -95,6 +105,7 @@ class StackSegmentation:
     ious: np.ndarray  # (S, L)
     label_values: list[int]
     stats: RunStats
+    retrieved: dict[int, list[Retrieved]] = field(default_factory=dict)  # per predicted slice, closest first
 
 
 class StageClock:
@@ -289,6 +300,7 @@ class EngineRun:
         self.labels = np.zeros(query.shape, dtype=np.int64)
         self.object_scores = np.zeros((num_slices, num_labels), dtype=np.float32)
         self.ious = np.zeros((num_slices, num_labels), dtype=np.float32)
+        self.retrieved: dict[int, list[Retrieved]] = {}
 
     def encode(self, slices01: np.ndarray, progress: ProgressCallback | None = None, label: str = "") -> StackFeatures:
         """Encoder features of (S, H, W) slices with intensities in [0, 1], counted in the encoder's passes."""
@@ -338,7 +350,9 @@ class EngineRun:
             corrected_slices=list(corrected),
             support_memories_encoded=self.support_memories_encoded,
         )
-        return StackSegmentation(self.labels, self.object_scores, self.ious, list(self.label_values), stats)
+        return StackSegmentation(
+            self.labels, self.object_scores, self.ious, list(self.label_values), stats, dict(self.retrieved)
+        )
 
     def ensure_tracker(self) -> SliceTracker:
         """The run's tracker (it encodes memories and predicts slices), made on first use."""
@@ -383,7 +397,8 @@ class EngineRun:
         for (index, reverse), levels in zip(step, encoded, strict=True):
             with self.clock.stage("retrieval"):
                 retrieved = top_k_slices(levels, self.support_features, self.options.top_k)
-            support_memories = [self._support_memory(row) for row in retrieved]
+            self.retrieved[index] = [Retrieved(*self.refs[row], distance) for row, distance in retrieved]
+            support_memories = [self._support_memory(row) for row, _ in retrieved]
             attended = nearest_corrected(index, list(self.corrected_memories), self.options.corrected_per_side)
             corrected = {c: self.corrected_memories[c] for c in attended}
             levels = self.policy.query_levels(self, index, levels)

@@ -5,7 +5,7 @@ all or nothing."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import torch
 from ..atomic import OutputFiles, json_writer
 from ..formats import output_suffix
 from ..io.labels import label_map_writer
+from ..io.probabilities import probability_suffix, probability_writer
 from ..progress import CancelToken, ProgressCallback, StageProgress
 from ..summary import RunSummary, SegmentEntry
 from .pipeline import (
@@ -30,7 +31,8 @@ from .predictor import FateSamPredictor, SupportsInput, read_supports
 @dataclass(frozen=True)
 class SegmentJob:
     """A request: segment ``query`` from ``supports`` (a refine with ``corrections``), write the label volume to
-    ``output`` (format by suffix) and, when given, the statistics to ``stats_json``; only ``segments`` when given."""
+    ``output`` (format by suffix) and, when given, the statistics to ``stats_json`` and the probabilities to
+    ``probabilities``; only ``segments`` when given."""
 
     query: ImageInput | PreparedQuery
     supports: SupportsInput
@@ -38,11 +40,14 @@ class SegmentJob:
     stats_json: Path | None = None
     segments: Sequence[str] | None = None
     corrections: CorrectionInput | None = None
+    probabilities: Path | None = None  # also write each segment's probabilities here (``.probabilities``)
+    label_names: Mapping[int, str] | None = None  # names of plain label maps' values (``io.label_names``)
 
 
 def run_summary(result: SegmentationResult, seconds: dict[str, float], predictor: FateSamPredictor) -> RunSummary:
     """The statistics of a run: the engine's counts, ``seconds`` (every step of the job), the slice axis and
-    segments, the model and settings it ran with, the doubtful slices and per-slice confidence."""
+    segments, the model and settings it ran with, the segments' volumes, the doubtful slices, per-slice confidence and
+    each slice's provenance."""
     stats, settings, loaded = result.stats, predictor.settings, predictor.load()
     return RunSummary(
         encoder_passes=stats.encoder_passes,
@@ -62,8 +67,10 @@ def run_summary(result: SegmentationResult, seconds: dict[str, float], predictor
         reuse_features=settings.reuse_features,
         top_k=settings.top_k,
         threads=torch.get_num_threads(),
+        volumes=list(result.volumes),
         doubtful_slices=list(result.doubtful_slices),
         confidence=list(result.confidence),
+        provenance=list(result.provenance),
     )
 
 
@@ -77,20 +84,28 @@ def run_job(
     """Read and check the inputs, load the model (once per predictor), segment, and write the outputs atomically."""
     started = time.perf_counter()
     progress(0.0, "Reading volumes")
-    supports = read_supports(job.supports)
+    supports = read_supports(job.supports, job.label_names)
     select_segments(merge_segments(supports)[0], job.segments)  # an unknown name is refused before the model loads
     query = predictor.prepare_query(job.query, job.corrections)
     read_seconds = time.perf_counter() - started
     predictor.load(StageProgress(progress, 0.01, 0.1), cancel)
     model_seconds = time.perf_counter() - started - read_seconds
     result = predictor.segment(
-        query, supports, job.segments, progress=StageProgress(progress, 0.1, 0.98), cancel=cancel
+        query,
+        supports,
+        job.segments,
+        progress=StageProgress(progress, 0.1, 0.98),
+        cancel=cancel,
+        probabilities=job.probabilities is not None,
     )
     cancel.raise_if_cancelled()
     write_started = time.perf_counter()
     with OutputFiles(overwrite) as outputs:
         writer = label_map_writer(result.labels, job.output, result.segments)
         outputs.add(job.output, writer, output_suffix(job.output))
+        if job.probabilities is not None:
+            writer = probability_writer(result.probabilities)
+            outputs.add(job.probabilities, writer, probability_suffix(job.probabilities))
         seconds = {
             "read": read_seconds,
             "model_load": model_seconds,

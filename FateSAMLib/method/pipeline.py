@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +12,7 @@ import SimpleITK as sitk
 import torch
 
 from ..errors import InputError
-from ..io.geometry import SliceFrame
+from ..io.geometry import SliceFrame, ijk_to_lps
 from ..io.images import check_image, read_image
 from ..io.labels import (
     labels_of_image,
@@ -23,14 +23,17 @@ from ..io.labels import (
     require_segments,
     write_label_map,
 )
+from ..measurements import segment_volumes
 from ..models.devices import available_memory_bytes, not_enough_memory
 from ..options import RunSettings
 from ..progress import CancelToken, ProgressCallback, StageProgress, ignore_progress
 from ..segments import MAX_LABEL_VALUE, Segment, segment_key
-from ..summary import DoubtfulSlice, SliceConfidence
+from ..summary import DoubtfulSlice, SegmentVolume, SliceConfidence, SliceProvenance
 from .corrections import Corrections, changed_slices, check_slice_indices
 from .engine import FateSamEngine, RunStats, SliceLogitsCallback, StackSegmentation, SupportStack
 from .normalization import normalize_intensities
+from .probabilities import ProbabilityCollector
+from .provenance import slice_provenance
 
 DOUBTFUL_SLICES_LISTED = 10
 
@@ -65,7 +68,9 @@ class Normalization:
 
 @dataclass
 class SegmentationResult:
-    """The label volume on the query's grid, its segments, what a reviewer needs to check it, and the run's counts."""
+    """The label volume on the query's grid, its segments, what a reviewer needs to check it (certainty, the support
+    slices each slice came from, the segments' volumes), the run's counts and, when asked for, the probabilities
+    (:mod:`.probabilities`)."""
 
     labels: sitk.Image
     segments: list[Segment]
@@ -73,6 +78,9 @@ class SegmentationResult:
     doubtful_slices: list[DoubtfulSlice]
     confidence: list[SliceConfidence]
     stats: RunStats
+    provenance: list[SliceProvenance]
+    volumes: list[SegmentVolume]
+    probabilities: sitk.Image | None = None
 
     @property
     def slice_axis(self) -> str:
@@ -93,24 +101,30 @@ def image_input(image: ImageInput, name: str) -> sitk.Image:
     return check_image(image, name) if isinstance(image, sitk.Image) else read_image(image)
 
 
-def labels_input(labels: ImageInput, reference: sitk.Image, name: str, of: str) -> tuple[sitk.Image, list[Segment]]:
+def labels_input(
+    labels: ImageInput, reference: sitk.Image, name: str, of: str, label_names: Mapping[int, str] | None = None
+) -> tuple[sitk.Image, list[Segment]]:
     """Labels read from a path (label map or .seg.nrrd) or given as an image (``name`` in messages), checked and put
-    on ``reference``'s grid; ``of`` names the reference in a mismatch message ("its image", "the query")."""
+    on ``reference``'s grid; ``of`` names the reference in a mismatch message ("its image", "the query").
+    ``label_names`` name a plain label map's values (see ``io.label_names``; a .seg.nrrd keeps its own names)."""
     if isinstance(labels, sitk.Image):
-        label_map, segments = labels_of_image(labels, name)
+        label_map, segments = labels_of_image(labels, name, label_names)
         return on_reference_grid(label_map, reference, f"{name} does not match {of}"), segments
-    return read_labels_on_grid(labels, reference, f"{labels} does not match {of}")
+    return read_labels_on_grid(labels, reference, f"{labels} does not match {of}", label_names)
 
 
-def load_support(image: ImageInput, labels: ImageInput, name: str = "the support") -> SupportCase:
+def load_support(
+    image: ImageInput, labels: ImageInput, name: str = "the support", label_names: Mapping[int, str] | None = None
+) -> SupportCase:
     """A support image and its label map (plain label map or Slicer .seg.nrrd; or SimpleITK images, ``name`` in
-    messages), checked as the command line checks them: the labels on the image's grid, not empty."""
+    messages), checked as the command line checks them: the labels on the image's grid, not empty. ``label_names``
+    name a plain label map's values (see ``io.label_names``; a .seg.nrrd keeps its own names)."""
     volume = image_input(image, f"{name} image")
     if isinstance(labels, sitk.Image):
-        label_map, segments = labels_input(labels, volume, f"{name} labels", "its image")
+        label_map, segments = labels_input(labels, volume, f"{name} labels", "its image", label_names)
         require_segments(segments, f"{name} labels")
     else:
-        label_map, segments = read_label_map(labels, volume)
+        label_map, segments = read_label_map(labels, volume, label_names)
     image_name = name if isinstance(image, sitk.Image) else Path(image).name
     return SupportCase(image=volume, labels=label_map, segments=segments, name=image_name)
 
@@ -223,7 +237,7 @@ def _review_lists(
             slice_index=int(i),
             axis=axis,
             center_lps=[float(c) for c in centers[i]],
-            score=float(certainty[i].min()),
+            certainty=float(certainty[i].min()),
             labels=[names[j] for j in np.argsort(certainty[i])[:1]],
         )
         for i in [i for i in np.argsort(certainty.min(axis=1), kind="stable") if i not in corrected][
@@ -261,6 +275,8 @@ class PreparedInputs:
     supports: list[SupportStack]
     segments: list[Segment]
     frame: SliceFrame
+    support_names: list[str]
+    support_centers: list[np.ndarray]  # per support, (S, 3) LPS centre of each of its slices
 
     @property
     def label_values(self) -> list[int]:
@@ -299,15 +315,23 @@ def prepare_inputs(
     missing = [s.name for s in chosen if not any((stack.labels == s.value).any() for stack in stacks)]
     if missing:
         raise InputError(f"The segments {missing} are empty in every support; choose segments that are drawn.")
-    return PreparedInputs(stack, stacks, chosen, frame)
+    centers = [SliceFrame.of(case.image, frame.axis).slice_centers() for case in supports]
+    return PreparedInputs(stack, stacks, chosen, frame, [case.name for case in supports], centers)
 
 
 def result_on_query_grid(result: StackSegmentation, prepared: PreparedInputs, query: sitk.Image) -> SegmentationResult:
-    """The engine's labels back on the query's voxel grid, with the confidence and review lists."""
+    """The engine's labels back on the query's voxel grid, with the confidence and review lists, the provenance of
+    each slice and the segments' volumes."""
     frame = prepared.frame
     label_image = labels_on_grid(result.labels, query, frame)
     confidence, doubtful = _review_lists(result, prepared.segments, frame.slice_centers(), frame.axis)
-    return SegmentationResult(label_image, prepared.segments, frame, doubtful, confidence, result.stats)
+    provenance = slice_provenance(
+        result.retrieved, prepared.supports, prepared.support_names, prepared.support_centers, prepared.segments
+    )
+    volumes = segment_volumes(sitk.GetArrayViewFromImage(label_image), ijk_to_lps(query), prepared.segments)
+    return SegmentationResult(
+        label_image, prepared.segments, frame, doubtful, confidence, result.stats, provenance, volumes
+    )
 
 
 def _slice_numbers(values: Sequence[int | str]) -> list[int] | None:
@@ -388,23 +412,35 @@ def segment_volume(
     progress: ProgressCallback = ignore_progress,
     cancel: CancelToken | None = None,
     on_slice_logits: SliceLogitsCallback | None = None,
+    probabilities: bool = False,
 ) -> SegmentationResult:
     """Segment ``query`` from ``supports``; the returned label volume lies exactly on the query's voxel grid.
 
     With the query's corrections, the corrected slices come back exactly as given and the others are predicted from
     them too. ``on_slice_logits`` sees each predicted slice's logits (stack layout; see :class:`FateSamEngine`).
+    ``probabilities``: also return each segment's probabilities on the query's grid (:mod:`.probabilities`).
     """
     prepared = prepare_inputs(supports, query, segments, normalization)
     # Support features stay for the whole run; query slices are encoded a batch at a time and dropped.
     kept_slices = sum(s.image.shape[0] for s in prepared.supports) + engine.options.encoder_batch_size
     check_memory(kept_slices, engine.image_size, engine.device)
+    collector = ProbabilityCollector(prepared.query.shape, len(prepared.segments)) if probabilities else None
+    watchers = [watch for watch in (collector, on_slice_logits) if watch is not None]
+
+    def watch_logits(index: int, logits: torch.Tensor) -> None:
+        for watch in watchers:
+            watch(index, logits)
+
     result = engine.segment(
         prepared.query,
         prepared.supports,
         prepared.label_values,
         StageProgress(progress, 0.0, 0.98),
         cancel,
-        on_slice_logits,
+        watch_logits if watchers else None,
         query.corrections,
     )
-    return result_on_query_grid(result, prepared, query.image)
+    segmentation = result_on_query_grid(result, prepared, query.image)
+    if collector is not None:
+        segmentation.probabilities = collector.on_grid(result, query.image, prepared.frame)
+    return segmentation

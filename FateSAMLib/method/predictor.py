@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ..models.devices import available_memory_bytes, use_threads
@@ -44,6 +44,9 @@ from .pipeline import (
 
 logger = logging.getLogger(__name__)
 
+MEMORY_CACHE_SHARE = 4
+"""A kept predictor's in-memory feature cache holds at most this share (1/4) of the memory free at its load."""
+
 MODEL_SETTINGS = ("model", "checkpoint", "random_weights", "image_size", "device")
 """The settings that choose the loaded model: predictors that agree on them share it (see :meth:`with_settings`)."""
 
@@ -61,12 +64,13 @@ def model_identity(loaded: LoadedModel) -> str:
     return f"{loaded.spec.name}|{loaded.image_size}|{weights}"
 
 
-def read_supports(supports: SupportsInput) -> list[SupportCase]:
-    """Supports read and checked (each image with its labels), from pairs, cases or a support set folder."""
+def read_supports(supports: SupportsInput, label_names: Mapping[int, str] | None = None) -> list[SupportCase]:
+    """Supports read and checked (each image with its labels), from pairs, cases or a support set folder;
+    ``label_names`` name plain label maps' values (``io.label_names``)."""
     if isinstance(supports, str | Path):
         supports = read_support_set(supports).pairs()
     return [
-        entry if isinstance(entry, SupportCase) else load_support(*entry, name=f"support {index}")
+        entry if isinstance(entry, SupportCase) else load_support(*entry, f"support {index}", label_names)
         for index, entry in enumerate(supports, start=1)
     ]
 
@@ -139,10 +143,13 @@ class FateSamPredictor:
         options = EngineOptions.from_settings(self.settings, sized_batch)
         return FateSamEngine(loaded, options, self._shared.feature_cache)
 
-    def prepare_supports(self, supports: SupportsInput) -> list[SupportCase]:
-        """Read and check the supports once and keep them for later :meth:`segment` calls; their features and
-        memories are encoded by the first segmentation and then kept in the feature cache."""
-        self.supports = read_supports(supports)
+    def prepare_supports(
+        self, supports: SupportsInput, label_names: Mapping[int, str] | None = None
+    ) -> list[SupportCase]:
+        """Read and check the supports once (``label_names``: see :func:`read_supports`) and keep them for later
+        :meth:`segment` calls; their features and memories are encoded by the first segmentation and then kept in the
+        feature cache."""
+        self.supports = read_supports(supports, label_names)
         return self.supports
 
     def prepare_query(
@@ -169,10 +176,12 @@ class FateSamPredictor:
         progress: ProgressCallback = ignore_progress,
         cancel: CancelToken | None = None,
         on_slice_logits: SliceLogitsCallback | None = None,
+        probabilities: bool = False,
     ) -> SegmentationResult:
         """Segment ``query`` from ``supports`` (default: those of :meth:`prepare_supports`); a refine when
         ``corrections`` are given (or the prepared query has them). The result lies on the query's grid and carries
-        its stats; the ``FateSAMLib`` logger warns as the command line does (e.g. a top-k above the candidates)."""
+        its stats, each slice's provenance, the segments' volumes and, with ``probabilities``, each segment's
+        probabilities; the ``FateSAMLib`` logger warns as the command line does (e.g. a top-k above the candidates)."""
         cases = read_supports(supports) if supports is not None else self.supports
         prepared = self.prepare_query(query, corrections)
         engine = self.engine
@@ -185,6 +194,7 @@ class FateSamPredictor:
             progress=progress,
             cancel=cancel,
             on_slice_logits=on_slice_logits,
+            probabilities=probabilities,
         )
         if self.load().random_weights:
             self._warn_once(RANDOM_WEIGHTS_WARNING)  # also in a job on a model loaded before (a server's)
@@ -246,5 +256,5 @@ class _SharedModel:
         if settings.feature_cache:
             self.feature_cache = FeatureCache(settings.feature_cache, model_identity(loaded))
         elif self.keep_features:
-            self.feature_cache = MemoryFeatureCache()
+            self.feature_cache = MemoryFeatureCache(available_memory_bytes(loaded.device) // MEMORY_CACHE_SHARE)
         self.loaded = loaded

@@ -31,7 +31,8 @@ def feature_distances(query: list[torch.Tensor], supports: StackFeatures) -> tor
     return total / len(query)
 
 
-def top_k_slices(query: list[torch.Tensor], supports: StackFeatures, top_k: int) -> list[int]:
-    """Rows of ``supports`` closest to the query slice, closest first (ties: the earlier row)."""
+def top_k_slices(query: list[torch.Tensor], supports: StackFeatures, top_k: int) -> list[tuple[int, float]]:
+    """(row, distance) of the rows of ``supports`` closest to the query slice, closest first (ties: the earlier row)."""
     distances = feature_distances(query, supports).cpu()
-    return torch.argsort(distances, stable=True)[:top_k].tolist()
+    rows = torch.argsort(distances, stable=True)[:top_k].tolist()
+    return [(row, float(distances[row])) for row in rows]

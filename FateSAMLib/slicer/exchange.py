@@ -15,6 +15,7 @@ import slicer
 from ..errors import InputError
 from ..formats import NRRD_SUFFIX, SEGMENTATION_SUFFIX
 from ..segments import Segment, segment_key
+from .apply_result import KeptSegments, apply_result
 from .plan import SupportPair
 from .scene import (
     add_to_scene,
@@ -23,7 +24,6 @@ from .scene import (
     label_array_to_segmentation,
     node_label,
     read_segmentation,
-    replace_segments,
     save_segmentation,
     save_volume,
     segment_infos,
@@ -42,6 +42,7 @@ class RunInputs:
     output: Path
     stats: Path
     warnings: list[str] = field(default_factory=list)
+    pairs: list[SupportPair] = field(default_factory=list)  # the supports exported, in order (as the stats number)
 
 
 def export_inputs(
@@ -55,7 +56,7 @@ def export_inputs(
     if not supports:
         raise InputError("No support: add at least one (volume, segmentation) pair that shows the structures.")
     by_key = {segment_key(segment.name): segment for segment in segments}
-    exported, warnings = [], []
+    exported, warnings, pairs = [], [], []
     for index, pair in enumerate(supports, start=1):
         check_same_frame(pair.segmentation, pair.volume)
         chosen = [info for info in segment_infos(pair.segmentation) if segment_key(info.name) in by_key]
@@ -72,10 +73,12 @@ def export_inputs(
                 save_segmentation(label_node, folder / f"support-{index}{SEGMENTATION_SUFFIX}"),
             )
         )
+        pairs.append(pair)
     if not exported:
         raise InputError("None of the supports has the chosen segments; check other segments or add supports.")
     query = save_volume(target, folder / f"query{NRRD_SUFFIX}")
-    return RunInputs(exported, query, folder / f"result{SEGMENTATION_SUFFIX}", folder / "stats.json", warnings)
+    result, stats = folder / f"result{SEGMENTATION_SUFFIX}", folder / "stats.json"
+    return RunInputs(exported, query, result, stats, warnings, pairs)
 
 
 def import_result(
@@ -84,11 +87,14 @@ def import_result(
     target: slicer.vtkMRMLScalarVolumeNode,
     output_node: slicer.vtkMRMLSegmentationNode | None = None,
     terminologies: Mapping[str, str] | None = None,
+    keeping: KeptSegments | None = None,
 ) -> slicer.vtkMRMLSegmentationNode:
     """Put the engine's ``.seg.nrrd`` into ``output_node``, or a new node "<target> FateSAM"; returns the node.
 
     The result keeps its segment names and colours, takes the supports' terminology by name, lies under the target's
     parent transform and refers to the target as its reference geometry. The scene changes only once the file read.
+    In ``output_node`` only the run's segments are replaced, as ``keeping`` says (:func:`apply_result`: locked and
+    hand-edited segments are kept; its ``warnings`` say which).
     """
     if not scene.IsNodePresent(target):
         raise InputError("The target volume was removed from the scene during the run; select it again and rerun.")
@@ -103,7 +109,8 @@ def import_result(
         result.SetName(scene.GenerateUniqueName(f"{node_label(target)}{RESULT_SUFFIX}"))
         output_node = add_to_scene(scene, result)
     else:
-        replace_segments(output_node, result)
+        keeping = keeping or KeptSegments()
+        keeping.warnings += apply_result(output_node, result, keeping.locked, keeping.untouched, keeping.replace_edited)
     output_node.SetReferenceImageGeometryParameterFromVolumeNode(target)
     output_node.SetAndObserveTransformNodeID(target.GetTransformNodeID())
     return output_node

@@ -25,6 +25,7 @@ from .. import errors
 from ..errors import Cancelled, FateSAMError, InputError
 from ..json_input import parse_json
 from ..options import SETTINGS, RunSettings, option_arguments
+from ..progress import TaskState
 from .process_tree import ProcessTree
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # this file is FateSAMLib/slicer/process.py
@@ -287,7 +288,7 @@ class BackgroundJob:
         kill_after_s: float = 5.0,
     ) -> None:
         self.description = description
-        self.state = "running"
+        self.state = TaskState.RUNNING
         self.fraction = 0.0
         self.message = f"Starting {description[:1].lower()}{description[1:]}"
         self.warnings: list[str] = []
@@ -298,7 +299,7 @@ class BackgroundJob:
 
     @property
     def finished(self) -> bool:
-        return self.state != "running"
+        return self.state != TaskState.RUNNING
 
     def poll(self) -> list[EngineEvent]:
         """Handle what the command reported since the last call; once it has ended, set the final state."""
@@ -330,11 +331,11 @@ class BackgroundJob:
 
     def _conclude(self) -> None:
         if self.process.cancel_requested:
-            self.state, self.error = "cancelled", Cancelled(f"{self.description} was cancelled.")
+            self.state, self.error = TaskState.CANCELLED, Cancelled(f"{self.description} was cancelled.")
         elif self.process.returncode == 0:
-            self.state, self.fraction, self.message = "succeeded", 1.0, "Done"
+            self.state, self.fraction, self.message = TaskState.SUCCEEDED, 1.0, "Done"
         else:
-            self.state = "failed"
+            self.state = TaskState.FAILED
             if self.error is None:
                 details = "\n".join(self.log_tail[-10:])
                 self.error = FateSAMError(
@@ -354,7 +355,7 @@ class BackgroundJob:
         self.process.stop(timeout_s)
         self.poll()
         if not self.finished:  # the output pipes are still open (a grandchild holds them): end the job anyway
-            self.state, self.error = "cancelled", Cancelled(f"{self.description} was cancelled.")
+            self.state, self.error = TaskState.CANCELLED, Cancelled(f"{self.description} was cancelled.")
 
     def wait(self, on_poll: Callable[[BackgroundJob], None] | None = None, interval_s: float = 0.1) -> None:
         """Poll until the end (for scripts); an exception meanwhile (e.g. KeyboardInterrupt) stops the command."""
@@ -399,17 +400,17 @@ class JobSequence:
     @property
     def finished(self) -> bool:
         """True once a step failed or was cancelled, the last one succeeded, or :meth:`stop` ended the sequence."""
-        return self.job.finished and (self.job.state != "succeeded" or not self._steps_left or self._stopped)
+        return self.job.finished and (self.job.state != TaskState.SUCCEEDED or not self._steps_left or self._stopped)
 
     @property
     def state(self) -> str:
         if not self.finished:
-            return "running"
-        return "cancelled" if self.job.state == "succeeded" and self._steps_left else self.job.state
+            return TaskState.RUNNING
+        return TaskState.CANCELLED if self.job.state == TaskState.SUCCEEDED and self._steps_left else self.job.state
 
     @property
     def error(self) -> FateSAMError | None:
-        if self.state == "cancelled" and self.job.state == "succeeded":
+        if self.state == TaskState.CANCELLED and self.job.state == TaskState.SUCCEEDED:
             return Cancelled(f"{self.steps[self.step_index + 1].description} was cancelled before it started.")
         return self.job.error
 
@@ -432,7 +433,7 @@ class JobSequence:
     def poll(self) -> list[EngineEvent]:
         """Handle what the running step reported; once it has succeeded, start the next one."""
         events = self.job.poll()
-        if self.job.state == "succeeded" and not self.finished:
+        if self.job.state == TaskState.SUCCEEDED and not self.finished:
             self.step_index += 1
             self.job = self._start(self.step_index)
         return events

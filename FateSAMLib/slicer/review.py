@@ -26,6 +26,7 @@ import slicer
 from ..errors import InputError
 from ..formats import SEGMENTATION_SUFFIX
 from ..options import RunSettings
+from ..progress import TaskState
 from ..segments import Segment, segment_key
 from .exchange import RunInputs
 from .folders import RunFolder
@@ -244,7 +245,7 @@ class RefineRun(SegmentationRun):
 
     def _finish(self) -> None:
         super()._finish()
-        if self.state == "succeeded" and self.edited.GetDisplayNode() is not None:
+        if self.state == TaskState.SUCCEEDED and self.edited.GetDisplayNode() is not None:
             self.edited.GetDisplayNode().SetVisibility(False)
 
 

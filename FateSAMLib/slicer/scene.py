@@ -95,14 +95,28 @@ def lps_to_ras(point_lps: Sequence[float]) -> tuple[float, float, float]:
     return -left, -posterior, superior
 
 
-def to_world(node: slicer.vtkMRMLTransformableNode, point_ras: Sequence[float]) -> tuple[float, float, float]:
-    """A point given in ``node``'s own RAS coordinates, through its parent transforms (linear or not) to world RAS."""
+def _through_parents(
+    node: slicer.vtkMRMLTransformableNode, point: Sequence[float], to_world: bool
+) -> tuple[float, float, float]:
     transform_node = node.GetParentTransformNode()
     if transform_node is None:
-        return tuple(float(value) for value in point_ras)
-    to_world_transform = vtk.vtkGeneralTransform()
-    transform_node.GetTransformToWorld(to_world_transform)
-    return tuple(float(value) for value in to_world_transform.TransformPoint([float(v) for v in point_ras]))
+        return tuple(float(value) for value in point)
+    transform = vtk.vtkGeneralTransform()
+    if to_world:
+        transform_node.GetTransformToWorld(transform)
+    else:
+        transform_node.GetTransformFromWorld(transform)
+    return tuple(float(value) for value in transform.TransformPoint([float(v) for v in point]))
+
+
+def to_world(node: slicer.vtkMRMLTransformableNode, point_ras: Sequence[float]) -> tuple[float, float, float]:
+    """A point given in ``node``'s own RAS coordinates, through its parent transforms (linear or not) to world RAS."""
+    return _through_parents(node, point_ras, to_world=True)
+
+
+def from_world(node: slicer.vtkMRMLTransformableNode, point_world: Sequence[float]) -> tuple[float, float, float]:
+    """A world RAS point (e.g. where a slice view is) in ``node``'s own coordinates: the inverse of :func:`to_world`."""
+    return _through_parents(node, point_world, to_world=False)
 
 
 def volume_to_array(volume_node: slicer.vtkMRMLVolumeNode) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..options import RunSettings
+from ..progress import TaskState
 from ..segments import Segment
 from .deps import dependency_plan
 from .scene import (
@@ -138,7 +139,7 @@ class SelfTest:
         while not run.finished:
             run.poll()
             self.process_events()
-        self.check.assertEqual(run.state, "cancelled")
+        self.check.assertEqual(run.state, TaskState.CANCELLED)
         self.check.assertEqual(scene_snapshot(self.scene), before)
         self.check.assertFalse(folder.exists())
 

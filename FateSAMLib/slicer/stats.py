@@ -18,7 +18,7 @@ class DoubtfulSlice:
     slice_index: int
     axis: str
     center_ras: tuple[float, float, float]
-    score: float
+    certainty: float
     labels: tuple[str, ...]
 
 
@@ -28,7 +28,7 @@ def read_run_stats(stats_path: Path) -> RunSummary | None:
 
 
 def read_doubtful_slices(stats_path: Path, stats: RunSummary | None = None) -> list[DoubtfulSlice]:
-    """The ``doubtful_slices`` of the engine's statistics, lowest score first, with centres converted LPS -> RAS.
+    """The ``doubtful_slices`` of the engine's statistics, lowest certainty first, with centres converted LPS -> RAS.
 
     ``stats``: the statistics when they were read already (:func:`read_run_stats`), so they are not read again.
     """
@@ -41,11 +41,11 @@ def read_doubtful_slices(stats_path: Path, stats: RunSummary | None = None) -> l
                 slice_index=int(entry.slice_index),
                 axis=str(entry.axis),
                 center_ras=lps_to_ras(entry.center_lps),
-                score=float(entry.score),
+                certainty=float(entry.certainty),
                 labels=tuple(str(label) for label in entry.labels),
             )
             for entry in stats.doubtful_slices
         ]
     except (ValueError, TypeError, IndexError) as error:
         raise InputError(f"The engine's statistics {stats_path} are malformed ({error}); run again.") from error
-    return sorted(slices, key=lambda doubtful: doubtful.score)
+    return sorted(slices, key=lambda doubtful: doubtful.certainty)

@@ -77,7 +77,7 @@ def test_output_lies_on_the_query_grid_and_encodes_each_slice_once(tiny_model, h
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(0.98)
     assert len(result.confidence) == stats.query_slices * 2
     assert len(result.doubtful_slices) == 10
-    assert result.doubtful_slices[0].score <= result.doubtful_slices[-1].score
+    assert result.doubtful_slices[0].certainty <= result.doubtful_slices[-1].certainty
 
 
 def test_cached_and_naive_modes_give_identical_masks(tiny_model, hippocampus_cases):

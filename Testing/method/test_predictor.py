@@ -101,3 +101,21 @@ def test_importing_the_package_loads_no_torch_and_the_api_is_exported_lazily():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "FateSamPredictor"
+
+
+def test_a_kept_predictors_memory_cache_is_bounded_dropping_the_least_recently_used_query_first(files, tmp_path):
+    other_query = tmp_path / "other.nii.gz"
+    sitk.WriteImage(sitk.ReadImage(str(case_paths(HIPPOCAMPUS, "hippocampus_004")[0]))[:, :, 19:24], str(other_query))
+    predictor = FateSamPredictor.from_settings(**SETTINGS)
+    predictor.prepare_supports([(files["image"], files["labels"])])
+    first = predictor.segment(query=files["query"])
+    cache = predictor._shared.feature_cache
+    cache.max_bytes = cache.bytes_held  # full: the next query's features must push something out
+
+    second = predictor.segment(query=other_query)
+    assert cache.bytes_held <= cache.max_bytes
+    assert second.stats.support_slices_encoded == 0  # the supports' features, read by every run, are kept
+    again = predictor.segment(query=files["query"])
+    assert again.stats.encoder_passes > 0  # the first query's features were the ones dropped: encoded anew
+    assert again.stats.support_slices_encoded == 0
+    assert np.array_equal(sitk.GetArrayFromImage(again.labels), sitk.GetArrayFromImage(first.labels))

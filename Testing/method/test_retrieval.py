@@ -35,4 +35,8 @@ def test_top_k_ranks_the_closest_support_slices_first():
         torch.stack([q[:, 0] + scale * torch.randn(q[:, 0].shape, generator=generator) for scale in noise])
         for q in query
     ]
-    assert top_k_slices(query, StackFeatures(levels), 3) == [3, 1, 0]
+    supports = StackFeatures(levels)
+    ranked = top_k_slices(query, supports, 3)
+    assert [row for row, _ in ranked] == [3, 1, 0]
+    distances = feature_distances(query, supports)
+    assert [distance for _, distance in ranked] == [float(distances[row]) for row in (3, 1, 0)]

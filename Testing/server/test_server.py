@@ -89,6 +89,13 @@ def test_a_remote_job_writes_what_a_local_run_writes_and_a_support_set_is_stored
     assert written(remote) == written(local)
     first = json.loads((tmp_path / "r.json").read_text())
     assert first["support_slices_encoded"] > 0
+    local_stats = json.loads((tmp_path / "local.json").read_text())  # the server's result has volumes and provenance
+    assert first["volumes"] == local_stats["volumes"] and first["provenance"]
+
+    def retrieved(stats: dict) -> list:
+        return [[(used["support"], used["slice_index"]) for used in entry["supports"]] for entry in stats["provenance"]]
+
+    assert retrieved(first) == retrieved(local_stats)
 
     os.environ.pop("FATESAM_TOKEN", None)
     assert main([*inputs.segment_args(again), "--server", served.url, "--token-file", str(token_file), "--stats-json",

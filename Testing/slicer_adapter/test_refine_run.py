@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from engine_needed import needs_engine
 from scene_helpers import oblique_geometry, slicer
-from test_slicer_run import FAST, finish, small_supports
+from test_slicer_run import FAST, finish, small_supports, succeeded
 
 from FateSAMLib.errors import InputError
 from FateSAMLib.options import SLICE_AXES
@@ -93,10 +93,7 @@ def test_refine_keeps_the_edited_slice_and_encodes_nothing(scene, tmp_path):
     target, pairs, segments = small_supports(scene)
     session = ReviewSession()
     try:
-        first = SegmentationRun(scene, target, pairs, options=FAST, python=sys.executable, session=session)
-        first.start()
-        finish(first)
-        assert first.state == "succeeded", first.error
+        first = succeeded(SegmentationRun(scene, target, pairs, options=FAST, python=sys.executable, session=session))
         assert first.stats.encoder_passes > 0 and any(session.feature_cache.iterdir())
         result = first.result
         unedited = session.changes(result)

@@ -19,6 +19,7 @@ from scene_helpers import (
 
 from FateSAMLib.errors import InputError
 from FateSAMLib.segments import Segment
+from FateSAMLib.slicer.apply_result import KeptSegments
 from FateSAMLib.slicer.exchange import export_inputs, import_result
 from FateSAMLib.slicer.plan import plan_segments
 from FateSAMLib.slicer.scene import add_to_scene, array_to_volume, segment_infos, segmentation_to_label_array
@@ -96,13 +97,14 @@ def test_import_creates_a_new_named_node_with_terminology_on_the_target(scene, s
     np.testing.assert_array_equal(segmentation_to_label_array(first, target, values), labels)
 
 
-def test_import_into_a_picked_node_replaces_its_segments(scene, supports, tmp_path):
+def test_import_into_a_picked_node_replaces_its_segments_with_consent(scene, supports, tmp_path):
     pairs, _ = supports
     target = add_to_scene(scene, array_to_volume(np.zeros((6, 9, 8), np.int16), np.eye(4), "target"))
     picked = pairs[0].segmentation
     count = scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
     path, _ = result_file(tmp_path, (6, 9, 8), np.eye(4))
-    assert import_result(scene, path, target, output_node=picked) is picked
+    keeping = KeptSegments(replace_edited=True)  # the picked node's segments are the user's: replaced if consented
+    assert import_result(scene, path, target, output_node=picked, keeping=keeping) is picked
     assert [info.name for info in segment_infos(picked)] == ["Liver", "Spleen"]
     assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == count
     scene.RemoveNode(target)

@@ -91,6 +91,14 @@ def finish(run: SegmentationRun, timeout_s: float = 240) -> list:
     return events
 
 
+def succeeded(run: SegmentationRun) -> SegmentationRun:
+    """``run`` started and followed to its end, which must be a success."""
+    run.start()
+    finish(run)
+    assert run.state == "succeeded", run.error
+    return run
+
+
 @needs_engine
 def test_a_whole_run_imports_a_named_coloured_result_and_cleans_up(scene):
     target, pairs, segments = small_supports(scene)
@@ -111,7 +119,7 @@ def test_a_whole_run_imports_a_named_coloured_result_and_cleans_up(scene):
     assert labels.shape == (3, 32, 32)
     added = [scene.GetNodeByID(node_id) for node_id, *_ in scene_snapshot(scene) if node_id not in before]
     assert [node.GetID() for node in added if node.IsA("vtkMRMLSegmentationNode")] == [result.GetID()]
-    scores = [doubtful.score for doubtful in run.doubtful_slices]
+    scores = [doubtful.certainty for doubtful in run.doubtful_slices]
     assert scores and scores == sorted(scores)
     assert {label for doubtful in run.doubtful_slices for label in doubtful.labels} <= {"Ball", "Box"}
 

@@ -1,4 +1,4 @@
-"""The engine's statistics read in the Slicer module: doubtful slices in RAS, lowest score first."""
+"""The engine's statistics read in the Slicer module: doubtful slices in RAS, lowest certainty first."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ def test_doubtful_slices_are_converted_to_ras_and_sorted(tmp_path):
     stats.write_text(
         summary_json(
             [
-                {"slice_index": 7, "axis": "axial", "center_lps": [1, 2, 3], "score": 0.6, "labels": ["Liver"]},
-                {"slice_index": 2, "axis": "axial", "center_lps": [-4, 5, -6], "score": 0.1, "labels": []},
+                {"slice_index": 7, "axis": "axial", "center_lps": [1, 2, 3], "certainty": 0.6, "labels": ["Liver"]},
+                {"slice_index": 2, "axis": "axial", "center_lps": [-4, 5, -6], "certainty": 0.1, "labels": []},
             ]
         )
     )
