@@ -473,24 +473,21 @@ class FateSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._startTask(self.logic.startEstimate(), "estimate")
 
     def onEstimateFinished(self, job: BackgroundJob) -> None:
-        self._showModelState()
-        if job.state == TaskState.SUCCEEDED:
-            self.ui.statusLabel.text = _("Measured.")
-        elif job.state == TaskState.CANCELLED:
-            self.ui.statusLabel.text = _("Measurement cancelled.")
-        else:
-            self.ui.statusLabel.text = _("Measurement failed.")
-            slicer.util.errorDisplay(str(job.error), windowTitle=_("FateSAM: measurement failed"))
+        self._showJobEnd(job, _("Measured."), _("Measurement cancelled."), _("Measurement failed."))
 
     def onDownloadFinished(self, job: BackgroundJob) -> None:
+        self._showJobEnd(job, _("Downloaded."), _("Download cancelled."), _("Download failed."))
+
+    def _showJobEnd(self, job: BackgroundJob, succeeded: str, cancelled: str, failed: str) -> None:
+        """The model's state again, and how a download or a measurement ended (its error in a dialog)."""
         self._showModelState()
         if job.state == TaskState.SUCCEEDED:
-            self.ui.statusLabel.text = _("Downloaded.")
+            self.ui.statusLabel.text = succeeded
         elif job.state == TaskState.CANCELLED:
-            self.ui.statusLabel.text = _("Download cancelled.")
+            self.ui.statusLabel.text = cancelled
         else:
-            self.ui.statusLabel.text = _("Download failed.")
-            slicer.util.errorDisplay(str(job.error), windowTitle=_("FateSAM: download failed"))
+            self.ui.statusLabel.text = failed
+            slicer.util.errorDisplay(str(job.error), windowTitle=_("FateSAM: ") + failed)
 
     # Where runs go (kept in Slicer's settings, not in the parameter node)
 
