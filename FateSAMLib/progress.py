@@ -27,9 +27,11 @@ def ignore_progress(fraction: float, message: str) -> None:
 
 
 class TaskState(str, Enum):
-    """The state of a task this process runs or follows (an engine process, an installation step, a Slicer run);
-    equal to its lower-case name, as a server job's :class:`~FateSAMLib.protocol.JobState`."""
+    """The state of a task: a server job, or one this process runs or follows (an engine process, an installation
+    step, a Slicer run). Equal to its lower-case name, which is its JSON value. A job waits QUEUED on a server; a
+    local task is READY until started; a client's run is RUNNING the whole time before the job ends."""
 
+    QUEUED = "queued"
     READY = "ready"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -39,10 +41,13 @@ class TaskState(str, Enum):
     @property
     def finished(self) -> bool:
         """Whether the task has ended (succeeded, failed or cancelled)."""
-        return self in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
+        return self in FINISHED_STATES
 
     def __str__(self) -> str:
         return self.value
+
+
+FINISHED_STATES = (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
 
 
 class CancelToken:

@@ -1,5 +1,5 @@
 """What a ``fatesam serve`` server and its clients agree on: the API's prefix, the formats a job may upload, the
-settings a job may choose, a job's states and how a support set is named. Standard library only: the Slicer tier's
+settings a job may choose and how a support set is named. Standard library only: the Slicer tier's
 remote runs use it (through :mod:`FateSAMLib.remote`, the client), and so does the server.
 
 The API lives under ``/v1``; every route but ``/v1/health`` needs the header ``Authorization: Bearer TOKEN``. A
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from enum import Enum
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -28,28 +27,6 @@ UPLOAD_LABEL_SUFFIXES = tuple(suffix for suffix in LABEL_SUFFIXES if suffix not 
 JOB_SETTINGS = ("model", "image_size", "top_k", "slice_axis", "normalization", "percentiles", "window")
 """The run settings a job may choose; the others (weights, device, threads, caches) are the server's own."""
 CHUNK = 1024 * 1024
-
-
-class JobState(str, Enum):
-    """The state of a server job (its JSON value is the name in lower case); a client's run also uses RUNNING for
-    the whole time before the job ends."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        """Whether the job has ended (succeeded, failed or cancelled)."""
-        return self in FINISHED_STATES
-
-    def __str__(self) -> str:
-        return self.value
-
-
-FINISHED_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 def file_digest(path: str | Path) -> str:

@@ -23,13 +23,13 @@ from . import errors
 from .errors import Cancelled, FateSAMError, InputError, ResourceError
 from .formats import SEGMENTATION_SUFFIX
 from .json_input import parse_json
+from .progress import TaskState
 from .protocol import (
     API,
     CHUNK,
     TOKEN_ENVIRONMENT,
     UPLOAD_IMAGE_SUFFIXES,
     UPLOAD_LABEL_SUFFIXES,
-    JobState,
     file_digest,
     job_settings,
     support_set_id,
@@ -262,7 +262,7 @@ class RemoteJob:
     (and ``stats``); :meth:`poll` (e.g. from a timer) copies what it reached, :meth:`cancel` cancels the job.
     With ``corrections`` the job is a refine (see :class:`CorrectionFiles`).
 
-    States (:class:`~FateSAMLib.protocol.JobState`): running, succeeded, failed, cancelled. A busy server (HTTP 503)
+    States (:class:`~FateSAMLib.protocol.TaskState`): running, succeeded, failed, cancelled. A busy server (HTTP 503)
     is asked again after its Retry-After, for at most ``busy_wait_s`` seconds.
     """
 
@@ -282,14 +282,14 @@ class RemoteJob:
         self.client = client
         self.corrections = corrections
         self.output, self.stats = Path(output), stats
-        self.state, self.fraction, self.message = JobState.RUNNING, 0.0, "Connecting to the server"
+        self.state, self.fraction, self.message = TaskState.RUNNING, 0.0, "Connecting to the server"
         self.warnings: list[str] = []
         self.error: FateSAMError | None = None
         self.done_output: str | None = None
         self.job_id: str | None = None
         self.log_tail: list[str] = []
         self.process = None  # no local engine process
-        self._reached = dict(state=JobState.RUNNING, fraction=0.0, message=self.message, warnings=[], error=None)
+        self._reached = dict(state=TaskState.RUNNING, fraction=0.0, message=self.message, warnings=[], error=None)
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._interval_s, self._busy_wait_s = interval_s, busy_wait_s
@@ -299,7 +299,7 @@ class RemoteJob:
 
     @property
     def finished(self) -> bool:
-        return self.state != JobState.RUNNING
+        return self.state != TaskState.RUNNING
 
     def _reach(self, **values: Any) -> None:
         with self._lock:
@@ -334,25 +334,25 @@ class RemoteJob:
                 else:
                     job = self.client.job(self.job_id)
                 self._reach(fraction=job["fraction"], message=job["message"], warnings=job["warnings"])
-                if JobState(job["state"]).finished:
+                if TaskState(job["state"]).finished:
                     break
                 self._cancel.wait(self._interval_s)
-            if job["state"] == JobState.SUCCEEDED:
+            if job["state"] == TaskState.SUCCEEDED:
                 self._reach(message="Downloading the result")
                 self.client.download(self.job_id, self.output, self.stats)
                 self.client.cancel(self.job_id)  # delete it from the server: it is here now
-                self._reach(state=JobState.SUCCEEDED, fraction=1.0, message="Done", done_output=str(self.output))
-            elif job["state"] == JobState.CANCELLED and self._cancel.is_set():
+                self._reach(state=TaskState.SUCCEEDED, fraction=1.0, message="Done", done_output=str(self.output))
+            elif job["state"] == TaskState.CANCELLED and self._cancel.is_set():
                 raise Cancelled("The run was cancelled; the server stopped its job.")
             else:
                 error = job.get("error") or {"message": job["message"], "kind": "FateSAMError"}
                 raise _ERROR_CLASSES.get(error.get("kind", ""), FateSAMError)(error["message"])
         except Cancelled as error:
-            self._reach(state=JobState.CANCELLED, error=error)
+            self._reach(state=TaskState.CANCELLED, error=error)
         except FateSAMError as error:
-            self._reach(state=JobState.FAILED, error=error)
+            self._reach(state=TaskState.FAILED, error=error)
         except Exception as error:  # a remote run must always end
-            self._reach(state=JobState.FAILED, error=ServerError(f"The remote run failed: {error}"))
+            self._reach(state=TaskState.FAILED, error=ServerError(f"The remote run failed: {error}"))
 
     def _cancel_if_asked(self) -> None:
         if self._cancel.is_set():
@@ -364,7 +364,7 @@ class RemoteJob:
             reached = dict(self._reached)
         self.fraction, self.message = reached["fraction"], reached["message"]
         self.warnings = list(reached["warnings"])
-        if reached["state"] != JobState.RUNNING:
+        if reached["state"] != TaskState.RUNNING:
             self.state, self.error = reached["state"], reached["error"]
             self.done_output = reached.get("done_output")
         return []
@@ -381,7 +381,7 @@ class RemoteJob:
         self._thread.join(timeout_s)
         self.poll()
         if not self.finished:
-            self.state, self.error = JobState.CANCELLED, Cancelled("The remote run was cancelled.")
+            self.state, self.error = TaskState.CANCELLED, Cancelled("The remote run was cancelled.")
 
     def wait(self, cancel_requested: Callable[[], bool] | None = None, interval_s: float = 0.1) -> None:
         """Poll until the end (for the command line); ``cancel_requested()`` true cancels the run."""

@@ -37,7 +37,7 @@ import SimpleITK as sitk
 import uvicorn
 
 from FateSAMLib.options import RunSettings
-from FateSAMLib.protocol import FINISHED_STATES
+from FateSAMLib.progress import FINISHED_STATES
 from FateSAMLib.remote import ServerClient
 from FateSAMLib.server.app import ServerConfig, create_app
 

@@ -16,8 +16,7 @@ from ..errors import Cancelled, FateSAMError
 from ..method.jobs import SegmentJob, run_job
 from ..models.devices import run_memory_error
 from ..options import RunSettings
-from ..progress import CancelToken, thread_warnings
-from ..protocol import JobState
+from ..progress import CancelToken, TaskState, thread_warnings
 from .predictors import WarmPredictors
 from .store import SupportSet, SupportSetStore
 
@@ -45,7 +44,7 @@ class Job:
     request: SegmentJob
     settings: RunSettings
     support_set: SupportSet
-    state: JobState = JobState.QUEUED
+    state: TaskState = TaskState.QUEUED
     fraction: float = 0.0
     message: str = "Waiting in the queue"
     warnings: list[str] = field(default_factory=list)
@@ -142,8 +141,8 @@ class JobQueue:
         """Cancel a waiting job now, a running one at its next slice."""
         job.cancel.cancel()
         with self._lock:
-            if job.state == JobState.QUEUED:
-                self._end(job, JobState.CANCELLED, "Cancelled before it started")
+            if job.state == TaskState.QUEUED:
+                self._end(job, TaskState.CANCELLED, "Cancelled before it started")
 
     def remove(self, job: Job) -> None:
         """Forget a finished job and delete its files."""
@@ -177,13 +176,13 @@ class JobQueue:
         for job in list(self._jobs.values()):
             self.remove(job)
 
-    def _end(self, job: Job, state: JobState, message: str) -> None:
+    def _end(self, job: Job, state: TaskState, message: str) -> None:
         if job.finished:
             return
         job.state, job.message, job.finished_at = state, message, time.monotonic()
         self.store.release(job.support_set)
         seconds = f" after {job.seconds:.1f} s" if job.seconds is not None else ""
-        kind = f" ({job.error['kind']})" if state == JobState.FAILED and job.error else ""  # never its message
+        kind = f" ({job.error['kind']})" if state == TaskState.FAILED and job.error else ""  # never its message
         LOG.info("Job %s of user %s %s%s%s", job.id, job.owner, state.value, seconds, kind)
 
     def _work(self) -> None:
@@ -197,34 +196,34 @@ class JobQueue:
                 return
             with self._lock:
                 if job.finished or self._closed:
-                    self._end(job, JobState.CANCELLED, "Cancelled before it started")
+                    self._end(job, TaskState.CANCELLED, "Cancelled before it started")
                     continue
-                job.state, job.message = JobState.RUNNING, "Starting"
+                job.state, job.message = TaskState.RUNNING, "Starting"
             LOG.info("Job %s of user %s started", job.id, job.owner)
             started = time.perf_counter()
             state = self._run(job)
             job.seconds = time.perf_counter() - started
             with self._lock:
-                if state == JobState.SUCCEEDED:
+                if state == TaskState.SUCCEEDED:
                     self._mean_seconds = 0.7 * self._mean_seconds + 0.3 * job.seconds
                     job.fraction = 1.0
                     self._end(job, state, "Done")
-                elif state == JobState.CANCELLED:
+                elif state == TaskState.CANCELLED:
                     self._end(job, state, "Cancelled")
                 else:
                     self._end(job, state, job.error["message"] if job.error else "Failed")
 
-    def _run(self, job: Job) -> JobState:
+    def _run(self, job: Job) -> TaskState:
         """Run ``job`` on the warm predictor of its model; the state it ends in (its error in ``job.error``)."""
         predictor = None
         try:
             with thread_warnings(job.warnings.append):
                 predictor = self.predictors.for_settings(job.settings)
                 run_job(predictor, job.request, job.progress, job.cancel)
-            return JobState.SUCCEEDED
+            return TaskState.SUCCEEDED
         except Cancelled as error:
             job.fail(error)
-            return JobState.CANCELLED
+            return TaskState.CANCELLED
         except FateSAMError as error:
             job.fail(error)
         except Exception as error:  # a bug must end this job only, never the worker
@@ -234,4 +233,4 @@ class JobQueue:
             else:
                 LOG.exception("Job %s failed", job.id)
                 job.error = {"message": "The server failed on this job (see its log); run again.", "kind": "Error"}
-        return JobState.FAILED
+        return TaskState.FAILED

@@ -28,7 +28,8 @@ from ..method.jobs import SegmentJob
 from ..method.pipeline import CorrectionInput, prepare_query, select_segments
 from ..models.registry import get_model_spec, model_names
 from ..options import RunSettings
-from ..protocol import API, JOB_SETTINGS, UPLOAD_IMAGE_SUFFIXES, UPLOAD_LABEL_SUFFIXES, JobState
+from ..progress import TaskState
+from ..protocol import API, JOB_SETTINGS, UPLOAD_IMAGE_SUFFIXES, UPLOAD_LABEL_SUFFIXES
 from .jobs import Job, QueueFull, new_job_id
 from .middleware import USER_KEY
 from .service import Service, private_folder
@@ -230,7 +231,7 @@ def api_router() -> APIRouter:
 
     def finished_file(service: Service, job_id: str, user: str, name: str) -> Path:
         job = _job_or_404(service, job_id, user)
-        if job.state != JobState.SUCCEEDED:
+        if job.state != TaskState.SUCCEEDED:
             raise HTTPException(409, f"Job {job_id} is {job.state.value}: it has no result to download.")
         return Path(getattr(job.request, name))
 

@@ -10,7 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 from server_helpers import running_server, small_inputs
 
-from FateSAMLib.protocol import FINISHED_STATES
+from FateSAMLib.progress import FINISHED_STATES
 from FateSAMLib.remote import ServerBusy
 
 CLIENTS = 20

@@ -21,7 +21,7 @@ from FateSAMLib.cli.main import build_parser, main
 from FateSAMLib.errors import InputError
 from FateSAMLib.io.geometry import from_slices, to_slices
 from FateSAMLib.method.pipeline import prepare_query
-from FateSAMLib.protocol import FINISHED_STATES
+from FateSAMLib.progress import FINISHED_STATES
 from FateSAMLib.remote import CorrectionFiles
 
 EDITED_SLICE = 1

@@ -14,7 +14,7 @@ from server_helpers import running_server, small_inputs, wait_for
 
 from FateSAMLib.cli.main import main
 from FateSAMLib.errors import InputError
-from FateSAMLib.protocol import FINISHED_STATES
+from FateSAMLib.progress import FINISHED_STATES
 from FateSAMLib.remote import ServerClient, ServerError
 from FateSAMLib.server.users import Users, add_user, token_digest
 

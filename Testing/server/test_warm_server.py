@@ -9,7 +9,7 @@ from server_helpers import ENGINE, SETTINGS, running_server, small_inputs, wait_
 
 from FateSAMLib.cli.main import main
 from FateSAMLib.method.predictor import FateSamPredictor
-from FateSAMLib.protocol import FINISHED_STATES
+from FateSAMLib.progress import FINISHED_STATES
 from FateSAMLib.summary import RunSummary
 
 
