@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from .cgroups import CGROUP_ROOT, PROC_CGROUP, cgroup_folders
 from .errors import ResourceError
 
 
@@ -71,29 +72,18 @@ def _inactive_file_bytes(stat_file: Path) -> int:
     return 0
 
 
-def _cgroup_available_memory(root: Path = Path("/sys/fs/cgroup")) -> int | None:
-    """Memory left under the tightest cgroup limit of this process (v2 and its parents, or v1), None if unlimited."""
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    paths = {controllers: path.lstrip("/") for _, controllers, path in (line.split(":", 2) for line in lines)}
-    candidates = []  # (limit file, usage file, stat file)
-    if "" in paths:  # cgroup v2: the process's group and every group above it
-        group = root / paths[""]
-        for folder in (group, *group.parents):
-            if folder == root.parent:
-                break
-            candidates.append((folder / "memory.max", folder / "memory.current", folder / "memory.stat"))
-    memory_v1 = root / "memory"
-    candidates.append(
-        (memory_v1 / "memory.limit_in_bytes", memory_v1 / "memory.usage_in_bytes", memory_v1 / "memory.stat")
-    )
+def _cgroup_available_memory(proc_cgroup: Path = PROC_CGROUP, root: Path = CGROUP_ROOT) -> int | None:
+    """Memory left under the tightest cgroup limit of this process (v2 or v1, its group or one above), None if
+    unlimited."""
     left = []
-    for limit_file, usage_file, stat_file in candidates:
-        limit, usage = _read_int(limit_file), _read_int(usage_file)
-        if limit is not None and usage is not None and limit < 2**62:  # v1 writes "no limit" as a huge number
-            left.append(max(0, limit - usage + _inactive_file_bytes(stat_file)))
+    for folder in cgroup_folders("memory", proc_cgroup, root):
+        for limit_name, usage_name, stat_name in (
+            ("memory.max", "memory.current", "memory.stat"),  # v2
+            ("memory.limit_in_bytes", "memory.usage_in_bytes", "memory.stat"),  # v1
+        ):
+            limit, usage = _read_int(folder / limit_name), _read_int(folder / usage_name)
+            if limit is not None and usage is not None and limit < 2**62:  # v1 writes "no limit" as a huge number
+                left.append(max(0, limit - usage + _inactive_file_bytes(folder / stat_name)))
     return min(left, default=None)
 
 

@@ -14,13 +14,12 @@ import os
 from collections.abc import MutableMapping
 from pathlib import Path
 
+from .cgroups import CGROUP_ROOT, PROC_CGROUP, cgroup_folders
+
 WAIT_POLICY = "OMP_WAIT_POLICY"
 """OpenMP's setting for idle threads: ACTIVE spins (and steals the cores of every other process), PASSIVE sleeps."""
 THREAD_COUNT_SETTINGS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 """Settings by which a user (or Ray, for its workers) chose the thread count: they win over our default."""
-
-_PROC_CGROUP = Path("/proc/self/cgroup")
-_CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def thread_environment(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
@@ -66,31 +65,15 @@ def _cgroup_v1_limit(folder: Path) -> float | None:
     return quota / period if quota > 0 and period > 0 else None
 
 
-def _ancestors(root: Path, relative: str) -> list[Path]:
-    """``root`` joined with ``relative`` and each of its parents up to ``root`` itself (a quota set above applies)."""
-    parts = [part for part in relative.strip().split("/") if part and part != ".."]
-    return [root.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1)]
-
-
-def cgroup_cpu_limit(proc_cgroup: Path = _PROC_CGROUP, root: Path = _CGROUP_ROOT) -> float | None:
+def cgroup_cpu_limit(proc_cgroup: Path = PROC_CGROUP, root: Path = CGROUP_ROOT) -> float | None:
     """The CPU quota of this process's cgroup and its parents, in CPUs (e.g. 1.5), or None when there is none.
 
-    Reads ``proc_cgroup`` (``/proc/self/cgroup``) for the process's cgroup, then the quota files under ``root``
-    (``/sys/fs/cgroup``): cgroup v2's ``cpu.max``, or cgroup v1's ``cpu,cpuacct`` or ``cpu`` controller. The
-    tightest quota on the path counts.
+    Reads the quota files of :func:`~FateSAMLib.cgroups.cgroup_folders`: cgroup v2's ``cpu.max``, or cgroup v1's
+    ``cpu`` controller. The tightest quota on the path counts.
     """
-    try:
-        lines = proc_cgroup.read_text().splitlines()
-    except OSError:
-        return None
     limits = []
-    for line in lines:
-        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
-        if controllers == "":  # cgroup v2: "0::/path"
-            limits += [_cgroup_v2_limit(folder) for folder in _ancestors(root, path)]
-        elif "cpu" in controllers.split(","):
-            for mount in (root / controllers, root / "cpu,cpuacct", root / "cpu"):
-                limits += [_cgroup_v1_limit(folder) for folder in _ancestors(mount, path)]
+    for folder in cgroup_folders("cpu", proc_cgroup, root):
+        limits += [_cgroup_v2_limit(folder), _cgroup_v1_limit(folder)]
     found = [limit for limit in limits if limit is not None]
     return min(found) if found else None
 
