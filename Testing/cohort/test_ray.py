@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from cohort_helpers import FAST, QUERIES, batch_args, finished_cohort, query_folder, read_summary
 from conftest import HIPPOCAMPUS, case_paths
 
-from FateSAMLib.cli.main import build_parser, main
+from FateSAMLib.cli.main import build_parser
 from FateSAMLib.cli.reporting import Reporter
 from FateSAMLib.cohort.ray_pool import STAGE_INTERVAL, PostedProgress, RayPool, RunningStages
 from FateSAMLib.cohort.worker import CohortSettings
@@ -32,27 +31,30 @@ def local_ray():
     ray.shutdown()
 
 
-def kill_a_worker_once_a_case_is_done(output_dir, killed: list[str]) -> None:
-    """Wait (bounded) until the first output appears, then kill the first worker, which is busy or about to be."""
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not any(output_dir.glob("*.nii.gz")):
-        time.sleep(0.2)
-    actor = ray.get_actor("fatesam-worker-0")
-    ray.kill(actor, no_restart=True)
-    killed.append("fatesam-worker-0")
+class WorkerKiller(Reporter):
+    """The driver's reporter, which kills worker 0 at the first stage that shows a case being segmented while no case
+    has finished: the models load before any case is handed out and each worker then holds one case, so worker 0's
+    case is cut mid-run (not after it ended, which a wait for the first output could not rule out)."""
+
+    def __init__(self, output_dir: Path) -> None:
+        super().__init__(json_lines=True, stdout=io.StringIO())
+        self.output_dir = output_dir
+        self.killed = False
+
+    def progress(self, fraction: float, message: str) -> None:
+        super().progress(fraction, message)
+        if not self.killed and "Segmenting slice" in message and not any(self.output_dir.glob("*.nii.gz")):
+            ray.kill(ray.get_actor("fatesam-worker-0"), no_restart=True)
+            self.killed = True
 
 
 def test_two_ray_workers_give_the_local_outputs_and_a_killed_worker_is_replaced(local_ray, tmp_path_factory, tmp_path):
     _, finished, _, threads = finished_cohort(tmp_path_factory)
     output_dir = tmp_path / "out"
-    killed: list[str] = []
-    killer = threading.Thread(target=kill_a_worker_once_a_case_is_done, args=(output_dir, killed), daemon=True)
-    killer.start()
-    code = main(
-        batch_args(query_folder(tmp_path / "q"), output_dir, "--ray", "--workers", "2", "--threads", str(threads))
-    )
-    killer.join(timeout=10)
-    assert code == 0 and killed
+    argv = batch_args(query_folder(tmp_path / "q"), output_dir, "--ray", "--workers", "2", "--threads", str(threads))
+    args = build_parser().parse_args(argv)
+    killer = WorkerKiller(output_dir)
+    assert args.func(args, killer, CancelToken()) == 0 and killer.killed
     summary = read_summary(output_dir)
     assert summary["counts"] == {"done": 3, "skipped": 0, "failed": 0}
     assert sorted(summary[name]["attempts"] for name in QUERIES) == [1, 1, 2]  # the killed worker's case, retried
