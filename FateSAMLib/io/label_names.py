@@ -9,13 +9,13 @@ out). Value 0 is the background and never named.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ..errors import InputError
-from ..segments import MAX_LABEL_VALUE
+from ..json_input import parse_json
+from ..segments import MAX_LABEL_VALUE, segment_key
 
 DATASET_JSON = "dataset.json"
 logger = logging.getLogger(__name__)
@@ -31,9 +31,23 @@ def _label_value(text: object, where: str) -> int:
     return value
 
 
+def _distinct_names(names: dict[int, str], where: str) -> dict[int, str]:
+    """``names``, or :class:`InputError` when two values have names that match by the one name rule (case and
+    surrounding spaces ignored), which would make them one segment across supports and in ``--segments``."""
+    values_by_key: dict[str, int] = {}
+    for value, name in sorted(names.items()):
+        other = values_by_key.setdefault(segment_key(name), value)
+        if other != value:
+            raise InputError(
+                f"{where} names the values {other} and {value} alike ({names[other]!r}, {name!r}; case and surrounding "
+                "spaces are ignored when names are matched); give each value its own name."
+            )
+    return names
+
+
 def parse_label_names(items: Iterable[str]) -> dict[int, str]:
     """``["1=anterior", "2=posterior"]`` -> ``{1: "anterior", 2: "posterior"}``; :class:`InputError` when an item is
-    not ``VALUE=NAME`` with a label value above 0 and a name, or a value is named twice."""
+    not ``VALUE=NAME`` with a label value above 0 and a name, or a value is named twice, or two values alike."""
     names: dict[int, str] = {}
     for item in items:
         value_text, separator, name = item.partition("=")
@@ -43,25 +57,24 @@ def parse_label_names(items: Iterable[str]) -> dict[int, str]:
         if value in names:
             raise InputError(f"--label-names names the value {value} twice; give each value one name.")
         names[value] = name.strip()
-    return names
+    return _distinct_names(names, "--label-names")
 
 
 def read_dataset_json(path: Path) -> dict[int, str]:
     """The label names of a ``dataset.json`` file (see the module docstring); :class:`InputError` if it is unreadable
     or has no ``labels`` block of value/name pairs."""
-    try:
-        labels = json.loads(path.read_text(encoding="utf-8"))["labels"]
-        if not isinstance(labels, Mapping):
-            raise TypeError("'labels' is not an object")
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise InputError(f"{path} has no readable 'labels' block ({error}).") from None
+    fix = "give the label names with --label-names VALUE=NAME instead."
+    document = parse_json(path, str(path), fix)
+    labels = document.get("labels") if isinstance(document, Mapping) else None
+    if not isinstance(labels, Mapping):
+        raise InputError(f"{path} has no readable 'labels' block (an object of values and names); {fix}")
     names = {}
     for key, entry in labels.items():
         if isinstance(entry, str):  # MSD: "1": "Anterior"
             names[_label_value(key, str(path))] = entry.strip()
         elif isinstance(entry, int) and not isinstance(entry, bool):  # nnU-Net v2: "Anterior": 1
             names[_label_value(entry, str(path))] = str(key).strip()
-    return {value: name for value, name in names.items() if value != 0 and name}
+    return _distinct_names({value: name for value, name in names.items() if value != 0 and name}, str(path))
 
 
 def dataset_json_beside(label_map: Path) -> Path | None:
@@ -80,4 +93,4 @@ def label_names_for(label_map: Path, given: Mapping[int, str] | None = None) -> 
     except InputError as error:
         logger.warning("%s Its label names are not used: fix it, or name the labels with --label-names.", error)
         beside = {}
-    return {**beside, **(given or {})}
+    return _distinct_names({**beside, **(given or {})}, f"--label-names with {found}" if found else "--label-names")

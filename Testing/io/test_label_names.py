@@ -58,3 +58,19 @@ def test_a_dataset_json_of_another_kind_is_warned_about_and_left_out(tmp_path, c
     assert "dataset.json has no readable 'labels' block" in caplog.text and "--label-names" in caplog.text
     with pytest.raises(InputError, match="no readable 'labels' block"):
         read_dataset_json(tmp_path / "dataset.json")
+
+
+def test_values_named_alike_are_refused_as_the_name_rule_would_make_them_one_segment(tmp_path):
+    with pytest.raises(InputError, match="names the values 1 and 2 alike"):
+        parse_label_names(["1=Anterior", "2= anterior "])
+    (tmp_path / "dataset.json").write_text('{"labels": {"0": "background", "1": "Liver", "2": "LIVER"}}')
+    with pytest.raises(InputError, match="names the values 1 and 2 alike"):
+        read_dataset_json(tmp_path / "dataset.json")
+
+
+def test_a_dataset_json_nested_too_deep_or_not_an_object_is_one_message(tmp_path):
+    for text in ("[" * 100_000 + "]" * 100_000, "[1, 2]", "not json"):
+        (tmp_path / "dataset.json").write_text(text)
+        with pytest.raises(InputError, match="dataset.json") as refused:
+            read_dataset_json(tmp_path / "dataset.json")
+        assert "--label-names" in str(refused.value)
