@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .atomic import write_file_atomically
+from .errors import InputError
+from .json_input import parse_json
 from .models.registry import ModelSpec, cache_dir, get_model_spec
 from .threads import usable_cpus
 
@@ -77,10 +79,10 @@ def machine_key() -> str | None:
 
 def _all_estimates(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):  # missing or damaged: measured again, and the file rewritten
+        data = parse_json(path, str(path), "")
+    except InputError:  # missing or damaged: measured again, and the file rewritten
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def read_estimates() -> dict[str, StepTimes]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..atomic import temporary_sibling
 from ..errors import InputError
+from ..json_input import parse_json
 
 SINGLE_USER = "default"
 """The user of a server with one token (or none, on 127.0.0.1 with ``--no-auth``)."""
@@ -70,14 +71,13 @@ class Users:
 
 
 def _read_digests(path: Path) -> dict[str, str]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        users = data["users"]
-        if not isinstance(users, dict) or not all(isinstance(u.get("token_sha256"), str) for u in users.values()):
-            raise ValueError("no 'users' object of token digests")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        message = f"{path} is not a FateSAM users file ({error}); make a new one with 'fatesam users add'."
-        raise InputError(message) from None
+    fix = "make a new one with 'fatesam users add'."
+    data = parse_json(path, f"The users file {path}", fix)
+    users = data.get("users") if isinstance(data, dict) else None
+    if not isinstance(users, dict) or not all(
+        isinstance(entry, dict) and isinstance(entry.get("token_sha256"), str) for entry in users.values()
+    ):
+        raise InputError(f"{path} is not a FateSAM users file (no 'users' object of token digests); {fix}")
     return {name: entry["token_sha256"] for name, entry in users.items()}
 
 
